@@ -1,0 +1,84 @@
+package nvm_test
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"cardlink/internal/card/nvm"
+)
+
+// fill stores about 4 KiB of records: 64 records of 64 bytes each.
+func fill(b *testing.B, mem *nvm.Memory) {
+	b.Helper()
+	err := mem.Update(func(tx *nvm.Tx) error {
+		for i := range 64 {
+			tx.Put(fmt.Sprintf("wallet/log/%02d", i), []byte(strings.Repeat("r", 64-5-13)))
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+}
+
+func benchmarkUpdate(b *testing.B, mem *nvm.Memory) {
+	fill(b, mem)
+	b.ReportAllocs()
+	var ctr [4]byte
+	for b.Loop() {
+		ctr[3]++
+		if err := mem.Update(func(tx *nvm.Tx) error {
+			tx.Put("wallet/counter", ctr[:])
+			return nil
+		}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkUpdateMem commits one small Put to a MemMedium holding about
+// 4 KiB of records.
+func BenchmarkUpdateMem(b *testing.B) {
+	const capacity = 8192
+	m := nvm.NewMemMedium(nvm.MediumSize(capacity))
+	if err := nvm.Format(m, capacity); err != nil {
+		b.Fatal(err)
+	}
+	mem, err := nvm.Open(m)
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchmarkUpdate(b, mem)
+}
+
+// BenchmarkUpdateFile is BenchmarkUpdateMem on a file, with fsync.
+func BenchmarkUpdateFile(b *testing.B) {
+	mem, err := nvm.CreateFile(filepath.Join(b.TempDir(), "card.nvm"), 8192)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer mem.Close()
+	benchmarkUpdate(b, mem)
+}
+
+// BenchmarkGet reads one record of a memory holding about 4 KiB.
+func BenchmarkGet(b *testing.B) {
+	const capacity = 8192
+	m := nvm.NewMemMedium(nvm.MediumSize(capacity))
+	if err := nvm.Format(m, capacity); err != nil {
+		b.Fatal(err)
+	}
+	mem, err := nvm.Open(m)
+	if err != nil {
+		b.Fatal(err)
+	}
+	fill(b, mem)
+	b.ReportAllocs()
+	for b.Loop() {
+		if v := mem.Get("wallet/log/42"); len(v) != 46 {
+			b.Fatalf("Get = %d bytes, want 46", len(v))
+		}
+	}
+}

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it (.ci/run calls this script).
+# Needs only Go; anything else a test needs is installed here, so a fresh
+# machine passes too. FUZZTIME (default 5s) bounds each fuzz target's run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+FUZZTIME="${FUZZTIME:-5s}"
+STATICCHECK="honnef.co/go/tools/cmd/staticcheck@v0.8.2"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+	echo "gofmt would change:"; echo "$unformatted"; exit 1
+fi
+
+step "go mod tidy is clean"
+cp go.mod /tmp/cardlink.go.mod.$$; cp go.sum /tmp/cardlink.go.sum.$$ 2>/dev/null || true
+go mod tidy
+if ! diff -q go.mod /tmp/cardlink.go.mod.$$ >/dev/null || { [ -f go.sum ] && ! diff -q go.sum /tmp/cardlink.go.sum.$$ >/dev/null; }; then
+	echo "go.mod/go.sum not tidy: run 'go mod tidy' and commit"; exit 1
+fi
+rm -f /tmp/cardlink.go.mod.$$ /tmp/cardlink.go.sum.$$
+
+step "go build"
+go build ./...
+
+step "go vet"
+go vet ./...
+
+step "staticcheck"
+go run "$STATICCHECK" ./...
+
+step "go test -race"
+go test -race -count=1 -timeout 20m ./...
+
+step "fuzz (each target for $FUZZTIME)"
+# Every FuzzXxx in the module, run alone for a short while: its seed corpus
+# in testdata/fuzz plus fresh inputs. A crash fails the suite.
+go list -f '{{.Dir}} {{.ImportPath}}' ./... | while read -r dir pkg; do
+	for fuzz in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u); do
+		echo "-- $pkg $fuzz"
+		go test -run='^$' -fuzz="^${fuzz}\$" -fuzztime="$FUZZTIME" -fuzzminimizetime=2s "$pkg" >/tmp/cardlink-fuzz.log 2>&1 || {
+			cat /tmp/cardlink-fuzz.log; echo "fuzz target $fuzz in $pkg failed"; exit 1; }
+	done
+done
+
+step "all passed"
