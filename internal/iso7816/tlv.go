@@ -136,11 +136,13 @@ func parseTag(b []byte, off int) (Tag, int, error) {
 	if len(b) < 2 {
 		return 0, 0, tlvError(off, "tag %02X truncated", b[0])
 	}
-	switch {
-	case b[1] == 0x80:
+	// A subsequent byte 80 would pad the tag number with a leading zero
+	// group. Numbers below 31 in two-byte form (9F02, 9F17, 5F20) break
+	// ISO/IEC 8825-1's minimal rule but are how EMV Book 3 Annex B
+	// spells its tags, so they are accepted: the tag is kept as its bytes,
+	// so parsing and encoding still round-trip.
+	if b[1] == 0x80 {
 		return 0, 0, tlvError(off, "tag %02X80 has a non-minimal subsequent byte", b[0])
-	case b[1] < 0x1F:
-		return 0, 0, tlvError(off, "two-byte tag %02X%02X encodes a number below 31", b[0], b[1])
 	}
 	t = t<<8 | Tag(b[1])
 	if b[1]&0x80 == 0 {

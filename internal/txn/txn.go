@@ -412,28 +412,59 @@ func parseSignedLoad(b []byte) (Load, []byte, error) {
 	if err != nil {
 		return Load{}, nil, err
 	}
-	f, err := fields(lt, tagLoadCard, tagLoadSeq, tagLoadAmount, tagLoadCurrency)
+	l, err := loadFields(lt)
 	if err != nil {
-		return Load{}, nil, err
-	}
-	var l Load
-	if l.CardNumber, err = ParseCardNumberBCD(f[0]); err != nil {
-		return Load{}, nil, err
-	}
-	if err := fixed("seq", f[1], 4); err != nil {
-		return Load{}, nil, err
-	}
-	l.Seq = binary.BigEndian.Uint32(f[1])
-	if l.Amount, err = parseAmount(f[2], f[3]); err != nil {
-		return Load{}, nil, err
-	}
-	if err := l.Validate(); err != nil {
 		return Load{}, nil, err
 	}
 	if !bytes.Equal(l.EncodeSigned(sig), b) {
 		return Load{}, nil, errNonCanonical
 	}
 	return l, sig, nil
+}
+
+// ParseLoad is the strict inverse of Load.Bytes: it decodes the prefixed
+// load that an issuer signs and that a card's load receipt covers (the
+// payload of a PurposeLoadReceipt envelope or log record).
+func ParseLoad(b []byte) (Load, error) {
+	rest, ok := bytes.CutPrefix(b, []byte(prefixLoad))
+	if !ok {
+		return Load{}, errors.New("parsing load: missing prefix " + strconv.Quote(prefixLoad))
+	}
+	lt, err := parseOne(rest, tagLoad)
+	if err != nil {
+		return Load{}, fmt.Errorf("parsing load: %w", err)
+	}
+	l, err := loadFields(lt)
+	if err != nil {
+		return Load{}, fmt.Errorf("parsing load: %w", err)
+	}
+	if !bytes.Equal(l.Bytes(), b) {
+		return Load{}, fmt.Errorf("parsing load: %w", errNonCanonical)
+	}
+	return l, nil
+}
+
+// loadFields decodes and validates the fields of a load template.
+func loadFields(lt iso7816.TLV) (Load, error) {
+	f, err := fields(lt, tagLoadCard, tagLoadSeq, tagLoadAmount, tagLoadCurrency)
+	if err != nil {
+		return Load{}, err
+	}
+	var l Load
+	if l.CardNumber, err = ParseCardNumberBCD(f[0]); err != nil {
+		return Load{}, err
+	}
+	if err := fixed("seq", f[1], 4); err != nil {
+		return Load{}, err
+	}
+	l.Seq = binary.BigEndian.Uint32(f[1])
+	if l.Amount, err = parseAmount(f[2], f[3]); err != nil {
+		return Load{}, err
+	}
+	if err := l.Validate(); err != nil {
+		return Load{}, err
+	}
+	return l, nil
 }
 
 // VerifyLoad reports whether sig is a valid ASN.1 DER ECDSA signature by the

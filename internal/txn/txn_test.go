@@ -778,6 +778,38 @@ func FuzzParseSignedLoad(f *testing.F) {
 	})
 }
 
+func FuzzParseLoad(f *testing.F) {
+	l := sampleLoad()
+	f.Add(l.Bytes())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		l, err := ParseLoad(b)
+		if err != nil {
+			return
+		}
+		if again := l.Bytes(); !bytes.Equal(again, b) {
+			t.Fatalf("ParseLoad(%X).Bytes() = %X, want the input", b, again)
+		}
+	})
+}
+
+func TestParseLoad(t *testing.T) {
+	l := sampleLoad()
+	got, err := ParseLoad(l.Bytes())
+	if err != nil || got != l {
+		t.Fatalf("ParseLoad(Bytes()) = %+v, %v; want %+v", got, err, l)
+	}
+	for name, b := range map[string][]byte{
+		"no prefix":       l.Bytes()[len(prefixLoad):],
+		"signed form":     l.EncodeSigned(fakeSig),
+		"trailing byte":   append(l.Bytes(), 0),
+		"envelope prefix": append([]byte(prefixEnvelope), l.Bytes()[len(prefixLoad):]...),
+	} {
+		if _, err := ParseLoad(b); err == nil {
+			t.Errorf("ParseLoad(%s) = nil error, want a refusal", name)
+		}
+	}
+}
+
 func FuzzParseSignedItem(f *testing.F) {
 	it := sampleItem()
 	f.Add(it.EncodeSigned(fakeSig))

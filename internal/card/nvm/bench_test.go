@@ -2,6 +2,7 @@ package nvm_test
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -61,6 +62,29 @@ func BenchmarkUpdateFile(b *testing.B) {
 	}
 	defer mem.Close()
 	benchmarkUpdate(b, mem)
+}
+
+// BenchmarkFsyncFloor is the physical floor under BenchmarkUpdateFile:
+// one write of an image the same size (about 4 KiB) to a file in the same
+// kind of directory, and one fsync. UpdateFile / FsyncFloor is the cost of
+// the A/B image, page writes and checksum on top of what the disk must do.
+func BenchmarkFsyncFloor(b *testing.B) {
+	f, err := os.Create(filepath.Join(b.TempDir(), "floor"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	img := make([]byte, 4200)
+	b.ReportAllocs()
+	for b.Loop() {
+		img[0]++
+		if _, err := f.WriteAt(img, 0); err != nil {
+			b.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
 
 // BenchmarkGet reads one record of a memory holding about 4 KiB.
