@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it (.ci/run calls this script).
-# Needs only Go; anything else a test needs is installed here, so a fresh
-# machine passes too. FUZZTIME (default 5s) bounds each fuzz target's run.
+# Needs Go and, for the system packages, root on Debian: it installs what
+# the tests talk to (pcscd, vsmartcard-vpcd, OpenSC, yubico-piv-tool,
+# PostgreSQL) and starts a throwaway PostgreSQL, so a fresh machine passes
+# too. (Without them, plain 'go test ./...' still passes: those tests skip
+# and say why.) FUZZTIME (default 5s) bounds each fuzz target's run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,17 +27,26 @@ if ! diff -q go.mod /tmp/cardlink.go.mod.$$ >/dev/null || { [ -f go.sum ] && ! d
 fi
 rm -f /tmp/cardlink.go.mod.$$ /tmp/cardlink.go.sum.$$
 
-step "go build"
+step "system packages (PC/SC tools, PostgreSQL)"
+bash scripts/pcsc-deps.sh
+eval "$(bash scripts/postgres.sh start --fsync-off)"   # functional tests only
+trap 'bash scripts/postgres.sh stop >/dev/null 2>&1 || true' EXIT
+
+step "go build (only Go, and with the cgo PC/SC driver)"
 go build ./...
+go build -tags pcsc ./...
 
 step "go vet"
 go vet ./...
+go vet -tags pcsc ./...
 
 step "staticcheck"
 go run "$STATICCHECK" ./...
 
-step "go test -race"
-go test -race -count=1 -timeout 20m ./...
+step "go test -race (PostgreSQL at \$CARDLINK_TEST_POSTGRES, PC/SC interop through pcscd)"
+go test -race -count=1 -timeout 20m -tags pcsc ./...
+# The PC/SC driver's fallback, as built with only Go.
+go test -race -count=1 ./internal/reader/pcsc/
 
 step "fuzz (each target for $FUZZTIME)"
 # Every FuzzXxx in the module, run alone for a short while: its seed corpus

@@ -16,7 +16,10 @@
 //     FCI) or 0C (no response data); any other P1 or P2 gets 6A86. A name of
 //     at least 5 bytes that is not a registered AID selects the one AID it is a
 //     prefix of (partial DF name); no match, or more than one, gives 6A82. A
-//     failed SELECT keeps the channel's current selection.
+//     failed SELECT keeps the channel's current selection. A SELECT with P2
+//     00 and no Le still returns its FCI (up to 256 bytes) with 9000, as a
+//     T=1 YubiKey does: yubico-piv-tool relies on it. Any other command
+//     without Le whose reply has data answers 61xx, as a T=0 card would.
 //   - MANAGE CHANNEL (00 70): channels 0..3. Open with P1 00, P2 00 (the card
 //     picks the lowest free channel and returns its number; 6A81 when none is
 //     free) or P2 01..03 (6A86 when already open). Close with P1 80 and P2 the
@@ -443,7 +446,14 @@ func (c *Card) selectApplet(n int, cmd iso7816.Command) ([]byte, iso7816.SW) {
 	if cmd.P2 == selectNoResponse {
 		return nil, sw
 	}
-	return c.reply(ch, cmd.Ne, fci, sw)
+	// A SELECT without Le still gets its FCI at once, as from a T=1
+	// YubiKey: yubico-piv-tool sends it that way and treats 61xx as a
+	// failure. Other commands without Le keep the 61xx rule.
+	ne := cmd.Ne
+	if ne == 0 {
+		ne = shortNe
+	}
+	return c.reply(ch, ne, fci, sw)
 }
 
 // lookup finds the applet a DF name selects: an exact match, or else the only

@@ -184,10 +184,7 @@ func TestTransmit(t *testing.T) {
 	}{
 		{"select returns FCI", []step{{selectEcho, echoFCI + "9000"}}},
 		{"select P2 0C returns no data", []step{{"00A4040C07A0000005270101", "9000"}}},
-		{"select without Le announces FCI", []step{
-			{"00A4040007A0000005270101", "610B"},
-			{"00C0000000", echoFCI + "9000"},
-		}},
+		{"select without Le returns FCI", []step{{"00A4040007A0000005270101", echoFCI + "9000"}}},
 		{"select partial name", []step{{"00A4040006A00000052701 00", echoFCI + "9000"}}},
 		{"select ambiguous partial name", []step{{"00A4040006A00000052702 00", "6A82"}}},
 		{"select partial name too short", []step{{"00A4040004A0000005 00", "6A82"}}},
@@ -667,7 +664,7 @@ func FuzzTransmit(f *testing.F) {
 				continue
 			}
 			limit := cmd.Ne
-			if cmd.CLA&^0x13 == 0 && cmd.INS == insGetResponse && limit == 0 {
+			if cmd.CLA&^0x13 == 0 && (cmd.INS == insGetResponse || cmd.INS == insSelect) && limit == 0 {
 				limit = shortNe
 			}
 			if len(got)-2 > limit {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 
+	pivapplet "cardlink/internal/applet/piv"
 	walletapplet "cardlink/internal/applet/wallet"
 	"cardlink/internal/card"
 	"cardlink/internal/card/nvm"
@@ -58,7 +59,7 @@ func Open(path string) (*File, error) {
 
 // Applets returns a fresh set of the applets every cardlink card carries.
 func Applets() []card.Applet {
-	return []card.Applet{walletapplet.New()}
+	return []card.Applet{walletapplet.New(), pivapplet.New()}
 }
 
 func build(mem *nvm.Memory) (*File, error) {

@@ -14,6 +14,7 @@ import (
 	"cardlink/internal/cardfile"
 	"cardlink/internal/iso7816"
 	"cardlink/internal/money"
+	"cardlink/internal/piv"
 	"cardlink/internal/reader"
 	"cardlink/internal/server/pki"
 	"cardlink/internal/wallet"
@@ -23,7 +24,7 @@ func cardCommand() *command {
 	return &command{
 		name:    "card",
 		summary: "issue, inspect and talk to virtual smart cards",
-		subs:    []*command{cardNewCommand(), cardInfoCommand(), cardAPDUCommand()},
+		subs:    []*command{cardNewCommand(), cardInfoCommand(), cardAPDUCommand(), cardAttachCommand()},
 	}
 }
 
@@ -33,6 +34,11 @@ DIR (made by 'cardlink issuer init'): the card generates its own ECDSA P-256
 key pair inside the card, the issuer certifies the public key, and the card
 number, PIN, PUK, purse currency, issuer keys and (optionally) an enrolled
 biometric template are written before personalization is closed for good.
+Unless --piv=false, the card's PIV applet is personalized too: a slot 9A key
+generated on the card with a certificate from the same issuer, and a CHUID,
+so that OpenSC, yubico-piv-tool and other PIV software can use the card
+(docs/piv-applet.md; its PIN, PUK and management key start at the
+well-known defaults and must be changed).
 
 The file is the card's non-volatile memory: every update to it is atomic, so
 a crash or power cut never leaves a half-written card. Treat it like the chip
@@ -50,6 +56,7 @@ func cardNewCommand() *command {
 		bio := fs.String("bio", "", "file holding the biometric template to enroll (raw bytes, or hex text)")
 		number := fs.String("number", "", "card number, 16 digits with a valid Luhn check digit (default: a new random number)")
 		currency := fs.String("currency", "EUR", "ISO 4217 currency of the card's e-money purse")
+		withPIV := fs.Bool("piv", true, "also personalize the PIV applet: a slot 9A key generated on the card, its certificate and a CHUID")
 		purseMax := fs.String("purse-max", "1000", "the most the purse may hold, in units of --currency (e.g. 250.50)")
 		if err := parse(fs, args); err != nil {
 			return err
@@ -123,9 +130,23 @@ func cardNewCommand() *command {
 		if err != nil {
 			return err
 		}
+		var pivCert *x509.Certificate
+		if *withPIV {
+			err = piv.Personalize(e.ctx, conn, cardNumber, func(pub *ecdsa.PublicKey) (*x509.Certificate, error) {
+				pivCert, err = iss.IssueCard(pub, cardNumber, time.Now())
+				return pivCert, err
+			})
+			if err != nil {
+				return err
+			}
+		}
 		ok = true
 		fmt.Fprintf(e.stdout, "card %s issued into %s\n", cardNumber, *out)
-		fmt.Fprintf(e.stdout, "certificate serial %X, valid until %s\n", cert.SerialNumber, cert.NotAfter.UTC().Format(time.DateOnly))
+		fmt.Fprintf(e.stdout, "wallet certificate serial %X, valid until %s\n", cert.SerialNumber, cert.NotAfter.UTC().Format(time.DateOnly))
+		if pivCert != nil {
+			fmt.Fprintf(e.stdout, "PIV slot 9A certificate serial %X; PIV PIN %s, PUK %s and management key are the defaults: change them (docs/piv-applet.md)\n",
+				pivCert.SerialNumber, piv.DefaultPIN, piv.DefaultPUK)
+		}
 		return nil
 	}
 	return c

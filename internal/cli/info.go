@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"cardlink/internal/iso7816"
+	"cardlink/internal/piv"
+	"cardlink/internal/reader"
 	"cardlink/internal/txn"
 	"cardlink/internal/wallet"
 )
@@ -79,13 +81,39 @@ func cardInfoCommand() *command {
 		} else {
 			row("purse", "unreadable: %v", err)
 		}
+		printPIV(e, conn, row)
 		w.Flush()
+		// printPIV selected the PIV applet: back to the wallet.
+		if cl, err = wallet.Select(e.ctx, conn); err != nil {
+			return err
+		}
 		if err := printLog(e.stdout, cl, e, in); err != nil {
 			return err
 		}
 		return printItems(e.stdout, cl, e)
 	}
 	return c
+}
+
+// printPIV adds the PIV applet's public state: try counters, the slot 9A
+// certificate and the CHUID's GUID. A card without PIV data says so.
+func printPIV(e *env, conn reader.Conn, row func(k, format string, args ...any)) {
+	p, err := piv.Select(e.ctx, conn)
+	if err != nil {
+		row("PIV", "not available: %v", err)
+		return
+	}
+	if limit, left, err := p.Retries(e.ctx, false); err == nil {
+		row("PIV PIN", "%s (of %d)", tries(left), limit)
+	}
+	if cert, err := p.Certificate(e.ctx, piv.SlotAuthentication); err == nil {
+		row("PIV 9A", "%s, serial %X, until %s", cert.Subject.CommonName, cert.SerialNumber, cert.NotAfter.UTC().Format(time.DateOnly))
+	} else {
+		row("PIV 9A", "no certificate")
+	}
+	if ch, err := p.CHUID(e.ctx); err == nil {
+		row("PIV CHUID", "GUID %X, expires %s", ch.GUID, ch.Expiry.UTC().Format(time.DateOnly))
+	}
 }
 
 func printLog(out io.Writer, cl *wallet.Client, e *env, in wallet.Info) error {

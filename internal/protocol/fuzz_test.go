@@ -1,0 +1,37 @@
+package protocol
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+)
+
+// FuzzDecode: Decode never panics, fails only with its sentinels, and what
+// it accepts re-encodes to exactly the input (one message, one encoding).
+func FuzzDecode(f *testing.F) {
+	for _, m := range append(samples(), more()...) {
+		b, err := Encode(m)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add(msg(TypeHello, "a2 02 01 02 02"))
+	f.Add(msg(TypeHello, "bf 02 01 ff"))
+	f.Add(msg(TypeChallengeRequest, "a3 01 48 4111111111111112 02 48 0102030405060708 03 01"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		m, err := Decode(in)
+		if err != nil {
+			for _, s := range []error{ErrTooLarge, ErrVersion, ErrUnknownType, ErrMalformed, ErrInvalid} {
+				if errors.Is(err, s) {
+					return
+				}
+			}
+			t.Fatalf("Decode(% x) = %v, want one of the sentinels", in, err)
+		}
+		again, err := Encode(m)
+		if err != nil || !bytes.Equal(again, in) {
+			t.Fatalf("Encode(Decode(% x)) = % x, %v, want the input", in, again, err)
+		}
+	})
+}
