@@ -177,8 +177,7 @@ func newFlags(e *env, name, synopsis, help string) *flag.FlagSet {
 func parse(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fs.Usage()
-			return flag.ErrHelp
+			return flag.ErrHelp // fs.Parse has already printed the help
 		}
 		return withHint(usagef("%s: %v", shortName(fs), err), "run '"+fs.Name()+" -h' for help")
 	}

@@ -10,7 +10,7 @@ func issuerCommand() *command {
 	return &command{
 		name:    "issuer",
 		summary: "manage the card issuer's certificate authority",
-		subs:    []*command{issuerInitCommand()},
+		subs:    []*command{issuerInitCommand(), issuerRevokeCommand(), issuerCRLCommand()},
 	}
 }
 

@@ -47,6 +47,11 @@ const (
 	refBio = 0x91
 
 	p2ReadLog = 0x0C // SFI 1, P1 is a record number
+
+	// P1 of INTERNAL AUTHENTICATE and SIGN TRANSACTION: who verifies the
+	// holder.
+	p1OnCard    = 0x00 // the card (offline PIN or biometric), if anyone
+	p1OnlinePIN = 0x02 // the server, from an encrypted PIN block
 )
 
 // Data object tags (docs/wallet-applet.md, "Tags").
@@ -628,11 +633,26 @@ func AuthData(challenge, context []byte) ([]byte, error) {
 // covers Envelope{PurposeAuth, payload = AuthData(challenge, context)}; it
 // consumes a pending holder verification, if any (CVM none otherwise).
 func (c *Client) Authenticate(ctx context.Context, challenge, context []byte) (Signature, error) {
+	return c.authenticate(ctx, p1OnCard, challenge, context)
+}
+
+// AuthenticateOnlinePIN signs a server challenge like Authenticate, but
+// declares that the holder keyed an online PIN, which the server checks
+// from its encrypted PIN block (INTERNAL AUTHENTICATE 00 88 02 00): the
+// signature's CVM is online PIN. While a verification on the card (PIN or
+// biometric) is pending the card refuses, with iso7816.ErrConditions
+// (6985), and the verification stays pending: use Authenticate, or forget
+// it with ResetVerification.
+func (c *Client) AuthenticateOnlinePIN(ctx context.Context, challenge, context []byte) (Signature, error) {
+	return c.authenticate(ctx, p1OnlinePIN, challenge, context)
+}
+
+func (c *Client) authenticate(ctx context.Context, p1 byte, challenge, context []byte) (Signature, error) {
 	data, err := AuthData(challenge, context)
 	if err != nil {
 		return Signature{}, fmt.Errorf("authenticating card: %w", err)
 	}
-	resp, err := c.exchange(ctx, claISO, insInternalAuth, 0, 0, data, 256)
+	resp, err := c.exchange(ctx, claISO, insInternalAuth, p1, 0, data, 256)
 	if err != nil {
 		return Signature{}, fmt.Errorf("authenticating card: %w", err)
 	}
@@ -650,9 +670,9 @@ func (c *Client) Authenticate(ctx context.Context, challenge, context []byte) (S
 // the server checks an encrypted PIN block. The signature covers
 // Envelope{PurposeTransaction, payload = canonical}.
 func (c *Client) SignTransaction(ctx context.Context, canonical []byte, onlinePIN bool) (Signature, error) {
-	var p1 byte
+	p1 := byte(p1OnCard)
 	if onlinePIN {
-		p1 = 0x02
+		p1 = p1OnlinePIN
 	}
 	resp, err := c.exchange(ctx, claProprietary, insSignTransaction, p1, 0, canonical, 256)
 	if err != nil {

@@ -97,6 +97,7 @@ func FuzzInternalAuthenticate(f *testing.F) {
 		fuzzSeed{0x00, 0x00, b},
 		fuzzSeed{0x00, 0x00, []byte{0x80, 0x81, 0x20}},
 		fuzzSeed{0x01, 0x00, a},
+		fuzzSeed{0x02, 0x00, b}, // online PIN declared while an offline PIN is pending: 6985
 	)
 }
 

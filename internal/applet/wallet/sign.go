@@ -16,9 +16,9 @@ const (
 	maxContextLen = 64
 )
 
-// SIGN TRANSACTION P1: who verifies the holder.
+// INTERNAL AUTHENTICATE and SIGN TRANSACTION P1: who verifies the holder.
 const (
-	p1CVMOnCard    = 0x00 // offline PIN or biometric, verified on this card
+	p1CVMOnCard    = 0x00 // offline PIN or biometric verified on this card (INTERNAL AUTHENTICATE: if any)
 	p1CVMOnlinePIN = 0x02 // the server checks an encrypted PIN block
 )
 
@@ -38,17 +38,24 @@ func parseAuthData(b []byte) bool {
 	return true
 }
 
-// internalAuthenticate handles INTERNAL AUTHENTICATE (00 88 00 00): it bumps
-// and persists the counter, consumes the pending CVM and signs
-// Envelope{PurposeAuth, payload = the command data}.
+// internalAuthenticate handles INTERNAL AUTHENTICATE (00 88 P1 00): it bumps
+// and persists the counter and signs Envelope{PurposeAuth, payload = the
+// command data}. P1 00 consumes the pending CVM (none if there is none).
+// P1 02 declares that the holder keyed an online PIN, which the server
+// checks: CVM online PIN. It is refused (6985) while an on-card
+// verification is pending, which then stays pending: the envelope names one
+// method, and the card does not choose between two for the device.
 func internalAuthenticate(ctx *card.Context, cmd iso7816.Command) ([]byte, iso7816.SW) {
-	if cmd.P1 != 0 || cmd.P2 != 0 {
+	if cmd.P2 != 0 || cmd.P1 != p1CVMOnCard && cmd.P1 != p1CVMOnlinePIN {
 		return nil, iso7816.SWIncorrectP1P2
 	}
 	if !parseAuthData(cmd.Data) {
 		return nil, iso7816.SWWrongData
 	}
-	cvm := consumeCVM(ctx)
+	cvm, sw := signatureCVM(ctx, cmd.P1, false)
+	if !sw.OK() {
+		return nil, sw
+	}
 	var n uint32
 	err := ctx.NVM.Update(func(tx *nvm.Tx) (err error) {
 		n, err = bumpCounter(tx)
@@ -60,9 +67,32 @@ func internalAuthenticate(ctx *card.Context, cmd iso7816.Command) ([]byte, iso78
 	return signed(ctx, txn.PurposeAuth, n, cvm, cmd.Data)
 }
 
+// signatureCVM decides the CVM a signature will name, for P1 of INTERNAL
+// AUTHENTICATE and SIGN TRANSACTION. P1 00: the pending on-card
+// verification, consumed (one verification covers one signature); when
+// onCardRequired and none is pending, 6982. P1 02: online PIN, refused with
+// 6985 while an on-card verification is pending (which then stays pending):
+// the envelope names one method, and the card does not choose between two
+// for the device.
+func signatureCVM(ctx *card.Context, p1 byte, onCardRequired bool) (txn.CVM, iso7816.SW) {
+	if p1 == p1CVMOnlinePIN {
+		if pendingCVM(ctx) != txn.CVMNone {
+			return 0, iso7816.SWConditionsNotSatisfied
+		}
+		return txn.CVMOnlinePIN, iso7816.SWOK
+	}
+	if onCardRequired {
+		if c := pendingCVM(ctx); c != txn.CVMOfflinePIN && c != txn.CVMBiometric {
+			return 0, iso7816.SWSecurityStatus
+		}
+	}
+	return consumeCVM(ctx), iso7816.SWOK
+}
+
 // signTransaction handles SIGN TRANSACTION (80 A0 P1 00): data is a
 // canonical transaction. P1 00 needs a pending on-card verification (6982
-// otherwise); P1 02 declares online PIN. The counter and the log record are
+// otherwise); P1 02 declares online PIN (6985 while an on-card
+// verification is pending). The counter and the log record are
 // written in one update before the card signs
 // Envelope{PurposeTransaction, payload = the transaction}.
 func signTransaction(ctx *card.Context, cmd iso7816.Command) ([]byte, iso7816.SW) {
@@ -72,15 +102,9 @@ func signTransaction(ctx *card.Context, cmd iso7816.Command) ([]byte, iso7816.SW
 	if _, err := txn.Parse(cmd.Data); err != nil {
 		return nil, iso7816.SWWrongData
 	}
-	var cvm txn.CVM
-	if cmd.P1 == p1CVMOnCard {
-		if c := pendingCVM(ctx); c != txn.CVMOfflinePIN && c != txn.CVMBiometric {
-			return nil, iso7816.SWSecurityStatus
-		}
-		cvm = consumeCVM(ctx)
-	} else {
-		consumeCVM(ctx)
-		cvm = txn.CVMOnlinePIN
+	cvm, sw := signatureCVM(ctx, cmd.P1, true)
+	if !sw.OK() {
+		return nil, sw
 	}
 	var n uint32
 	err := ctx.NVM.Update(func(tx *nvm.Tx) (err error) {

@@ -635,6 +635,95 @@ func TestInternalAuthenticate(t *testing.T) {
 	}
 }
 
+// TestInternalAuthenticateOnlinePIN: P1 02 declares an online PIN (the
+// server checks the PIN block); the card signs CVM online PIN, and refuses
+// while an on-card verification is pending, leaving it pending.
+func TestInternalAuthenticateOnlinePIN(t *testing.T) {
+	ctx := t.Context()
+	env := wallettest.New(t, wallettest.Options{})
+	challenge := bytes.Repeat([]byte{0x5A}, 32)
+	binding := []byte("session 7")
+	s, err := env.Client.AuthenticateOnlinePIN(ctx, challenge, binding)
+	if err != nil || s.Counter != 1 || s.CVM != txn.CVMOnlinePIN {
+		t.Fatalf("AuthenticateOnlinePIN() = counter %d CVM %v, %v, want 1 and online PIN", s.Counter, s.CVM, err)
+	}
+	payload, _ := wallet.AuthData(challenge, binding)
+	if !txn.VerifyEnvelope(env.CardKey(), s.Envelope(txn.PurposeAuth, env.CardNumber, payload), s.Sig) {
+		t.Errorf("online PIN login signature does not verify as PurposeAuth with CVM online PIN")
+	}
+	for _, e := range []*txn.Envelope{
+		{Purpose: txn.PurposeAuth, CardNumber: env.CardNumber, Counter: s.Counter, CVM: txn.CVMNone, Payload: payload},
+		{Purpose: txn.PurposeAuth, CardNumber: env.CardNumber, Counter: s.Counter, CVM: txn.CVMOfflinePIN, Payload: payload},
+		s.Envelope(txn.PurposeTransaction, env.CardNumber, payload),
+	} {
+		if txn.VerifyEnvelope(env.CardKey(), e, s.Sig) {
+			t.Errorf("online PIN login signature verifies as %v with CVM %v", e.Purpose, e.CVM)
+		}
+	}
+
+	// A pending on-card verification: refused, nothing moves, it stays
+	// pending for the next P1 00 signature.
+	if err := env.Client.VerifyPIN(ctx, wallettest.PIN); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := env.Client.AuthenticateOnlinePIN(ctx, challenge, nil); !errors.Is(err, iso7816.ErrConditions) {
+		t.Errorf("AuthenticateOnlinePIN() with an offline PIN pending = %+v, %v, want ErrConditions (6985)", s, err)
+	}
+	if got := counter(t, env); got != 1 {
+		t.Errorf("counter after a refused AuthenticateOnlinePIN = %d, want 1", got)
+	}
+	if s, err := env.Client.Authenticate(ctx, challenge, nil); err != nil || s.Counter != 2 || s.CVM != txn.CVMOfflinePIN {
+		t.Errorf("Authenticate() after the refusal = counter %d CVM %v, %v, want 2 and offline PIN (still pending)", s.Counter, s.CVM, err)
+	}
+	if err := env.Client.VerifyBiometric(ctx, env.BioTemplate); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.Client.AuthenticateOnlinePIN(ctx, challenge, nil); !errors.Is(err, iso7816.ErrConditions) {
+		t.Errorf("AuthenticateOnlinePIN() with a biometric pending = %v, want ErrConditions (6985)", err)
+	}
+	if err := env.Client.ResetVerification(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := env.Client.AuthenticateOnlinePIN(ctx, challenge, nil); err != nil || s.Counter != 3 || s.CVM != txn.CVMOnlinePIN {
+		t.Errorf("AuthenticateOnlinePIN() after ResetVerification = counter %d CVM %v, %v, want 3 and online PIN", s.Counter, s.CVM, err)
+	}
+	// The online PIN declaration is not a pending verification: the next
+	// P1 00 login is CVM none.
+	if s, err := env.Client.Authenticate(ctx, challenge, nil); err != nil || s.Counter != 4 || s.CVM != txn.CVMNone {
+		t.Errorf("Authenticate() after an online PIN login = counter %d CVM %v, %v, want 4 and none", s.Counter, s.CVM, err)
+	}
+
+	c32 := append([]byte{0x80, 32}, challenge...)
+	for _, tc := range []struct {
+		name string
+		c    iso7816.Command
+		want iso7816.SW
+	}{
+		{"P1 01", cmd(0x00, 0x88, 0x01, 0, c32, 256), iso7816.SWIncorrectP1P2},
+		{"P1 03", cmd(0x00, 0x88, 0x03, 0, c32, 256), iso7816.SWIncorrectP1P2},
+		{"P1 82", cmd(0x00, 0x88, 0x82, 0, c32, 256), iso7816.SWIncorrectP1P2},
+		{"P1 FF", cmd(0x00, 0x88, 0xFF, 0, c32, 256), iso7816.SWIncorrectP1P2},
+		{"P1 02 P2 01", cmd(0x00, 0x88, 0x02, 1, c32, 256), iso7816.SWIncorrectP1P2},
+		{"P1 02 no data", cmd(0x00, 0x88, 0x02, 0, nil, 256), iso7816.SWWrongData},
+		{"P1 02 short challenge", cmd(0x00, 0x88, 0x02, 0, append([]byte{0x80, 31}, challenge[:31]...), 256), iso7816.SWWrongData},
+		{"P1 02 trailing byte", cmd(0x00, 0x88, 0x02, 0, append(c32, 0), 256), iso7816.SWWrongData},
+		{"P1 02", cmd(0x00, 0x88, 0x02, 0, c32, 256), iso7816.SWOK},
+	} {
+		if _, got := env.Transmit(t, tc.c); got != tc.want {
+			t.Errorf("INTERNAL AUTHENTICATE (%s) = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if got := counter(t, env); got != 5 {
+		t.Errorf("counter after the table = %d, want 5 (only the valid command signs)", got)
+	}
+	if got := info(t, env).LogUsed; got != 0 {
+		t.Errorf("log records after online PIN logins = %d, want 0 (logins are not logged)", got)
+	}
+	if _, err := env.Client.AuthenticateOnlinePIN(ctx, challenge[:31], nil); err == nil {
+		t.Errorf("AuthenticateOnlinePIN(31-byte challenge) = nil error, want one")
+	}
+}
+
 func TestSignTransaction(t *testing.T) {
 	ctx := t.Context()
 	env := wallettest.New(t, wallettest.Options{})
@@ -754,6 +843,9 @@ func TestCounterExhausted(t *testing.T) {
 	}
 	if _, err := env.Client.Authenticate(ctx, make([]byte, 32), nil); !errors.Is(err, iso7816.ErrConditions) {
 		t.Errorf("Authenticate() at FFFFFFFF = %v, want ErrConditions (6985)", err)
+	}
+	if _, err := env.Client.AuthenticateOnlinePIN(ctx, make([]byte, 32), nil); !errors.Is(err, iso7816.ErrConditions) {
+		t.Errorf("AuthenticateOnlinePIN() at FFFFFFFF = %v, want ErrConditions (6985)", err)
 	}
 	if _, err := env.Client.SignTransaction(ctx, encode(t, env.Transaction(5, 1)), true); !errors.Is(err, iso7816.ErrConditions) {
 		t.Errorf("SignTransaction() at FFFFFFFF = %v, want ErrConditions (6985)", err)

@@ -1,7 +1,9 @@
 // Package pki is the card issuer's certificate authority: it creates and
-// loads the issuer's CA and operations keys, certifies card keys, checks card
-// certificates, and signs purse loads and e-goods with the operations key
-// (never with the CA key). Card numbers for new cards come from here too.
+// loads the issuer's CA and operations keys, certifies card keys, keeps an
+// index of the certificates it issued, revokes cards in a CRL signed by the
+// CA, checks card certificates (with or without that CRL), and signs purse
+// loads and e-goods with the operations key (never with the CA key). Card
+// numbers for new cards and device identifiers come from here too.
 //
 // Keys are ECDSA P-256 and certificates X.509 (RFC 5280) made with the
 // standard library only. Key identifiers (SubjectKeyId) are the first 20
@@ -30,6 +32,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"cardlink/internal/txn"
@@ -41,6 +44,8 @@ const (
 	fileCAKey  = "ca-key.pem"
 	fileOps    = "ops.pem"
 	fileOpsKey = "ops-key.pem"
+	fileCRL    = "crl.pem"
+	fileIndex  = "issued.txt"
 )
 
 // Validity periods.
@@ -60,7 +65,9 @@ const CardCommonNamePrefix = "cardlink card "
 // signature), which signs purse loads and e-goods.
 //
 // An Issuer is safe for concurrent use once Rand is no longer changed,
-// provided Rand is (crypto/rand is).
+// provided Rand is (crypto/rand is). Its directory must not be changed by
+// another process at the same time: the issued-certificates index and the
+// CRL are read, changed and replaced as whole files.
 type Issuer struct {
 	// Rand is the source of certificate serial numbers and of signature
 	// randomness; nil means crypto/rand.Reader. Since Go 1.26 the crypto
@@ -72,14 +79,18 @@ type Issuer struct {
 	caKey  *ecdsa.PrivateKey
 	ops    *x509.Certificate
 	opsKey *ecdsa.PrivateKey
+
+	dir string     // the issuer directory: index and CRL live here
+	mu  sync.Mutex // serializes updates of the index and the CRL
 }
 
 // Init creates dir (mode 0700, if it does not exist) and a new issuer in it:
 // ca.pem and ops.pem (certificates), ca-key.pem and ops-key.pem (PKCS #8
-// private keys, mode 0600). The CA is valid for 10 years and named name. It
+// private keys, mode 0600), and crl.pem, a first, empty CRL (number 1, valid
+// for CRLValidity). The CA is valid for 10 years and named name. It
 // refuses, with an error wrapping fs.ErrExist, to touch a directory that
-// already holds any of these files; if it fails half-way it removes what it
-// wrote.
+// already holds any of these files or an index of issued certificates
+// (issued.txt); if it fails half-way it removes what it wrote.
 func Init(dir, name string) (*Issuer, error) {
 	return create(dir, name, time.Now(), rand.Reader)
 }
@@ -92,7 +103,7 @@ func create(dir, name string, now time.Time, r io.Reader) (*Issuer, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating issuer: %w", err)
 	}
-	for _, f := range []string{fileCA, fileCAKey, fileOps, fileOpsKey} {
+	for _, f := range []string{fileCA, fileCAKey, fileOps, fileOpsKey, fileCRL, fileIndex} {
 		if _, err := os.Lstat(filepath.Join(dir, f)); !errors.Is(err, fs.ErrNotExist) {
 			if err == nil {
 				err = fs.ErrExist
@@ -133,6 +144,13 @@ func create(dir, name string, now time.Time, r io.Reader) (*Issuer, error) {
 			return nil, fmt.Errorf("creating issuer: %w", err)
 		}
 		written = append(written, path)
+	}
+	iss.dir = dir
+	if _, err := iss.updateCRL(now); err != nil {
+		for _, w := range written {
+			os.Remove(w)
+		}
+		return nil, fmt.Errorf("creating issuer: %w", err)
 	}
 	return iss, nil
 }
@@ -246,7 +264,8 @@ func keyID(pub *ecdsa.PublicKey) []byte {
 // Load reads the issuer Init wrote in dir. It checks that each file holds
 // exactly one PEM block of the right type, that each private key is ECDSA
 // P-256 and matches its certificate, that ca.pem is a CA certificate and
-// that ops.pem is issued by it for digital signatures.
+// that ops.pem is issued by it for digital signatures. The index of issued
+// certificates and the CRL are read when needed, not here.
 func Load(dir string) (*Issuer, error) {
 	iss, err := load(dir)
 	if err != nil {
@@ -293,7 +312,7 @@ func load(dir string) (*Issuer, error) {
 	if caKey.Equal(opsKey) {
 		return nil, errors.New("the ops key is the CA key")
 	}
-	return &Issuer{ca: ca, caKey: caKey, ops: ops, opsKey: opsKey}, nil
+	return &Issuer{ca: ca, caKey: caKey, ops: ops, opsKey: opsKey, dir: dir}, nil
 }
 
 // readPEM reads path, which must hold exactly one PEM block of type typ
@@ -363,9 +382,12 @@ func (iss *Issuer) rand() io.Reader {
 // number: a random 128-bit serial, subject CN "cardlink card <number>" and
 // serialNumber <number>, valid from now (less five minutes) for five years
 // but never beyond the CA, key usage digital signature, extended key usage
-// client authentication, authority key identifier the CA's. It fails for a
-// key on another curve, an invalid card number, or a now outside the CA's
-// validity.
+// client authentication, authority key identifier the CA's. Before it
+// returns the certificate it appends the card number, serial and expiry to
+// the issuer's index (issued.txt), from which RevokeCard finds every
+// certificate of a card. It fails for a key on another curve, an invalid
+// card number, a now outside the CA's validity, or an index it cannot
+// update (then the certificate is not returned and must not be used).
 func (iss *Issuer) IssueCard(pub *ecdsa.PublicKey, cardNumber string, now time.Time) (*x509.Certificate, error) {
 	if pub == nil || pub.Curve != elliptic.P256() {
 		return nil, errors.New("issuing card certificate: key is not ECDSA P-256")
@@ -402,6 +424,9 @@ func (iss *Issuer) IssueCard(pub *ecdsa.PublicKey, cardNumber string, now time.T
 	}
 	cert, err := createCert(iss.rand(), tmpl, iss.ca, pub, iss.caKey)
 	if err != nil {
+		return nil, fmt.Errorf("issuing card certificate: %w", err)
+	}
+	if err := iss.record(IssuedCert{CardNumber: cardNumber, Serial: cert.SerialNumber, NotAfter: cert.NotAfter}); err != nil {
 		return nil, fmt.Errorf("issuing card certificate: %w", err)
 	}
 	return cert, nil

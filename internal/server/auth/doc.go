@@ -1,0 +1,14 @@
+// Package auth will hold the server's authentication logic: issuing and
+// checking challenges, validating card certificates and revocation,
+// checking the card's signed answer (purpose, counter growth, how the
+// holder was verified), and verifying the holder's PIN or biometric.
+//
+// Online PIN verification is in pin.go (2026-11-28): a slow salted hash of
+// the PIN and the store's try counter, decremented before every
+// comparison; the other parts arrive file by file.
+//
+// It keeps no state of its own: records live behind the store package's
+// interfaces, so that several server instances on one database behave as
+// one. It must not import a store backend (tests may), the HTTP API, the
+// device, the card or its applets, and it never logs a PIN.
+package auth
