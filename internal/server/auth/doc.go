@@ -11,4 +11,16 @@
 // interfaces, so that several server instances on one database behave as
 // one. It must not import a store backend (tests may), the HTTP API, the
 // device, the card or its applets, and it never logs a PIN.
+//
+// Service (service.go) is the authentication exchange a device listener
+// and the HTTP API drive: NewSession for each device channel, Challenge
+// for a ChallengeRequest (registering a card certificate the issuer CA
+// signed), Verify for the card's AuthResponse, which also approves the
+// card's oldest pending relying-party request and calls Config.Notify.
+// Policies (which holder verification methods suffice) are strings in the
+// store, read and written with ParsePolicy and FormatPolicy. Besides the
+// store it holds only a bounded cache of checked certificates and, per
+// Session, the card numbers it asked challenges for. It imports pki (CRL
+// checks), wallet (only for AuthData, the bytes the card signs), pinblock,
+// protocol and txn.
 package auth

@@ -1,0 +1,24 @@
+// Package api owns the server's HTTP API for operators and relying parties:
+// routing, API-key authentication, JSON request decoding and validation,
+// RFC 9457 problem+json errors, the embedded OpenAPI 3.1 document, and the
+// webhook sender (Notifier) that tells a relying party its authentication
+// request is finished.
+//
+// Endpoints (the OpenAPI document at GET /openapi.json lists them all):
+//
+//	GET  /healthz                          no key
+//	GET  /openapi.json                     no key
+//	POST /v1/relying-parties               operator key
+//	POST /v1/devices                       operator key
+//	POST /v1/devices/{id}/revoke           operator key
+//	POST /v1/cards/{number}/revoke         operator key
+//	POST /v1/auth-requests                 relying-party key
+//	GET  /v1/auth-requests/{id}            relying-party key
+//
+// It keeps no state of its own: records live behind the store package's
+// interfaces, so that several server instances on one database serve the
+// API interchangeably (idempotency keys included). It is the only package
+// that maps errors to HTTP problems; problem details carry user-safe text,
+// never a cause. It must not import a store backend (tests may), the device
+// listener, the device, the card or its applets.
+package api

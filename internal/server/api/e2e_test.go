@@ -1,0 +1,111 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"cardlink/internal/applet/wallet/wallettest"
+	"cardlink/internal/protocol"
+	"cardlink/internal/server/auth"
+	"cardlink/internal/store"
+	"cardlink/internal/txn"
+)
+
+// TestEndToEnd runs a relying party's whole conversation over the real
+// parts: a party is registered and asks for a card holder through the API,
+// a wallettest card answers the auth service's challenge after an offline
+// PIN, the service approves and notifies, the Notifier calls the party's
+// webhook on loopback with a signature that verifies, and polling shows
+// the approval.
+func TestEndToEnd(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	clk := &clock{t: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)} // within wallettest's certificates
+	card := wallettest.New(t, wallettest.Options{})
+	if err := st.PutCard(ctx, store.Card{Number: card.CardNumber, Cert: card.CardCert.Raw, IssuerKeyID: card.CA.SubjectKeyId}, clk.Now()); err != nil {
+		t.Fatalf("PutCard: %v", err)
+	}
+	dev := store.Device{ID: "dev_1", StaticKey: bytes.Repeat([]byte{9}, 32), Name: "d"}
+	if err := st.AddDevice(ctx, dev, clk.Now()); err != nil {
+		t.Fatalf("AddDevice: %v", err)
+	}
+
+	hook := newReceiver(t, 200)
+	notifier := newTestNotifier(t, NotifierConfig{Store: st, Now: clk.Now})
+	svc, err := auth.New(auth.Config{Store: st, CA: card.CA, Now: clk.Now, Notify: notifier.Notify})
+	if err != nil {
+		t.Fatalf("auth.New: %v", err)
+	}
+	sum := sha256.Sum256([]byte(operatorKey))
+	srv := httptest.NewServer(New(Config{Store: st, Auth: svc, OperatorKeyHash: sum[:], Now: clk.Now, Notify: notifier.Notify}))
+	defer srv.Close()
+	e := &env{store: st, clock: clk, srv: srv}
+
+	p := e.createParty(t, "shop", hook.srv.URL+"/cardlink", "offline-pin,online-pin")
+	r := e.do(t, "POST", "/v1/auth-requests", p.key, `{"card":"`+card.CardNumber+`","policy":"offline-pin"}`)
+	wantStatus(t, "create auth request", r, http.StatusCreated)
+	created := decodeBody[authRequestView](t, r)
+
+	// The device's side, at the service level.
+	binding := make([]byte, 32)
+	rand.Read(binding)
+	sess, err := svc.NewSession(dev, binding)
+	if err != nil {
+		t.Fatalf("NewSession: %v", err)
+	}
+	ch, err := svc.Challenge(ctx, sess, &protocol.ChallengeRequest{
+		CardNumber:  protocol.CardNumber(card.CardNumber),
+		CertID:      protocol.CertID(card.CardCert.Raw),
+		Purpose:     txn.PurposeAuth,
+		Certificate: card.CardCert.Raw,
+	})
+	if err != nil {
+		t.Fatalf("Challenge: %v", err)
+	}
+	if err := card.Client.VerifyPIN(ctx, card.PIN); err != nil {
+		t.Fatalf("VerifyPIN: %v", err)
+	}
+	sig, err := card.Client.Authenticate(ctx, ch.Challenge, ch.Context)
+	if err != nil {
+		t.Fatalf("Authenticate: %v", err)
+	}
+	clk.Add(time.Second)
+	res, err := svc.Verify(ctx, sess, &protocol.AuthResponse{Challenge: ch.Challenge, Counter: sig.Counter, CVM: sig.CVM, Signature: sig.Sig})
+	if err != nil || res.Code != protocol.CodeOK {
+		t.Fatalf("Verify = %+v, %v; want CodeOK", res, err)
+	}
+
+	c := hook.next(t)
+	checkSignature(t, c, p.secret, clk.Now())
+	var got authRequestView
+	if err := json.Unmarshal(c.body, &got); err != nil {
+		t.Fatalf("webhook body %s: %v", c.body, err)
+	}
+	var approval struct {
+		Card    string `json:"card"`
+		CVM     string `json:"cvm"`
+		Counter uint32 `json:"counter"`
+		Device  string `json:"device"`
+	}
+	if err := json.Unmarshal(got.Result, &approval); err != nil {
+		t.Fatalf("webhook result %s: %v", got.Result, err)
+	}
+	if got.ID != created.ID || got.Status != "approved" || approval.Card != card.CardNumber ||
+		approval.CVM != "offline-pin" || approval.Counter != sig.Counter || approval.Device != dev.ID {
+		t.Errorf("webhook body = %s, want %s approved by offline-pin on %s, counter %d", c.body, created.ID, dev.ID, sig.Counter)
+	}
+
+	polled := e.do(t, "GET", "/v1/auth-requests/"+created.ID, p.key, "")
+	wantStatus(t, "poll", polled, http.StatusOK)
+	if !bytes.Equal(bytes.TrimSpace(polled.body), c.body) {
+		t.Errorf("poll = %s, want the webhook's body %s", strings.TrimSpace(string(polled.body)), c.body)
+	}
+}
