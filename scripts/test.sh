@@ -50,12 +50,31 @@ go test -race -count=1 ./internal/reader/pcsc/
 
 step "fuzz (each target for $FUZZTIME)"
 # Every FuzzXxx in the module, run alone for a short while: its seed corpus
-# in testdata/fuzz plus fresh inputs. A crash fails the suite.
+# in testdata/fuzz plus fresh inputs. A crash fails the suite: go test then
+# writes the input to testdata/fuzz/FuzzXxx/. Go 1.26's fuzz coordinator can
+# also fail a run with a bare "context deadline exceeded" as -fuzztime ends,
+# with no input written (go.dev/issue/75804, fixed in Go 1.27); that one is
+# reported and not counted.
+fuzz_one() { # dir pkg target
+	local dir=$1 pkg=$2 fuzz=$3 before after
+	before=$(ls "$dir/testdata/fuzz/$fuzz" 2>/dev/null | sort)
+	if go test -run='^$' -fuzz="^${fuzz}\$" -fuzztime="$FUZZTIME" -fuzzminimizetime=2s "$pkg" >/tmp/cardlink-fuzz.log 2>&1; then
+		return 0
+	fi
+	after=$(ls "$dir/testdata/fuzz/$fuzz" 2>/dev/null | sort)
+	if [ "$before" = "$after" ] && grep -q '^    context deadline exceeded$' /tmp/cardlink-fuzz.log &&
+		! grep -q 'Failing input written' /tmp/cardlink-fuzz.log; then
+		echo "   (go.dev/issue/75804: the fuzz coordinator's deadline race, no failing input; not counted)"
+		return 0
+	fi
+	cat /tmp/cardlink-fuzz.log
+	echo "fuzz target $fuzz in $pkg failed"
+	return 1
+}
 go list -f '{{.Dir}} {{.ImportPath}}' ./... | while read -r dir pkg; do
 	for fuzz in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u); do
 		echo "-- $pkg $fuzz"
-		go test -run='^$' -fuzz="^${fuzz}\$" -fuzztime="$FUZZTIME" -fuzzminimizetime=2s "$pkg" >/tmp/cardlink-fuzz.log 2>&1 || {
-			cat /tmp/cardlink-fuzz.log; echo "fuzz target $fuzz in $pkg failed"; exit 1; }
+		fuzz_one "$dir" "$pkg" "$fuzz" || exit 1
 	done
 done
 

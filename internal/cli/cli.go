@@ -66,6 +66,8 @@ func root() *command {
 			demoCommand(),
 			issuerCommand(),
 			cardCommand(),
+			deviceCommand(),
+			serverCommand(),
 			versionCommand(),
 		},
 	}

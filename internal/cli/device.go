@@ -1,0 +1,301 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"cardlink/internal/cardfile"
+	"cardlink/internal/channel"
+	"cardlink/internal/device"
+	"cardlink/internal/iso7816"
+	"cardlink/internal/protocol"
+	"cardlink/internal/txn"
+	"cardlink/internal/wallet"
+)
+
+// deviceMemoryFile is the device memory's file name in a device directory.
+const deviceMemoryFile = "device.nvm"
+
+func deviceCommand() *command {
+	return &command{
+		name:    "device",
+		summary: "provision a device and authenticate a card holder through it",
+		subs:    []*command{deviceProvisionCommand(), deviceAuthCommand()},
+	}
+}
+
+const deviceProvisionHelp = `
+Creates a device in DEVDIR: its memory file (device.nvm) with a new Noise
+static key pair, registers the public key with the server's HTTP API
+(POST /v1/devices, with the operator key that 'cardlink server' wrote to
+its data directory), and pins the server keys the server answers with.
+From then on the device talks only to a server holding one of those keys.
+
+The operator key is read from --operator-key-file, or from --operator-key,
+or from CARDLINK_OPERATOR_KEY.`
+
+func deviceProvisionCommand() *command {
+	c := &command{name: "provision", summary: "create a device and register it with a server"}
+	c.run = func(e *env, args []string) error {
+		fs := newFlags(e, "cardlink device provision",
+			"cardlink device provision --dir DEVDIR --server ADDR --http URL --operator-key-file FILE [--name NAME]", deviceProvisionHelp)
+		dir := fs.String("dir", "", "device directory to create (required)")
+		server := fs.String("server", "", "the server's device-listener address, host:port (required)")
+		api := fs.String("http", "", "the server's HTTP API base URL, e.g. http://127.0.0.1:7431 (required)")
+		keyFile := fs.String("operator-key-file", "", "file holding the operator key")
+		keyFlag := fs.String("operator-key", os.Getenv("CARDLINK_OPERATOR_KEY"), "the operator key itself (visible in the process list: prefer --operator-key-file)")
+		name := fs.String("name", "", "the device's name on the server (default: the directory's name)")
+		timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the server")
+		if err := parse(fs, args); err != nil {
+			return err
+		}
+		if err := required(fs, "dir", "server", "http"); err != nil {
+			return err
+		}
+		if _, _, err := net.SplitHostPort(*server); err != nil {
+			return usagef("device provision: --server %q: want host:port", *server)
+		}
+		key := strings.TrimSpace(*keyFlag)
+		if *keyFile != "" {
+			b, err := os.ReadFile(*keyFile)
+			if err != nil {
+				return fmt.Errorf("reading operator key: %w", err)
+			}
+			key = strings.TrimSpace(string(b))
+		}
+		if key == "" {
+			return withHint(usagef("device provision: no operator key"),
+				"pass --operator-key-file DATA/operator.key (written by 'cardlink server')")
+		}
+		if *name == "" {
+			*name = filepath.Base(filepath.Clean(*dir))
+		}
+		path := filepath.Join(*dir, deviceMemoryFile)
+		if _, err := os.Stat(path); err == nil {
+			return fmt.Errorf("device provision: %s already exists; refusing to replace a device's identity", path)
+		}
+		static, err := channel.GenerateKey(nil)
+		if err != nil {
+			return err
+		}
+		// Make the memory file first, so that a directory we cannot write
+		// fails before the server knows the key; remove it on failure.
+		if err := os.MkdirAll(*dir, 0o700); err != nil {
+			return fmt.Errorf("creating device directory: %w", err)
+		}
+		mem, err := device.CreateMemory(path)
+		if err != nil {
+			return err
+		}
+		ok := false
+		defer func() {
+			mem.Close()
+			if !ok {
+				os.Remove(path)
+			}
+		}()
+		ctx, cancel := context.WithTimeout(e.ctx, *timeout)
+		defer cancel()
+		reg, err := registerDevice(ctx, *api, key, *name, static.Public)
+		if err != nil {
+			return err
+		}
+		id := device.Identity{ID: reg.ID, Static: static, ServerKeys: reg.keys, Server: *server}
+		if err := mem.SetIdentity(id); err != nil {
+			return withHint(err, "the server registered device "+reg.ID+"; revoke it (POST /v1/devices/"+reg.ID+"/revoke)")
+		}
+		ok = true
+		fmt.Fprintf(e.stdout, "device %s provisioned in %s\n", reg.ID, *dir)
+		fmt.Fprintf(e.stdout, "server %s, %d pinned key(s)\n", *server, len(reg.keys))
+		return nil
+	}
+	return c
+}
+
+// registration is the API's answer to POST /v1/devices.
+type registration struct {
+	ID         string   `json:"id"`
+	ServerKeys []string `json:"server_keys"`
+	keys       [][]byte
+}
+
+// registerDevice registers the static public key with the HTTP API.
+func registerDevice(ctx context.Context, base, operatorKey, name string, pub []byte) (*registration, error) {
+	body, _ := json.Marshal(map[string]string{"name": name, "static_key": base64.StdEncoding.EncodeToString(pub)})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(base, "/")+"/v1/devices", bytes.NewReader(body))
+	if err != nil {
+		return nil, usagef("device provision: --http %q: %v", base, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+operatorKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("registering device: %w", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return nil, fmt.Errorf("registering device: %w", err)
+	}
+	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
+		var p struct {
+			Title  string `json:"title"`
+			Detail string `json:"detail"`
+		}
+		msg := resp.Status
+		if json.Unmarshal(b, &p) == nil && p.Title != "" {
+			msg = p.Title
+			if p.Detail != "" {
+				msg += ": " + p.Detail
+			}
+		}
+		return nil, fmt.Errorf("registering device: server answered %s", msg)
+	}
+	var r registration
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("registering device: decoding the answer: %w", err)
+	}
+	for _, s := range r.ServerKeys {
+		k, err := base64.StdEncoding.DecodeString(s)
+		if err != nil || len(k) != channel.KeyLen {
+			return nil, fmt.Errorf("registering device: the server sent a bad server key %q", s)
+		}
+		r.keys = append(r.keys, k)
+	}
+	if r.ID == "" || len(r.keys) == 0 || len(r.keys) > device.MaxServerKeys {
+		return nil, fmt.Errorf("registering device: the answer has no id or %d server keys", len(r.keys))
+	}
+	return &r, nil
+}
+
+const deviceAuthHelp = `
+Authenticates the holder of the card in FILE to the server the device in
+DEVDIR was provisioned for, headless: the device opens its secure channel
+(refusing any server but the pinned one), asks for a challenge, has the card
+sign it and prints the server's verdict. Exit status 0 means the holder is
+authenticated; 1, with a one-line reason, anything else.
+
+Holder verification: --pin (checked by the card), --online-pin (checked by
+the server, sent encrypted), --bio FILE (a template matched by the card), or
+none (the server's policy decides whether that is enough).`
+
+func deviceAuthCommand() *command {
+	c := &command{name: "auth", summary: "authenticate a card holder to the server"}
+	c.run = func(e *env, args []string) error {
+		fs := newFlags(e, "cardlink device auth",
+			"cardlink device auth --card FILE --device DEVDIR [--pin PIN | --online-pin PIN | --bio FILE] [--server ADDR]", deviceAuthHelp)
+		cardPath := fs.String("card", "", "card file (required)")
+		dir := fs.String("device", "", "device directory made by 'cardlink device provision' (required)")
+		server := fs.String("server", "", "the server's device-listener address (default: the provisioned one)")
+		pin := fs.String("pin", "", "PIN for the card to verify (offline PIN)")
+		onlinePIN := fs.String("online-pin", "", "PIN for the server to verify (online PIN)")
+		bio := fs.String("bio", "", "file holding a biometric template for the card to match")
+		timeout := fs.Duration("timeout", time.Minute, "how long the whole authentication may take")
+		if err := parse(fs, args); err != nil {
+			return err
+		}
+		if err := required(fs, "card", "device"); err != nil {
+			return err
+		}
+		opts := device.AuthOptions{PIN: *pin, OnlinePIN: *onlinePIN}
+		if *bio != "" {
+			t, err := readTemplate(*bio)
+			if err != nil {
+				return err
+			}
+			opts.Biometric = t
+		}
+		n := 0
+		for _, s := range []string{*pin, *onlinePIN, *bio} {
+			if s != "" {
+				n++
+			}
+		}
+		if n > 1 {
+			return usagef("device auth: give at most one of --pin, --online-pin and --bio")
+		}
+		mem, err := device.OpenMemory(filepath.Join(*dir, deviceMemoryFile))
+		if err != nil {
+			return withHint(err, "create a device with 'cardlink device provision --dir "+*dir+" ...'")
+		}
+		id, err := mem.Identity()
+		mem.Close()
+		if err != nil {
+			return err
+		}
+		if *server != "" {
+			id.Server = *server
+		}
+		f, err := cardfile.Open(*cardPath)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		conn, err := f.Connect(e.ctx)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		cl, err := wallet.Select(e.ctx, conn)
+		if err != nil {
+			return err
+		}
+
+		ctx, cancel := context.WithTimeout(e.ctx, *timeout)
+		defer cancel()
+		var d net.Dialer
+		nc, err := d.DialContext(ctx, "tcp", id.Server)
+		if err != nil {
+			return fmt.Errorf("connecting to server: %w", err)
+		}
+		defer nc.Close()
+		res, err := device.Authenticate(ctx, nc, id, cl, opts)
+		if err != nil {
+			return authError(err)
+		}
+		if !res.OK() {
+			msg := fmt.Sprintf("card %s not authenticated: %s", res.CardNumber, res.Code)
+			if res.Code == protocol.CodePINIncorrect {
+				msg += fmt.Sprintf(" (%d tries left)", res.TriesLeft)
+			}
+			if res.Code == protocol.CodeCVMNotAccepted && res.Accepted != 0 {
+				var flags []string
+				for _, m := range []struct {
+					cvm  txn.CVM
+					flag string
+				}{{txn.CVMOfflinePIN, "--pin"}, {txn.CVMOnlinePIN, "--online-pin"}, {txn.CVMBiometric, "--bio"}, {txn.CVMNone, "no verification"}} {
+					if res.Accepted.Has(m.cvm) {
+						flags = append(flags, m.flag)
+					}
+				}
+				return withHint(errors.New(msg), "the server accepts: "+strings.Join(flags, ", "))
+			}
+			return errors.New(msg)
+		}
+		fmt.Fprintf(e.stdout, "card %s authenticated: %s, counter %d\n", res.CardNumber, res.CVM, res.Counter)
+		return nil
+	}
+	return c
+}
+
+// authError adds hints to the common failures of device auth.
+func authError(err error) error {
+	switch {
+	case errors.Is(err, device.ErrServerRefused):
+		return withHint(err, "the server is not the one this device was provisioned for, or it does not know (or has revoked) the device")
+	case errors.Is(err, iso7816.ErrBlocked):
+		return withHint(err, "unblock the PIN with the PUK")
+	}
+	return err
+}

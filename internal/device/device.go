@@ -1,0 +1,275 @@
+// Package device is the device side of remote authentication, for now
+// (2026-11-28) a plain flow rather than the controller state machine issue
+// 5 will put on top: it opens the secure channel to the server with the
+// pinned server key, asks for a challenge for the card, has the card sign
+// it (after an offline PIN or biometric check on the card, or with an
+// online PIN encrypted for the server), and returns the server's verdict.
+// It also keeps the device's own memory (identity key, pinned server keys,
+// server address) in an nvm file.
+//
+// It imports channel, protocol, pinblock, wallet, txn and nvm; it must not
+// import a concrete link, a reader driver, or any server package: the
+// caller dials and hands it a link.
+package device
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"cardlink/internal/channel"
+	"cardlink/internal/link"
+	"cardlink/internal/pinblock"
+	"cardlink/internal/protocol"
+	"cardlink/internal/txn"
+	"cardlink/internal/wallet"
+)
+
+// Software is what Authenticate announces in Hello.
+const Software = "cardlink/0.1"
+
+// ErrServerRefused wraps a failed channel handshake: the server is not the
+// one the device pinned, or it refused the device (unregistered or
+// revoked); the device cannot tell which, and says nothing more to it.
+var ErrServerRefused = errors.New("server refused the device or is not the pinned server")
+
+// AuthOptions say how the card holder is verified. At most one of PIN,
+// OnlinePIN and Biometric may be set; with none, the card signs with CVM
+// none and the server's policy decides.
+type AuthOptions struct {
+	// PIN is verified by the card (offline PIN) before it signs.
+	PIN string
+	// OnlinePIN is sent to the server in an ISO 9564 format 4 PIN block
+	// under the session's key (pinblock.SessionKey), and the card signs
+	// with CVM online PIN.
+	OnlinePIN string
+	// Biometric is a template the card matches before it signs.
+	Biometric []byte
+	// Features are the protocol.Feature* bits announced in Hello.
+	Features uint32
+	// Rand fills PIN blocks; nil means crypto/rand.
+	Rand io.Reader
+}
+
+func (o *AuthOptions) validate() error {
+	n := 0
+	for _, set := range []bool{o.PIN != "", o.OnlinePIN != "", o.Biometric != nil} {
+		if set {
+			n++
+		}
+	}
+	if n > 1 {
+		return errors.New("more than one holder verification method given")
+	}
+	return nil
+}
+
+// Result is the outcome of one authentication.
+type Result struct {
+	CardNumber string
+	Counter    uint32        // the card's counter in the signature sent
+	Code       protocol.Code // the server's verdict: CodeOK when authenticated
+	CVM        txn.CVM       // with CodeOK, the method the server accepted
+	TriesLeft  int           // with CodePINIncorrect, online PIN tries left
+	SignedCVM  txn.CVM       // the method the card signed
+	// Accepted are the methods the server's challenge said it accepts.
+	// When the holder was not verified by one of them, the card does not
+	// sign: Code is CodeCVMNotAccepted and Counter 0.
+	Accepted protocol.CVMSet
+}
+
+// signedCVM is the method the card will sign for opts.
+func signedCVM(opts AuthOptions) txn.CVM {
+	switch {
+	case opts.PIN != "":
+		return txn.CVMOfflinePIN
+	case opts.OnlinePIN != "":
+		return txn.CVMOnlinePIN
+	case opts.Biometric != nil:
+		return txn.CVMBiometric
+	}
+	return txn.CVMNone
+}
+
+// OK reports whether the server authenticated the holder.
+func (r Result) OK() bool { return r.Code == protocol.CodeOK }
+
+// Authenticate runs one authentication of the card over l, which the
+// caller opened to the server and closes afterwards. ctx bounds the whole
+// exchange (l is closed when ctx ends, unless it has deadlines).
+//
+// It returns a Result whenever the server answered with an AuthResult,
+// whatever its code; a refusal with a protocol Error message is returned as
+// a *protocol.Error (errors.As), a failed handshake wraps ErrServerRefused
+// and channel.ErrHandshake (unless it ran out of time: then it wraps ctx's
+// error or the link's timeout), and a card that refuses returns the card's
+// error (a wrong offline PIN is a *iso7816.PINError).
+func Authenticate(ctx context.Context, l link.Link, id Identity, card *wallet.Client, opts AuthOptions) (res Result, err error) {
+	if err := id.Validate(); err != nil {
+		return Result{}, fmt.Errorf("authenticating: %w", err)
+	}
+	if err := opts.validate(); err != nil {
+		return Result{}, fmt.Errorf("authenticating: %w", err)
+	}
+	// Read the card and verify the holder on the card before dialing: a
+	// wrong PIN costs no airtime.
+	info, err := card.Info(ctx)
+	if err != nil {
+		return Result{}, fmt.Errorf("authenticating: %w", err)
+	}
+	if info.Certificate == nil || info.CardNumber == "" {
+		return Result{}, errors.New("authenticating: card is not personalized")
+	}
+	switch {
+	case opts.PIN != "":
+		err = card.VerifyPIN(ctx, opts.PIN)
+	case opts.Biometric != nil:
+		err = card.VerifyBiometric(ctx, opts.Biometric)
+	}
+	if err != nil {
+		return Result{}, fmt.Errorf("authenticating: %w", err)
+	}
+	if opts.PIN != "" || opts.Biometric != nil {
+		defer func() {
+			if res.Counter == 0 {
+				// No signature consumed the holder's verification:
+				// forget it, so that it cannot cover a later
+				// signature. Best effort; a card reset forgets it too.
+				card.ResetVerification(context.WithoutCancel(ctx))
+			}
+		}()
+	}
+	stop := context.AfterFunc(ctx, func() { l.Close() })
+	defer stop()
+	conn, err := channel.Dial(ctx, l, channel.Config{Static: id.Static, ServerPub: id.ServerKeys[0], Rand: opts.Rand})
+	if err != nil {
+		var te interface{ Timeout() bool }
+		switch {
+		case ctx.Err() != nil:
+			return Result{}, fmt.Errorf("authenticating: %w (%w)", ctx.Err(), err)
+		case errors.As(err, &te) && te.Timeout():
+			return Result{}, fmt.Errorf("authenticating: server did not answer in time: %w", err)
+		}
+		return Result{}, fmt.Errorf("authenticating: %w: %w", ErrServerRefused, err)
+	}
+	s := &session{conn: conn}
+	res, err = s.authenticate(ctx, info, card, opts)
+	if err != nil && ctx.Err() != nil {
+		err = fmt.Errorf("%w (%w)", ctx.Err(), err)
+	}
+	if err != nil {
+		return res, fmt.Errorf("authenticating: %w", err)
+	}
+	return res, nil
+}
+
+// session is one conversation over an established channel.
+type session struct {
+	conn *channel.Conn
+}
+
+func (s *session) send(m protocol.Message) error {
+	b, err := protocol.Encode(m)
+	if err != nil {
+		return err
+	}
+	if err := s.conn.WriteMessage(b); err != nil {
+		return fmt.Errorf("sending %v: %w", m.Type(), err)
+	}
+	return nil
+}
+
+// receive reads the next message; a protocol Error comes back as the error.
+func (s *session) receive() (protocol.Message, error) {
+	b, err := s.conn.ReadMessage()
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF // the server hung up mid-exchange
+	}
+	if err != nil {
+		return nil, fmt.Errorf("receiving: %w", err)
+	}
+	m, err := protocol.Decode(b)
+	if err != nil {
+		return nil, fmt.Errorf("receiving: %w", err)
+	}
+	if e, ok := m.(*protocol.Error); ok {
+		return nil, e
+	}
+	return m, nil
+}
+
+func (s *session) authenticate(ctx context.Context, info wallet.Info, card *wallet.Client, opts AuthOptions) (Result, error) {
+	res := Result{CardNumber: info.CardNumber}
+	if err := s.send(&protocol.Hello{Software: Software, Features: opts.Features}); err != nil {
+		return res, err
+	}
+	cert := info.Certificate.Raw
+	req := &protocol.ChallengeRequest{
+		CardNumber: protocol.CardNumber(info.CardNumber),
+		CertID:     protocol.CertID(cert),
+		Purpose:    txn.PurposeAuth,
+	}
+	var ch *protocol.Challenge
+	for {
+		if err := s.send(req); err != nil {
+			return res, err
+		}
+		m, err := s.receive()
+		var perr *protocol.Error
+		if errors.As(err, &perr) && perr.Code == protocol.CodeCertificateNeeded && req.Certificate == nil {
+			req.Certificate = cert // once per card: the server keeps it
+			continue
+		}
+		if err != nil {
+			return res, err
+		}
+		c, ok := m.(*protocol.Challenge)
+		if !ok {
+			return res, fmt.Errorf("receiving: %v instead of a Challenge", m.Type())
+		}
+		ch = c
+		break
+	}
+
+	res.Accepted = ch.CVMs
+	if want := signedCVM(opts); !ch.CVMs.Has(want) {
+		// The card would sign, and spend a counter value, for nothing:
+		// give up and say why.
+		res.Code = protocol.CodeCVMNotAccepted
+		return res, s.send(&protocol.Error{Code: protocol.CodeCVMNotAccepted})
+	}
+	resp := &protocol.AuthResponse{Challenge: ch.Challenge}
+	var (
+		sig wallet.Signature
+		err error
+	)
+	if opts.OnlinePIN != "" {
+		block, err := pinblock.Encrypt(pinblock.SessionKey(s.conn.HandshakeHash()), opts.OnlinePIN, info.CardNumber, opts.Rand)
+		if err != nil {
+			return res, err
+		}
+		resp.PINBlock = block[:]
+		sig, err = card.AuthenticateOnlinePIN(ctx, ch.Challenge, ch.Context)
+		if err != nil {
+			return res, err
+		}
+	} else if sig, err = card.Authenticate(ctx, ch.Challenge, ch.Context); err != nil {
+		return res, err
+	}
+	resp.Counter, resp.CVM, resp.Signature = sig.Counter, sig.CVM, sig.Sig
+	res.Counter, res.SignedCVM = sig.Counter, sig.CVM
+	if err := s.send(resp); err != nil {
+		return res, err
+	}
+	m, err := s.receive()
+	if err != nil {
+		return res, err
+	}
+	r, ok := m.(*protocol.AuthResult)
+	if !ok {
+		return res, fmt.Errorf("receiving: %v instead of an AuthResult", m.Type())
+	}
+	res.Code, res.CVM, res.TriesLeft = r.Code, r.CVM, int(r.TriesLeft)
+	return res, nil
+}
