@@ -21,8 +21,9 @@
 // newest first) and opens message 1 by trying each in turn. Trying costs
 // one X25519 per key that does not fit and no byte on the wire, which
 // beats a key-id byte for the handful of keys a rotation keeps alive.
-// Conn.LocalStatic tells the server which key a device is pinned to, so it
-// can re-provision devices before their key is retired.
+// Conn.LocalStatic tells the server which key a device used, so that it
+// can send a device on an older key the current ones (package server
+// describes the rotation).
 //
 // # Framing
 //

@@ -68,6 +68,7 @@ func root() *command {
 			cardCommand(),
 			deviceCommand(),
 			serverCommand(),
+			serverKeyCommand(),
 			versionCommand(),
 		},
 	}

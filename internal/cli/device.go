@@ -19,6 +19,7 @@ import (
 	"cardlink/internal/channel"
 	"cardlink/internal/device"
 	"cardlink/internal/iso7816"
+	"cardlink/internal/link"
 	"cardlink/internal/protocol"
 	"cardlink/internal/txn"
 	"cardlink/internal/wallet"
@@ -187,20 +188,29 @@ sign it and prints the server's verdict. Exit status 0 means the holder is
 authenticated; 1, with a one-line reason, anything else.
 
 Holder verification: --pin (checked by the card), --online-pin (checked by
-the server, sent encrypted), --bio FILE (a template matched by the card), or
-none (the server's policy decides whether that is enough).`
+the server, sent encrypted), --bio FILE (a template matched by the card),
+--server-bio FILE (a template matched by the server, where its operator
+enrolled one and enabled it: the card signs no verification and the server
+sees the template), or none (the server's policy decides whether that is
+enough).
+
+The device dials the newest of its pinned server keys and falls back to the
+older ones. When the server has rotated its key ('cardlink server-key'), it
+tells the device its current keys inside the channel, and the device pins
+them in DEVDIR/device.nvm (one atomic update) and says so.`
 
 func deviceAuthCommand() *command {
 	c := &command{name: "auth", summary: "authenticate a card holder to the server"}
 	c.run = func(e *env, args []string) error {
 		fs := newFlags(e, "cardlink device auth",
-			"cardlink device auth --card FILE --device DEVDIR [--pin PIN | --online-pin PIN | --bio FILE] [--server ADDR]", deviceAuthHelp)
+			"cardlink device auth --card FILE --device DEVDIR [--pin PIN | --online-pin PIN | --bio FILE | --server-bio FILE] [--server ADDR]", deviceAuthHelp)
 		cardPath := fs.String("card", "", "card file (required)")
 		dir := fs.String("device", "", "device directory made by 'cardlink device provision' (required)")
 		server := fs.String("server", "", "the server's device-listener address (default: the provisioned one)")
 		pin := fs.String("pin", "", "PIN for the card to verify (offline PIN)")
 		onlinePIN := fs.String("online-pin", "", "PIN for the server to verify (online PIN)")
 		bio := fs.String("bio", "", "file holding a biometric template for the card to match")
+		serverBio := fs.String("server-bio", "", "file holding a biometric template for the server to match")
 		timeout := fs.Duration("timeout", time.Minute, "how long the whole authentication may take")
 		if err := parse(fs, args); err != nil {
 			return err
@@ -216,24 +226,34 @@ func deviceAuthCommand() *command {
 			}
 			opts.Biometric = t
 		}
+		if *serverBio != "" {
+			t, err := readTemplate(*serverBio)
+			if err != nil {
+				return err
+			}
+			opts.ServerBiometric = t
+		}
 		n := 0
-		for _, s := range []string{*pin, *onlinePIN, *bio} {
+		for _, s := range []string{*pin, *onlinePIN, *bio, *serverBio} {
 			if s != "" {
 				n++
 			}
 		}
 		if n > 1 {
-			return usagef("device auth: give at most one of --pin, --online-pin and --bio")
+			return usagef("device auth: give at most one of --pin, --online-pin, --bio and --server-bio")
 		}
 		mem, err := device.OpenMemory(filepath.Join(*dir, deviceMemoryFile))
 		if err != nil {
 			return withHint(err, "create a device with 'cardlink device provision --dir "+*dir+" ...'")
 		}
+		defer mem.Close()
 		id, err := mem.Identity()
-		mem.Close()
 		if err != nil {
 			return err
 		}
+		// A rotation of the server key updates the pinned keys in the
+		// device's memory during the exchange.
+		opts.Memory = mem
 		if *server != "" {
 			id.Server = *server
 		}
@@ -254,13 +274,24 @@ func deviceAuthCommand() *command {
 
 		ctx, cancel := context.WithTimeout(e.ctx, *timeout)
 		defer cancel()
-		var d net.Dialer
-		nc, err := d.DialContext(ctx, "tcp", id.Server)
+		redial := func(ctx context.Context) (link.Link, error) {
+			var d net.Dialer
+			nc, err := d.DialContext(ctx, "tcp", id.Server)
+			if err != nil {
+				return nil, fmt.Errorf("connecting to server: %w", err)
+			}
+			return nc, nil
+		}
+		nc, err := redial(ctx)
 		if err != nil {
-			return fmt.Errorf("connecting to server: %w", err)
+			return err
 		}
 		defer nc.Close()
+		opts.Redial = redial // fall back to older pinned keys
 		res, err := device.Authenticate(ctx, nc, id, cl, opts)
+		if res.ServerKeys != nil {
+			fmt.Fprintf(e.stdout, "server key rotated: %d key(s) now pinned, newest %s\n", len(res.ServerKeys), base64.StdEncoding.EncodeToString(res.ServerKeys[0]))
+		}
 		if err != nil {
 			return authError(err)
 		}
@@ -293,7 +324,8 @@ func deviceAuthCommand() *command {
 func authError(err error) error {
 	switch {
 	case errors.Is(err, device.ErrServerRefused):
-		return withHint(err, "the server is not the one this device was provisioned for, or it does not know (or has revoked) the device")
+		return withHint(err, "the server is not the one this device was provisioned for, or it does not know (or has revoked) the device",
+			"if the server's key was rotated and the old key retired before this device connected, provision the device again")
 	case errors.Is(err, iso7816.ErrBlocked):
 		return withHint(err, "unblock the PIN with the PUK")
 	}

@@ -53,7 +53,13 @@ CARDLINK_HTTP, CARDLINK_STORE, CARDLINK_ISSUER) or in a JSON config file
 (--config, CARDLINK_CONFIG) with the keys "data", "listen", "http", "store"
 and "issuer"; a flag beats the environment, which beats the file. A listen
 address with port 0 takes a free port; the real addresses are printed, and
-written to --addr-file as two lines: "device ADDR" and "http URL".`
+written to --addr-file as two lines: "device ADDR" and "http URL".
+
+--server-biometric (or CARDLINK_SERVER_BIOMETRIC=1) lets the server match
+biometric templates that operators enrolled for cards (PUT
+/v1/cards/{number}/biometric) when a device sends one ('cardlink device
+auth --server-bio FILE'). Off by default: with it the server holds and sees
+holders' templates, where card-side matching keeps them on the card.`
 
 // serverConfig is the server command's configuration.
 type serverConfig struct {
@@ -91,6 +97,8 @@ func serverCommand() *command {
 		configFile := fs.String("config", os.Getenv("CARDLINK_CONFIG"), "JSON config file")
 		addrFile := fs.String("addr-file", "", "file to write the listening addresses to, once listening")
 		verbose := fs.Bool("v", false, "log every connection, not only failures")
+		serverBio := fs.Bool("server-biometric", os.Getenv("CARDLINK_SERVER_BIOMETRIC") == "1",
+			"match biometric templates on the server against the ones operators enrolled")
 		if err := parse(fs, args); err != nil {
 			return err
 		}
@@ -105,7 +113,7 @@ func serverCommand() *command {
 			level = slog.LevelInfo
 		}
 		log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
-		return runServer(e, cfg, *addrFile, log)
+		return runServer(e, cfg, *addrFile, *serverBio, log)
 	}
 	return c
 }
@@ -162,7 +170,7 @@ func (c *serverConfig) resolve(fs *flag.FlagSet, file string) error {
 }
 
 // runServer sets up the data directory and serves until e.ctx ends.
-func runServer(e *env, cfg serverConfig, addrFile string, log *slog.Logger) error {
+func runServer(e *env, cfg serverConfig, addrFile string, serverBio bool, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(e.ctx)
 	defer cancel()
 	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
@@ -199,6 +207,8 @@ func runServer(e *env, cfg serverConfig, addrFile string, log *slog.Logger) erro
 		CRL:    crlLoader(iss, log),
 		Logger: log,
 		Notify: notifier.Notify,
+
+		ServerBiometric: serverBio,
 	})
 	if err != nil {
 		return err

@@ -5,7 +5,10 @@
 // it (after an offline PIN or biometric check on the card, or with an
 // online PIN encrypted for the server), and returns the server's verdict.
 // It also keeps the device's own memory (identity key, pinned server keys,
-// server address) in an nvm file.
+// server address) in an nvm file, and follows a rotation of the server's
+// static key: it dials the newest pinned key, falls back to the older ones
+// (AuthOptions.Redial), and pins the keys a server sends in a
+// protocol.ServerKeys message in one atomic update (AuthOptions.Memory).
 //
 // It imports channel, protocol, pinblock, wallet, txn and nvm; it must not
 // import a concrete link, a reader driver, or any server package: the
@@ -13,10 +16,12 @@
 package device
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"cardlink/internal/channel"
 	"cardlink/internal/link"
@@ -35,8 +40,8 @@ const Software = "cardlink/0.1"
 var ErrServerRefused = errors.New("server refused the device or is not the pinned server")
 
 // AuthOptions say how the card holder is verified. At most one of PIN,
-// OnlinePIN and Biometric may be set; with none, the card signs with CVM
-// none and the server's policy decides.
+// OnlinePIN, Biometric and ServerBiometric may be set; with none, the card
+// signs with CVM none and the server's policy decides.
 type AuthOptions struct {
 	// PIN is verified by the card (offline PIN) before it signs.
 	PIN string
@@ -46,15 +51,32 @@ type AuthOptions struct {
 	OnlinePIN string
 	// Biometric is a template the card matches before it signs.
 	Biometric []byte
+	// ServerBiometric is a template the server matches against the one
+	// its operator enrolled (where the operator enabled server-side
+	// matching): the card signs with CVM none and the template travels in
+	// the AuthResponse, inside the channel. The server, not the card, then
+	// sees the template: prefer Biometric where the card has one enrolled.
+	ServerBiometric []byte
 	// Features are the protocol.Feature* bits announced in Hello.
 	Features uint32
 	// Rand fills PIN blocks; nil means crypto/rand.
 	Rand io.Reader
+	// Redial opens a new link to the server. When the handshake with the
+	// newest pinned server key fails (the server refused it, or no longer
+	// holds that key), Authenticate calls Redial once for each other
+	// pinned key, in order, and tries that key on the new link; it closes
+	// the links it opened. Nil means only the newest key is tried.
+	Redial func(ctx context.Context) (link.Link, error)
+	// Memory, when set, is where a server key update (a ServerKeys
+	// message during a rotation of the server key) is pinned, atomically,
+	// before the authentication goes on; a failure to store it fails the
+	// authentication. Nil leaves pinning to the caller (Result.ServerKeys).
+	Memory *Memory
 }
 
 func (o *AuthOptions) validate() error {
 	n := 0
-	for _, set := range []bool{o.PIN != "", o.OnlinePIN != "", o.Biometric != nil} {
+	for _, set := range []bool{o.PIN != "", o.OnlinePIN != "", o.Biometric != nil, o.ServerBiometric != nil} {
 		if set {
 			n++
 		}
@@ -77,16 +99,24 @@ type Result struct {
 	// When the holder was not verified by one of them, the card does not
 	// sign: Code is CodeCVMNotAccepted and Counter 0.
 	Accepted protocol.CVMSet
+	// ServerKey is the pinned server key the channel was made with.
+	ServerKey []byte
+	// ServerKeys, when not nil, are the server keys the server told the
+	// device to pin (newest first) during a rotation; already stored when
+	// AuthOptions.Memory was set.
+	ServerKeys [][]byte
 }
 
-// signedCVM is the method the card will sign for opts.
-func signedCVM(opts AuthOptions) txn.CVM {
+// method is how the holder is verified for opts, as the server's policy
+// (the challenge's accepted methods) sees it. For ServerBiometric the card
+// itself signs CVM none.
+func method(opts AuthOptions) txn.CVM {
 	switch {
 	case opts.PIN != "":
 		return txn.CVMOfflinePIN
 	case opts.OnlinePIN != "":
 		return txn.CVMOnlinePIN
-	case opts.Biometric != nil:
+	case opts.Biometric != nil, opts.ServerBiometric != nil:
 		return txn.CVMBiometric
 	}
 	return txn.CVMNone
@@ -99,12 +129,20 @@ func (r Result) OK() bool { return r.Code == protocol.CodeOK }
 // caller opened to the server and closes afterwards. ctx bounds the whole
 // exchange (l is closed when ctx ends, unless it has deadlines).
 //
+// The channel is made with the newest pinned server key (id.ServerKeys[0]);
+// if that handshake fails and opts.Redial is set, with each older pinned
+// key in turn over a new link. When the server answers with a ServerKeys
+// update (it rotated its key and the device used an older one), the device
+// checks that the update holds the key the channel was made with, pins the
+// new list in opts.Memory and reports it in Result.ServerKeys.
+//
 // It returns a Result whenever the server answered with an AuthResult,
 // whatever its code; a refusal with a protocol Error message is returned as
-// a *protocol.Error (errors.As), a failed handshake wraps ErrServerRefused
-// and channel.ErrHandshake (unless it ran out of time: then it wraps ctx's
-// error or the link's timeout), and a card that refuses returns the card's
-// error (a wrong offline PIN is a *iso7816.PINError).
+// a *protocol.Error (errors.As), a failed handshake (with every key tried)
+// wraps ErrServerRefused and channel.ErrHandshake (unless it ran out of
+// time: then it wraps ctx's error or the link's timeout), and a card that
+// refuses returns the card's error (a wrong offline PIN is a
+// *iso7816.PINError).
 func Authenticate(ctx context.Context, l link.Link, id Identity, card *wallet.Client, opts AuthOptions) (res Result, err error) {
 	if err := id.Validate(); err != nil {
 		return Result{}, fmt.Errorf("authenticating: %w", err)
@@ -140,21 +178,14 @@ func Authenticate(ctx context.Context, l link.Link, id Identity, card *wallet.Cl
 			}
 		}()
 	}
-	stop := context.AfterFunc(ctx, func() { l.Close() })
-	defer stop()
-	conn, err := channel.Dial(ctx, l, channel.Config{Static: id.Static, ServerPub: id.ServerKeys[0], Rand: opts.Rand})
+	conn, pub, cleanup, err := dial(ctx, l, id, opts)
 	if err != nil {
-		var te interface{ Timeout() bool }
-		switch {
-		case ctx.Err() != nil:
-			return Result{}, fmt.Errorf("authenticating: %w (%w)", ctx.Err(), err)
-		case errors.As(err, &te) && te.Timeout():
-			return Result{}, fmt.Errorf("authenticating: server did not answer in time: %w", err)
-		}
-		return Result{}, fmt.Errorf("authenticating: %w: %w", ErrServerRefused, err)
+		return Result{}, fmt.Errorf("authenticating: %w", err)
 	}
-	s := &session{conn: conn}
+	defer cleanup()
+	s := &session{conn: conn, mem: opts.Memory}
 	res, err = s.authenticate(ctx, info, card, opts)
+	res.ServerKey, res.ServerKeys = pub, s.newKeys
 	if err != nil && ctx.Err() != nil {
 		err = fmt.Errorf("%w (%w)", ctx.Err(), err)
 	}
@@ -164,9 +195,65 @@ func Authenticate(ctx context.Context, l link.Link, id Identity, card *wallet.Cl
 	return res, nil
 }
 
+// dial makes the channel over l with the newest pinned server key, then,
+// if the server refuses it and opts.Redial is set, over new links with the
+// older keys. It returns the channel, the key it was made with, and a
+// cleanup to call when the conversation is over: until then ctx's end
+// closes the link in use, and cleanup closes the links dial opened.
+func dial(ctx context.Context, l link.Link, id Identity, opts AuthOptions) (*channel.Conn, []byte, func(), error) {
+	var cleanups []func()
+	cleanup := func() {
+		for _, f := range cleanups {
+			f()
+		}
+	}
+	var err error // the last handshake's
+	tried := 0
+	for i, pub := range id.ServerKeys {
+		cur := l
+		if i > 0 {
+			if opts.Redial == nil {
+				break
+			}
+			nl, rerr := opts.Redial(ctx)
+			if rerr != nil {
+				err = fmt.Errorf("%w; connecting again for the next pinned key: %v", err, rerr)
+				break
+			}
+			cur = nl
+			cleanups = append(cleanups, func() { nl.Close() })
+		}
+		stop := context.AfterFunc(ctx, func() { cur.Close() })
+		cleanups = append(cleanups, func() { stop() })
+		tried++
+		var conn *channel.Conn
+		conn, err = channel.Dial(ctx, cur, channel.Config{Static: id.Static, ServerPub: pub, Rand: opts.Rand})
+		if err == nil {
+			return conn, pub, cleanup, nil
+		}
+		var te interface{ Timeout() bool }
+		switch {
+		case ctx.Err() != nil:
+			cleanup()
+			return nil, nil, nil, fmt.Errorf("%w (%w)", ctx.Err(), err)
+		case errors.As(err, &te) && te.Timeout():
+			cleanup()
+			return nil, nil, nil, fmt.Errorf("server did not answer in time: %w", err)
+		}
+	}
+	cleanup()
+	if tried > 1 {
+		return nil, nil, nil, fmt.Errorf("%w (%d pinned keys tried): %w", ErrServerRefused, tried, err)
+	}
+	return nil, nil, nil, fmt.Errorf("%w: %w", ErrServerRefused, err)
+}
+
 // session is one conversation over an established channel.
 type session struct {
-	conn *channel.Conn
+	conn     *channel.Conn
+	mem      *Memory  // where a ServerKeys update is pinned; may be nil
+	received int      // messages received so far
+	newKeys  [][]byte // the ServerKeys update, if the server sent one
 }
 
 func (s *session) send(m protocol.Message) error {
@@ -180,8 +267,47 @@ func (s *session) send(m protocol.Message) error {
 	return nil
 }
 
-// receive reads the next message; a protocol Error comes back as the error.
+// receive reads the next message; a protocol Error comes back as the
+// error. A ServerKeys update, allowed only as the server's first message,
+// is pinned and skipped.
 func (s *session) receive() (protocol.Message, error) {
+	m, err := s.receiveOne()
+	if err != nil {
+		return nil, err
+	}
+	k, ok := m.(*protocol.ServerKeys)
+	if !ok {
+		return m, nil
+	}
+	if s.received > 1 {
+		return nil, errors.New("receiving: ServerKeys after the server's first message")
+	}
+	if err := s.pin(k.Keys); err != nil {
+		return nil, err
+	}
+	return s.receive()
+}
+
+// pin checks a ServerKeys update and stores it.
+func (s *session) pin(keys [][]byte) error {
+	used := s.conn.PeerStatic()
+	if !slices.ContainsFunc(keys, func(k []byte) bool { return bytes.Equal(k, used) }) {
+		// The server is authentic (the channel proves it) but wrong: a
+		// list without the key that works would strand the device.
+		return errors.New("receiving: the server's key update leaves out the key the device used; keeping the pinned keys")
+	}
+	if s.mem != nil {
+		if err := s.mem.SetServerKeys(keys); err != nil {
+			return err
+		}
+	}
+	s.newKeys = keys
+	return nil
+}
+
+// receiveOne reads and decodes the next message.
+func (s *session) receiveOne() (protocol.Message, error) {
+	s.received++
 	b, err := s.conn.ReadMessage()
 	if err == io.EOF {
 		err = io.ErrUnexpectedEOF // the server hung up mid-exchange
@@ -233,13 +359,13 @@ func (s *session) authenticate(ctx context.Context, info wallet.Info, card *wall
 	}
 
 	res.Accepted = ch.CVMs
-	if want := signedCVM(opts); !ch.CVMs.Has(want) {
+	if want := method(opts); !ch.CVMs.Has(want) {
 		// The card would sign, and spend a counter value, for nothing:
 		// give up and say why.
 		res.Code = protocol.CodeCVMNotAccepted
 		return res, s.send(&protocol.Error{Code: protocol.CodeCVMNotAccepted})
 	}
-	resp := &protocol.AuthResponse{Challenge: ch.Challenge}
+	resp := &protocol.AuthResponse{Challenge: ch.Challenge, Biometric: opts.ServerBiometric}
 	var (
 		sig wallet.Signature
 		err error

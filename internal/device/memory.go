@@ -111,6 +111,46 @@ func (m *Memory) SetIdentity(id Identity) error {
 	return nil
 }
 
+// SetServerKeys replaces the pinned server keys (newest first) with keys,
+// in one atomic update: after a power cut the memory holds the old list or
+// the new one, never a mix. The rest of the identity stays. It returns
+// ErrNotProvisioned when the memory holds no identity, and an error for a
+// list Identity.Validate would refuse or with a key twice.
+func (m *Memory) SetServerKeys(keys [][]byte) error {
+	if err := validServerKeys(keys); err != nil {
+		return fmt.Errorf("storing server keys: %w", err)
+	}
+	err := m.mem.Update(func(tx *nvm.Tx) error {
+		if tx.Get(keyStatic) == nil {
+			return ErrNotProvisioned
+		}
+		tx.Put(keyServerKeys, bytes.Join(keys, nil))
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("storing server keys: %w", err)
+	}
+	return nil
+}
+
+// validServerKeys checks a list of pinned server keys.
+func validServerKeys(keys [][]byte) error {
+	if len(keys) == 0 || len(keys) > MaxServerKeys {
+		return fmt.Errorf("%d server keys, want 1..%d", len(keys), MaxServerKeys)
+	}
+	for i, k := range keys {
+		if len(k) != channel.KeyLen {
+			return fmt.Errorf("server key %d of %d bytes, want %d", i, len(k), channel.KeyLen)
+		}
+		for _, prev := range keys[:i] {
+			if bytes.Equal(prev, k) {
+				return fmt.Errorf("server key %d pinned twice", i)
+			}
+		}
+	}
+	return nil
+}
+
 // Identity reads the stored identity. It returns ErrNotProvisioned when
 // there is none, and an error when what is stored is not a valid identity.
 func (m *Memory) Identity() (Identity, error) {

@@ -55,6 +55,12 @@
 // 8. Where bytes must be cut further: Hello can be skipped (37), and a
 // server may leave Context empty (34).
 //
+// During a rotation of the server key, a device that made its channel with
+// an older key gets ServerKeys once, just before the server's first reply:
+// 2 bytes of header, 3 of map and array heads and 34 a key, plus 18 of
+// framing, so 91 bytes with two keys (595 in all for the case above; the
+// test measures it too). A device on the newest key never gets it.
+//
 // A card the server does not know costs one more round: the server answers
 // Error{CodeCertificateNeeded} and the device repeats its ChallengeRequest
 // with the certificate (about 600 more bytes, once per card).
@@ -97,6 +103,8 @@ const (
 	TransactionIDLen = 16
 	MaxText          = 128 // Error.Text
 	MaxSoftware      = 32  // Hello.Software
+	ServerKeyLen     = 32  // ServerKeys.Keys: one X25519 public key (channel.KeyLen)
+	MaxServerKeys    = 8   // ServerKeys.Keys: as many as a device pins
 
 	headerLen = 2
 )
@@ -123,6 +131,7 @@ const (
 	TypeAuthResult          Type = 6
 	TypeTransactionOffer    Type = 7
 	TypeTransactionApproval Type = 8
+	TypeServerKeys          Type = 9
 )
 
 // String returns the message type's name, or "Type(n)".
@@ -144,6 +153,8 @@ func (t Type) String() string {
 		return "TransactionOffer"
 	case TypeTransactionApproval:
 		return "TransactionApproval"
+	case TypeServerKeys:
+		return "ServerKeys"
 	}
 	return "Type(" + strconv.Itoa(int(t)) + ")"
 }
@@ -167,6 +178,8 @@ func newMessage(t Type) Message {
 		return new(TransactionOffer)
 	case TypeTransactionApproval:
 		return new(TransactionApproval)
+	case TypeServerKeys:
+		return new(ServerKeys)
 	}
 	return nil
 }
@@ -515,6 +528,40 @@ func (a *TransactionApproval) validate() error {
 		return err
 	}
 	return checkSigned(a.Counter, a.CVM, a.Signature, a.PINBlock, a.Biometric)
+}
+
+// ServerKeys tells a device the server's static public keys, server →
+// device, during a rotation of the server key (see package server). The
+// server sends it at most once per connection, as the first message of its
+// first reply, when the device made its channel with a key that is not the
+// server's newest; the device then pins Keys in place of what it pinned.
+// It arrives inside the channel, so the key the device already trusts
+// vouches for it; Keys must hold that key (the device refuses a list that
+// would strand it).
+type ServerKeys struct {
+	// Keys are the server's current keys, newest first, down to the one
+	// the device used: 1..MaxServerKeys distinct keys of ServerKeyLen bytes.
+	Keys [][]byte `cbor:"1,keyasint,omitempty"`
+}
+
+// Type returns TypeServerKeys.
+func (*ServerKeys) Type() Type { return TypeServerKeys }
+
+func (k *ServerKeys) validate() error {
+	if len(k.Keys) == 0 || len(k.Keys) > MaxServerKeys {
+		return fmt.Errorf("keys: %d, want 1..%d", len(k.Keys), MaxServerKeys)
+	}
+	for i, key := range k.Keys {
+		if err := checkLen(fmt.Sprintf("key %d", i), key, ServerKeyLen, ServerKeyLen); err != nil {
+			return err
+		}
+		for _, prev := range k.Keys[:i] {
+			if bytes.Equal(prev, key) {
+				return fmt.Errorf("key %d: a duplicate", i)
+			}
+		}
+	}
+	return nil
 }
 
 // checkSigned checks the fields a card signature brings along.

@@ -45,6 +45,7 @@ func samples() []Message {
 		&AuthResult{Code: CodeOK, CVM: txn.CVMOnlinePIN},
 		&TransactionOffer{Transaction: seq(120, 0xE1), CVMs: CVMs(txn.CVMOfflinePIN)},
 		&TransactionApproval{ID: seq(16, 1), Counter: 70001, CVM: txn.CVMOfflinePIN, Signature: seq(71, 0x30)},
+		&ServerKeys{Keys: [][]byte{seq(32, 0x40), seq(32, 0x60)}},
 	}
 }
 
@@ -65,6 +66,8 @@ func more() []Message {
 		&AuthResult{Code: CodePINIncorrect, TriesLeft: 2},
 		&TransactionOffer{Transaction: seq(MaxTransaction, 0), CVMs: CVMs(txn.CVMNone)},
 		&TransactionApproval{ID: seq(16, 0), Counter: 1, CVM: txn.CVMNone, Signature: seq(8, 0), PINBlock: seq(16, 0), Biometric: seq(1, 0)},
+		&ServerKeys{Keys: [][]byte{make([]byte, ServerKeyLen)}},
+		&ServerKeys{Keys: [][]byte{seq(32, 0), seq(32, 1), seq(32, 2), seq(32, 3), seq(32, 4), seq(32, 5), seq(32, 6), seq(32, 7)}},
 	}
 }
 
@@ -137,7 +140,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"version 0", []byte{0, byte(TypeHello), 0xa0}, ErrVersion},
 		{"version 2", []byte{2, byte(TypeHello), 0xa0}, ErrVersion},
 		{"type 0", msg(0, "a0"), ErrUnknownType},
-		{"type 9", msg(9, "a0"), ErrUnknownType},
+		{"type 10", msg(10, "a0"), ErrUnknownType},
 		{"type 255", msg(255, "a0"), ErrUnknownType},
 		{"no body", msg(TypeHello, ""), ErrMalformed},
 		{"trailing bytes", msg(TypeHello, "a0 00"), ErrMalformed},
@@ -188,6 +191,14 @@ func TestDecodeErrors(t *testing.T) {
 		{"error code 0", msg(TypeError, "a1 02 61 78"), ErrInvalid},
 		{"result cvm 9", msg(TypeAuthResult, "a1 02 09"), ErrInvalid},
 		{"empty transaction", msg(TypeTransactionOffer, "a1 02 01"), ErrInvalid},
+		{"server keys none", msg(TypeServerKeys, "a0"), ErrInvalid},
+		{"server keys empty array", msg(TypeServerKeys, "a1 01 80"), ErrInvalid},
+		{"server key 31 bytes", msg(TypeServerKeys, "a1 01 81 581f"+strings.Repeat("00", 31)), ErrInvalid},
+		{"server key 33 bytes", msg(TypeServerKeys, "a1 01 81 5821"+strings.Repeat("00", 33)), ErrInvalid},
+		{"server key duplicate", msg(TypeServerKeys, "a1 01 82"+strings.Repeat(" 5820"+strings.Repeat("00", 32), 2)), ErrInvalid},
+		{"server keys 9", msg(TypeServerKeys, "a1 01 89"+strings.Repeat(" 5820"+strings.Repeat("01", 32), 9)), ErrInvalid},
+		{"server key as text", msg(TypeServerKeys, "a1 01 81 7820"+strings.Repeat("61", 32)), ErrMalformed},
+		{"server keys indefinite array", msg(TypeServerKeys, "a1 01 9f 5820"+strings.Repeat("00", 32)+" ff"), ErrMalformed},
 		{"approval id 15 bytes", msg(TypeTransactionApproval, "a3 01 4f"+strings.Repeat("00", 15)+" 02 01 04 48 0102030405060708"), ErrInvalid},
 	}
 	for _, tc := range tests {
@@ -216,6 +227,7 @@ func TestDecodeValidHandWritten(t *testing.T) {
 		{msg(TypeAuthResponse, "a3 01 5820"+strings.Repeat("00", 32)+" 02 01 04 48 0102030405060708"),
 			&AuthResponse{Challenge: make([]byte, 32), Counter: 1, Signature: []byte{1, 2, 3, 4, 5, 6, 7, 8}}},
 		{msg(TypeError, "a2 01 01 02 61 78"), &Error{Code: CodeInternal, Text: "x"}},
+		{msg(TypeServerKeys, "a1 01 81 5820"+strings.Repeat("00", 32)), &ServerKeys{Keys: [][]byte{make([]byte, 32)}}},
 	}
 	for _, tc := range tests {
 		got, err := Decode(tc.in)
@@ -244,6 +256,10 @@ func TestEncodeInvalid(t *testing.T) {
 		{"biometric too long", &AuthResponse{Challenge: seq(32, 0), Counter: 1, Signature: seq(70, 0), Biometric: seq(MaxBiometric+1, 0)}},
 		{"transaction too long", &TransactionOffer{Transaction: seq(MaxTransaction+1, 0), CVMs: 1}},
 		{"approval no signature", &TransactionApproval{ID: seq(16, 0), Counter: 1}},
+		{"no server keys", &ServerKeys{}},
+		{"server key short", &ServerKeys{Keys: [][]byte{seq(31, 0)}}},
+		{"server keys duplicate", &ServerKeys{Keys: [][]byte{seq(32, 0), seq(32, 0)}}},
+		{"server keys too many", &ServerKeys{Keys: [][]byte{seq(32, 0), seq(32, 1), seq(32, 2), seq(32, 3), seq(32, 4), seq(32, 5), seq(32, 6), seq(32, 7), seq(32, 8)}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -319,6 +335,7 @@ func TestTypeNumbers(t *testing.T) {
 		{TypeAuthResult, 6, "AuthResult"},
 		{TypeTransactionOffer, 7, "TransactionOffer"},
 		{TypeTransactionApproval, 8, "TransactionApproval"},
+		{TypeServerKeys, 9, "ServerKeys"},
 	}
 	for _, w := range want {
 		if uint8(w.t) != w.n || w.t.String() != w.name || newMessage(w.t).Type() != w.t {
@@ -436,8 +453,28 @@ func TestAuthExchangeBudget(t *testing.T) {
 		t.Errorf("one authentication = %d bytes on the wire, want at most %d", total, budget)
 	}
 
-	// First contact with a card the server does not know: one more round.
+	// A device on an older server key during a rotation learns the keys
+	// once, before the Challenge: one more server message.
 	before := total
+	rotated := total
+	if b, err := Encode(s[len(s)-1]); err != nil {
+		t.Fatal(err)
+	} else {
+		if err := srv.WriteMessage(b); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := dev.ReadMessage(); err != nil {
+			t.Fatal(err)
+		}
+		rotated += devEnd.Sent() + srvEnd.Sent() - before
+		t.Logf("%-16v %3d bytes encoded, %3d on the wire; with it one authentication = %d bytes", TypeServerKeys, len(b), devEnd.Sent()+srvEnd.Sent()-before, rotated)
+	}
+	if rotated > budget {
+		t.Errorf("one authentication during a rotation (two server keys) = %d bytes on the wire, want at most %d", rotated, budget)
+	}
+
+	// First contact with a card the server does not know: one more round.
+	before = devEnd.Sent() + srvEnd.Sent()
 	for _, m := range []Message{&Error{Code: CodeCertificateNeeded}, &ChallengeRequest{CardNumber: card, CertID: CertID(cert), Purpose: txn.PurposeAuth, Certificate: cert}} {
 		b, _ := Encode(m)
 		from, to := srv, dev

@@ -25,6 +25,7 @@ func FuzzListener(f *testing.F) {
 		&protocol.AuthResponse{Challenge: make([]byte, 32), Counter: 1, CVM: txn.CVMOfflinePIN, Signature: make([]byte, 70)},
 		&protocol.Error{Code: protocol.CodeHolderDeclined},
 		&protocol.Challenge{Challenge: make([]byte, 32), TTL: 60, CVMs: 2},
+		&protocol.ServerKeys{Keys: [][]byte{make([]byte, 32)}}, // server → device only
 	} {
 		f.Add(encode(f, m))
 	}

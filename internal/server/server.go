@@ -6,17 +6,53 @@
 //
 // It owns connection handling only: deadlines, bounded concurrency,
 // decoding errors answered with protocol error codes, and graceful
-// shutdown. It imports auth, channel, protocol and store; it must not
-// import a store backend, the HTTP API, the device or the card.
+// shutdown — and the rotation of the server's static key.
+//
+// # Rotating the server key
+//
+// A device pins the server's static public keys when it is provisioned and
+// talks to no server that lacks all of them, so the server key cannot
+// simply be replaced. A rotation has three steps:
+//
+//  1. The operator adds a new key (RotateKey; 'cardlink server-key
+//     rotate'). Both keys are current: every instance, reading the keys
+//     from the shared store on each connection, accepts a handshake made
+//     to either (channel.ServerConfig.Keys). Devices provisioned from now
+//     on pin both, newest first.
+//  2. When a device makes its channel with a key that is not the newest
+//     (channel.Conn.LocalStatic), the server sends it a protocol.ServerKeys
+//     message just before its first reply: the current keys, newest
+//     first, down to the one the device used. The message travels inside
+//     the channel the old key authenticated, so the device can trust it;
+//     the device pins the list in its memory in one atomic update and
+//     dials the newest key from then on, falling back to the older pinned
+//     keys if that handshake fails. The update costs 91 bytes on the wire
+//     with two keys, once per device; a device already on the newest key
+//     gets nothing, so the common authentication is unchanged (504 bytes).
+//  3. Once the devices have moved, the operator retires the old key
+//     (RetireKey; 'cardlink server-key retire'), which refuses to retire
+//     the last current key. A device that did not connect during the
+//     overlap still pins only the retired key: its handshake fails (the
+//     device reports that the server refused it or is not the pinned
+//     server) and it must be provisioned again. The server logs each
+//     connection made with an older key ("device on an older server
+//     key", with the device id), and 'cardlink server-key list' shows
+//     when each key was added, so the operator can judge the overlap.
+//
+// It imports auth, channel, protocol and store; it must not import a store
+// backend, the HTTP API, the device or the card.
 package server
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -191,6 +227,13 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 		return
 	}
 	log.Debug("device connected")
+	// A device on an older key learns the current ones before the first
+	// reply: it is then reading, whatever the link's buffering.
+	var update protocol.Message
+	if k := keyUpdate(keys, conn.LocalStatic()); k != nil {
+		log.Info("device on an older server key", "key", base64.StdEncoding.EncodeToString(conn.LocalStatic()), "newest", base64.StdEncoding.EncodeToString(keys[0].Public))
+		update = k
+	}
 	for arm() {
 		b, err := conn.ReadMessage()
 		if err == io.EOF {
@@ -214,6 +257,12 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.IdleTimeout)
 		reply, keep := s.handle(mctx, log, sess, m)
 		cancel()
+		if reply != nil && update != nil {
+			if !s.send(log, conn, update) {
+				return
+			}
+			update = nil
+		}
 		if reply != nil && !s.send(log, conn, reply) {
 			return
 		}
@@ -275,6 +324,77 @@ func (s *Server) send(log *slog.Logger, conn *channel.Conn, m protocol.Message) 
 		return false
 	}
 	return true
+}
+
+// keyUpdate is the ServerKeys message for a device whose channel was made
+// with used, one of keys (newest first): the keys down to used, or nil when
+// used is the newest.
+func keyUpdate(keys []noise.DHKey, used []byte) *protocol.ServerKeys {
+	i := slices.IndexFunc(keys, func(k noise.DHKey) bool { return bytes.Equal(k.Public, used) })
+	if i <= 0 {
+		return nil
+	}
+	u := &protocol.ServerKeys{}
+	for _, k := range keys[:min(i+1, protocol.MaxServerKeys)] {
+		u.Keys = append(u.Keys, k.Public)
+	}
+	if !bytes.Equal(u.Keys[len(u.Keys)-1], used) {
+		// More current keys than a device pins: leave the device alone
+		// rather than have it drop the key it uses.
+		return nil
+	}
+	return u
+}
+
+// ErrLastKey is returned by RetireKey for the last current server key:
+// retiring it would leave the server with no key any device has pinned.
+var ErrLastKey = errors.New("the last current server key cannot be retired")
+
+// RotateKey adds a new server static key, current from now on beside the
+// others, and returns its public half. Devices learn it on their next
+// connection (see the package doc). The new key is stored as created
+// after every current one even if the clock says otherwise, so that it is
+// the newest.
+func RotateKey(ctx context.Context, st store.ServerKeys, now time.Time) ([]byte, error) {
+	keys, err := st.ServerKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("rotating server key: %w", err)
+	}
+	for _, k := range keys {
+		if !now.After(k.Created) {
+			now = k.Created.Add(time.Millisecond)
+		}
+	}
+	k, err := channel.GenerateKey(nil)
+	if err != nil {
+		return nil, fmt.Errorf("rotating server key: %w", err)
+	}
+	if err := st.AddServerKey(ctx, store.ServerKey{Public: k.Public, Private: k.Private}, now); err != nil {
+		return nil, fmt.Errorf("rotating server key: %w", err)
+	}
+	return k.Public, nil
+}
+
+// RetireKey retires the current server key pub. It returns an error
+// wrapping store.ErrNotFound when pub is not a current key (unknown, or
+// already retired), and ErrLastKey when it is the only one. Two operators
+// retiring the last two keys at the same instant could both succeed: the
+// store offers no conditional retire (2026-11-28).
+func RetireKey(ctx context.Context, st store.ServerKeys, pub []byte, now time.Time) error {
+	keys, err := st.ServerKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("retiring server key: %w", err)
+	}
+	if !slices.ContainsFunc(keys, func(k store.ServerKey) bool { return bytes.Equal(k.Public, pub) }) {
+		return fmt.Errorf("retiring server key: not a current key: %w", store.ErrNotFound)
+	}
+	if len(keys) == 1 {
+		return fmt.Errorf("retiring server key: %w", ErrLastKey)
+	}
+	if err := st.RetireServerKey(ctx, pub, now); err != nil {
+		return fmt.Errorf("retiring server key: %w", err)
+	}
+	return nil
 }
 
 // keys loads the server's current static keys from the store.

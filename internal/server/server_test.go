@@ -57,7 +57,7 @@ func newBed(t testing.TB, st store.Store, cfg server.Config) *bed {
 	t.Helper()
 	ctx := context.Background()
 	card := wallettest.New(t, wallettest.Options{CardNumber: newCardNumber(t)})
-	svc, err := auth.New(auth.Config{Store: st, CA: card.CA})
+	svc, err := auth.New(auth.Config{Store: st, CA: card.CA, ServerBiometric: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +100,7 @@ func (b *bed) stop(t testing.TB) {
 // address. It stops when the test ends.
 func (b *bed) addInstance(t testing.TB, st store.Store) string {
 	t.Helper()
-	svc, err := auth.New(auth.Config{Store: st, CA: b.card.CA})
+	svc, err := auth.New(auth.Config{Store: st, CA: b.card.CA, ServerBiometric: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,6 +275,8 @@ func testAuthenticate(t *testing.T, be backend) {
 		t.Fatalf("first Authenticate() = %+v, %v; want success", first, err)
 	}
 	b.setPIN(t, "4321")
+	b.setBiometric(t, wallettest.Template())
+	other := wallettest.Sample(wallettest.Template(), 200) // far past the threshold
 	// Run in order on one card: the counter grows with each signature.
 	tests := []struct {
 		name      string
@@ -288,6 +290,8 @@ func testAuthenticate(t *testing.T, be backend) {
 		{"online PIN", device.AuthOptions{OnlinePIN: "4321"}, protocol.CodeOK, txn.CVMOnlinePIN, 0},
 		{"wrong online PIN", device.AuthOptions{OnlinePIN: "0000"}, protocol.CodePINIncorrect, 0, 2},
 		{"online PIN after a wrong one", device.AuthOptions{OnlinePIN: "4321"}, protocol.CodeOK, txn.CVMOnlinePIN, 0},
+		{"server-matched biometric", device.AuthOptions{ServerBiometric: wallettest.Sample(wallettest.Template(), 5)}, protocol.CodeOK, txn.CVMBiometric, 0},
+		{"server-matched biometric, another finger", device.AuthOptions{ServerBiometric: other}, protocol.CodeBiometricMismatch, 0, 4},
 		{"no holder verification", device.AuthOptions{}, protocol.CodeCVMNotAccepted, 0, 0},
 	}
 	counter := first.Counter
@@ -323,6 +327,19 @@ func testAuthenticate(t *testing.T, be backend) {
 	// The last accepted counter is the last signature's.
 	if c.Counter != counter {
 		t.Errorf("stored counter = %d, want %d", c.Counter, counter)
+	}
+}
+
+// setBiometric enrols template for the bed's card for server-side
+// matching (threshold and tries at their defaults); the card must be known.
+func (b *bed) setBiometric(t *testing.T, template []byte) {
+	t.Helper()
+	bio, err := auth.NewBiometric(b.card.CardNumber, template, auth.DefaultBiometricThreshold, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.st.SetBiometric(context.Background(), bio); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -1,6 +1,6 @@
 // Package store owns the repository interfaces the server packages need —
-// challenges, cards, devices, online PINs, relying parties, authentication
-// requests and the server's static keys — their plain record types, the
+// challenges, cards, devices, online PINs, enrolled biometric templates,
+// relying parties, authentication requests and the server's static keys — their plain record types, the
 // typed errors every backend returns, and a registry that opens a backend by
 // URI (sqlite:/path/file.db, postgres://…).
 //
@@ -37,7 +37,8 @@ var (
 	// ErrCounterReplay: the card's counter did not grow. The card is flagged
 	// as possibly cloned (Card.ClonedAt).
 	ErrCounterReplay = errors.New("store: counter did not grow")
-	// ErrLocked: the online PIN has no tries left.
+	// ErrLocked: the online PIN, or the enrolled biometric, has no tries
+	// left.
 	ErrLocked = errors.New("store: PIN locked")
 	// ErrRevoked: the card is revoked; its counter was not advanced.
 	ErrRevoked = errors.New("store: revoked")
@@ -51,6 +52,7 @@ type Store interface {
 	Cards
 	Devices
 	PINs
+	Biometrics
 	RelyingParties
 	AuthRequests
 	ServerKeys
@@ -180,6 +182,45 @@ type PINs interface {
 	// ResetPINTries restores MaxTries tries. It returns ErrNotFound when
 	// the card has no PIN.
 	ResetPINTries(ctx context.Context, card string) error
+	// DeletePIN removes the card's PIN. It returns ErrNotFound when the
+	// card has none.
+	DeletePIN(ctx context.Context, card string) error
+}
+
+// Biometric is a card's enrolled biometric template for matching on the
+// server, and a try counter kept by the store. What a template means and
+// how two are compared are the caller's.
+type Biometric struct {
+	Card      string // card number
+	Template  []byte // the enrolled template, opaque to the store
+	Threshold int    // the caller's match threshold; at least 0
+	Tries     int    // tries left; 0 is locked
+	MaxTries  int    // what a reset restores; at least 1
+}
+
+// Biometrics keeps enrolled biometric templates and their try counters,
+// with the protocol of PINs: call DecrementBiometricTries before
+// comparing, then ResetBiometricTries if the template matched.
+type Biometrics interface {
+	// SetBiometric stores b for b.Card, replacing any template it had,
+	// with b.MaxTries tries left (b.Tries is ignored). It returns
+	// ErrNotFound for an unknown card, and an error for MaxTries under 1 or
+	// a negative Threshold.
+	SetBiometric(ctx context.Context, b Biometric) error
+	// Biometric returns the card's template without changing it, or
+	// ErrNotFound.
+	Biometric(ctx context.Context, card string) (Biometric, error)
+	// DecrementBiometricTries takes one try, atomically and durably, and
+	// returns the record with the tries now left (possibly 0: the caller
+	// still compares that last try). It returns ErrLocked, taking nothing,
+	// when no try is left, and ErrNotFound when the card has no template.
+	DecrementBiometricTries(ctx context.Context, card string) (Biometric, error)
+	// ResetBiometricTries restores MaxTries tries. It returns ErrNotFound
+	// when the card has no template.
+	ResetBiometricTries(ctx context.Context, card string) error
+	// DeleteBiometric removes the card's template. It returns ErrNotFound
+	// when the card has none.
+	DeleteBiometric(ctx context.Context, card string) error
 }
 
 // RelyingParty is a service that asks the server to authenticate card

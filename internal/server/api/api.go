@@ -109,6 +109,10 @@ func newHandler(cfg Config) *handler {
 		{"POST", "/v1/devices", operator, h.createDevice},
 		{"POST", "/v1/devices/{id}/revoke", operator, h.revokeDevice},
 		{"POST", "/v1/cards/{number}/revoke", operator, h.revokeCard},
+		{"PUT", "/v1/cards/{number}/online-pin", operator, h.setOnlinePIN},
+		{"DELETE", "/v1/cards/{number}/online-pin", operator, h.deleteOnlinePIN},
+		{"PUT", "/v1/cards/{number}/biometric", operator, h.setBiometric},
+		{"DELETE", "/v1/cards/{number}/biometric", operator, h.deleteBiometric},
 		{"POST", "/v1/auth-requests", party, h.createAuthRequest},
 		{"GET", "/v1/auth-requests/{id}", party, h.getAuthRequest},
 	}

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -57,7 +58,10 @@ type env struct {
 	notified []store.AuthRequest
 }
 
-type envOpt struct{ noServerKey bool }
+type envOpt struct {
+	noServerKey bool
+	logger      *slog.Logger // nil: discard
+}
 
 func newEnv(t testing.TB, opts ...envOpt) *env {
 	t.Helper()
@@ -92,6 +96,7 @@ func newEnv(t testing.TB, opts ...envOpt) *env {
 		Store:           st,
 		OperatorKeyHash: sum[:],
 		Now:             e.clock.Now,
+		Logger:          opt.logger,
 		Notify: func(_ context.Context, r store.AuthRequest) {
 			e.mu.Lock()
 			defer e.mu.Unlock()
@@ -317,6 +322,10 @@ func TestUnauthorized(t *testing.T) {
 		{"POST", "/v1/devices", `{"name":"x","static_key":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}`, true},
 		{"POST", "/v1/devices/dev_1/revoke", "", true},
 		{"POST", "/v1/cards/" + cardA + "/revoke", "", true},
+		{"PUT", "/v1/cards/" + cardA + "/online-pin", `{"pin":"246810"}`, true},
+		{"PUT", "/v1/cards/" + cardA + "/biometric", `{"template":"` + base64.StdEncoding.EncodeToString(make([]byte, 64)) + `"}`, true},
+		{"DELETE", "/v1/cards/" + cardA + "/online-pin", "", true},
+		{"DELETE", "/v1/cards/" + cardA + "/biometric", "", true},
 		{"POST", "/v1/auth-requests", `{"card":"` + cardA + `"}`, false},
 		{"GET", "/v1/auth-requests/ar_1", "", false},
 	}
@@ -349,6 +358,12 @@ func TestUnauthorized(t *testing.T) {
 	// Nothing was created or revoked by the refused calls.
 	if c, err := e.store.Card(context.Background(), cardA); err != nil || c.Revoked() {
 		t.Errorf("card %s after refused revocations: revoked %v, err %v; want not revoked", cardA, c.Revoked(), err)
+	}
+	if _, err := e.store.PIN(context.Background(), cardA); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("PIN(%s) after refused calls = %v, want %v", cardA, err, store.ErrNotFound)
+	}
+	if _, err := e.store.Biometric(context.Background(), cardA); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Biometric(%s) after refused calls = %v, want %v", cardA, err, store.ErrNotFound)
 	}
 }
 

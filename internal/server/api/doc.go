@@ -12,6 +12,10 @@
 //	POST /v1/devices                       operator key
 //	POST /v1/devices/{id}/revoke           operator key
 //	POST /v1/cards/{number}/revoke         operator key
+//	PUT    /v1/cards/{number}/online-pin   operator key
+//	DELETE /v1/cards/{number}/online-pin   operator key
+//	PUT    /v1/cards/{number}/biometric    operator key
+//	DELETE /v1/cards/{number}/biometric    operator key
 //	POST /v1/auth-requests                 relying-party key
 //	GET  /v1/auth-requests/{id}            relying-party key
 //

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -125,6 +127,96 @@ func FuzzVerifySignature(f *testing.F) {
 		}
 		if err := VerifySignature(secret, append(body, 'x'), h, at, time.Minute); err == nil {
 			t.Fatalf("VerifySignature(Sign(…), other body) = nil, want an error")
+		}
+	})
+}
+
+// FuzzSetCardCredentials sends any body to PUT /v1/cards/{number}/online-pin
+// or …/biometric through the whole handler and a real store: the answer is
+// 204 with a stored record that the auth package accepts — the PIN sent
+// verifies, the template sent is the one kept, within the limits — or a
+// client problem; never a server error.
+func FuzzSetCardCredentials(f *testing.F) {
+	tmpl := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0x5a}, auth.BiometricSize))
+	for _, s := range []string{
+		`{"pin":"2468"}`,
+		`{"pin":"123456789012","max_tries":10}`,
+		`{"pin":"12345","max_tries":0}`,
+		`{"pin":"12a4"}`,
+		`{"pin":1234}`,
+		`{"template":"` + tmpl + `"}`,
+		`{"template":"` + tmpl + `","threshold":0,"max_tries":1}`,
+		`{"template":"` + tmpl + `","threshold":129}`,
+		`{"template":"AAAA"}`,
+		`{"template":"` + tmpl + `"} {}`,
+		`[]`, `null`, ``, `{`, "\xff",
+	} {
+		f.Add([]byte(s), false)
+		f.Add([]byte(s), true)
+	}
+
+	st, err := sqlite.Open(context.Background(), filepath.Join(f.TempDir(), "cardlink.db"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer st.Close()
+	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	ctx := context.Background()
+	if err := st.PutCard(ctx, store.Card{Number: cardA, Cert: []byte("c")}, now); err != nil {
+		f.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte(operatorKey))
+	h := New(Config{Store: st, OperatorKeyHash: sum[:], Now: func() time.Time { return now }})
+
+	f.Fuzz(func(t *testing.T, body []byte, biometric bool) {
+		path := "/v1/cards/" + cardA + "/online-pin"
+		if biometric {
+			path = "/v1/cards/" + cardA + "/biometric"
+		}
+		// Start from nothing, so that a 204 is this body's doing.
+		st.DeletePIN(ctx, cardA)
+		st.DeleteBiometric(ctx, cardA)
+		req := httptest.NewRequest("PUT", path, bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+operatorKey)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		switch w.Code {
+		case http.StatusNoContent:
+			if w.Body.Len() != 0 {
+				t.Fatalf("PUT %s %q: 204 with body %q", path, body, w.Body.Bytes())
+			}
+			if biometric {
+				var sent setBiometricRequest
+				if err := json.Unmarshal(body, &sent); err != nil {
+					t.Fatalf("PUT %s %q: 204, but the body does not decode: %v", path, body, err)
+				}
+				b, err := st.Biometric(ctx, cardA)
+				if err != nil || !bytes.Equal(b.Template, sent.Template) || len(b.Template) != auth.BiometricSize ||
+					b.Threshold < 0 || b.Threshold > auth.MaxBiometricThreshold || b.Tries < 1 || b.Tries > auth.MaxBiometricTries {
+					t.Fatalf("PUT %s %q: stored %+v, %v; want the template sent, within the limits", path, body, b, err)
+				}
+				return
+			}
+			var sent setOnlinePINRequest
+			if err := json.Unmarshal(body, &sent); err != nil {
+				t.Fatalf("PUT %s %q: 204, but the body does not decode: %v", path, body, err)
+			}
+			n, err := auth.VerifyOnlinePIN(ctx, st, cardA, sent.PIN, now)
+			if err != nil || n < 1 || n > maxPINTries {
+				t.Fatalf("PUT %s %q: VerifyOnlinePIN(the PIN sent) = %d, %v; want 1..%d tries, nil", path, body, n, err, maxPINTries)
+			}
+		case http.StatusBadRequest, http.StatusUnprocessableEntity, http.StatusRequestEntityTooLarge:
+			if ct := w.Header().Get("Content-Type"); ct != "application/problem+json" || !json.Valid(w.Body.Bytes()) {
+				t.Fatalf("PUT %s %q: %d with Content-Type %q, body %q", path, body, w.Code, ct, w.Body.Bytes())
+			}
+			if _, err := st.PIN(ctx, cardA); !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("PUT %s %q: refused (%d) but a PIN was stored", path, body, w.Code)
+			}
+			if _, err := st.Biometric(ctx, cardA); !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("PUT %s %q: refused (%d) but a template was stored", path, body, w.Code)
+			}
+		default:
+			t.Fatalf("PUT %s %q = %d %s, want 204, 400, 413 or 422", path, body, w.Code, w.Body.Bytes())
 		}
 	})
 }

@@ -279,6 +279,18 @@ func (m *memStore) DecrementPINTries(context.Context, string) (store.PIN, error)
 	return store.PIN{}, store.ErrNotFound
 }
 func (m *memStore) ResetPINTries(context.Context, string) error { return store.ErrNotFound }
+func (m *memStore) SetBiometric(context.Context, store.Biometric) error {
+	return store.ErrNotFound
+}
+func (m *memStore) Biometric(context.Context, string) (store.Biometric, error) {
+	return store.Biometric{}, store.ErrNotFound
+}
+func (m *memStore) DecrementBiometricTries(context.Context, string) (store.Biometric, error) {
+	return store.Biometric{}, store.ErrNotFound
+}
+func (m *memStore) ResetBiometricTries(context.Context, string) error { return store.ErrNotFound }
+func (m *memStore) DeleteBiometric(context.Context, string) error     { return store.ErrNotFound }
+func (m *memStore) DeletePIN(context.Context, string) error           { return store.ErrNotFound }
 func (m *memStore) PutRelyingParty(context.Context, store.RelyingParty, time.Time) error {
 	return store.ErrNotFound
 }

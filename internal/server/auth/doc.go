@@ -3,9 +3,11 @@
 // checking the card's signed answer (purpose, counter growth, how the
 // holder was verified), and verifying the holder's PIN or biometric.
 //
-// Online PIN verification is in pin.go (2026-11-28): a slow salted hash of
-// the PIN and the store's try counter, decremented before every
-// comparison; the other parts arrive file by file.
+// Online PIN verification is in pin.go: a slow salted hash of the PIN and
+// the store's try counter, decremented before every comparison.
+// Server-side biometric matching (biometric.go, on with
+// Config.ServerBiometric) follows the same protocol with the card's
+// enrolled template: Hamming distance within a threshold, in constant time.
 //
 // It keeps no state of its own: records live behind the store package's
 // interfaces, so that several server instances on one database behave as

@@ -32,7 +32,9 @@ func FuzzVerify(f *testing.F) {
 	if err := st.AddDevice(ctx, dev, testStart); err != nil {
 		f.Fatalf("AddDevice = %v", err)
 	}
-	svc, err := New(Config{Store: st, CA: env.CA, Now: func() time.Time { return testStart }})
+	// Server-side biometric matching on, with the card's template
+	// enrolled: a template in the response must not help either.
+	svc, err := New(Config{Store: st, CA: env.CA, Now: func() time.Time { return testStart }, ServerBiometric: true})
 	if err != nil {
 		f.Fatalf("New = %v", err)
 	}
@@ -63,9 +65,21 @@ func FuzzVerify(f *testing.F) {
 		f.Fatalf("Encrypt = %v", err)
 	}
 	online := &protocol.AuthResponse{Challenge: ch.Challenge, Counter: sig.Counter, CVM: txn.CVMOnlinePIN, Signature: sig.Sig, PINBlock: block[:]}
+	if err := st.PutCard(ctx, store.Card{Number: env.CardNumber, Cert: env.CardCert.Raw, IssuerKeyID: env.CA.SubjectKeyId}, testStart); err != nil {
+		f.Fatalf("PutCard = %v", err)
+	}
+	enrolled, err := NewBiometric(env.CardNumber, env.BioTemplate, DefaultBiometricThreshold, MaxBiometricTries)
+	if err != nil {
+		f.Fatalf("NewBiometric = %v", err)
+	}
+	if err := st.SetBiometric(ctx, enrolled); err != nil {
+		f.Fatalf("SetBiometric = %v", err)
+	}
 	bio := *offline
 	bio.CVM, bio.Biometric = txn.CVMBiometric, wallettest.Template()
-	for _, m := range []*protocol.AuthResponse{offline, online, &bio} {
+	serverBio := *offline
+	serverBio.CVM, serverBio.Biometric = txn.CVMNone, wallettest.Sample(env.BioTemplate, 3)
+	for _, m := range []*protocol.AuthResponse{offline, online, &bio, &serverBio} {
 		b, err := protocol.Encode(m)
 		if err != nil {
 			f.Fatalf("Encode = %v", err)

@@ -55,6 +55,13 @@ type Config struct {
 	Now         func() time.Time // nil: time.Now
 	Rand        io.Reader        // nil: crypto/rand.Reader
 	Logger      *slog.Logger     // nil: discard
+	// ServerBiometric enables server-side biometric matching: an
+	// AuthResponse whose card signed CVM none and that carries a template
+	// is matched against the card's enrolled template (store.Biometrics,
+	// VerifyBiometric), and on a match counts as CVM biometric. Off (the
+	// default), such a response is refused with CodeCVMNotAccepted. The
+	// server then sees the holder's templates: see docs/api.md.
+	ServerBiometric bool
 	// Notify, if set, is called after Verify approved a relying party's
 	// request, with the request as finished. It runs in Verify's goroutine
 	// and should hand the work off rather than block.
@@ -79,6 +86,7 @@ type Service struct {
 	log     *slog.Logger
 	notify  func(context.Context, store.AuthRequest)
 	ttlSecs uint32
+	bio     bool // Config.ServerBiometric
 }
 
 // New returns a Service for cfg. It fails if Store or CA is missing, CA is
@@ -103,6 +111,7 @@ func New(cfg Config) (*Service, error) {
 		rand:   cfg.Rand,
 		log:    cfg.Logger,
 		notify: cfg.Notify,
+		bio:    cfg.ServerBiometric,
 	}
 	if s.ttl == 0 {
 		s.ttl = DefaultChallengeTTL
@@ -352,6 +361,9 @@ type Approval struct {
 	Counter uint32    `json:"counter"` // the card's counter in the signature
 	Device  string    `json:"device"`  // store.Device.ID of the device that relayed it
 	At      time.Time `json:"at"`      // when the server verified it (UTC)
+	// MatchedBy is "server" for a biometric the server matched
+	// (Config.ServerBiometric), empty when the card verified the holder.
+	MatchedBy string `json:"matched_by,omitempty"`
 }
 
 // result makes a refusal AuthResult and logs it.
@@ -386,14 +398,24 @@ func refusal(sess *Session, card string, code protocol.Code, cause error) []slog
 // (CodeCounterNotIncreasing; the store flags the card as possibly cloned);
 // the signed CVM is accepted by the policy of the card's oldest pending
 // relying-party request, else DefaultCVMs (CodeCVMNotAccepted, also for a
-// PIN block under another CVM and for a biometric template: server-side
-// matching is not served, 2026-11-28); for online PIN, the PIN block opens
-// under pinblock.SessionKey(Binding) and its PIN matches
-// (CodePINIncorrect with TriesLeft, CodePINBlocked).
+// PIN block under another CVM); for online PIN, the PIN block opens under
+// pinblock.SessionKey(Binding) and its PIN matches (CodePINIncorrect with
+// TriesLeft, CodePINBlocked).
+//
+// A biometric template in the response asks for server-side matching. With
+// Config.ServerBiometric off it is refused (CodeCVMNotAccepted); on, the
+// card must have signed CVM none (else CodeCVMNotAccepted), the policy must
+// accept biometric, the card must have an enrolled template
+// (CodeCVMNotAccepted) and the template must be BiometricSize bytes
+// (CodeMalformed, no try taken); then a try is taken before the comparison
+// and a mismatch is CodeBiometricMismatch with TriesLeft (0 also when
+// locked). The method accepted is then CVM biometric: the policy's
+// biometric method accepts a template the card matched and one the server
+// matched alike, and the Approval says which (MatchedBy).
 //
 // On success it finishes the oldest pending request of the card that
 // accepts the CVM (status approved, Result an Approval in JSON), calls
-// Notify with it, and returns CodeOK with the CVM.
+// Notify with it, and returns CodeOK with the CVM accepted.
 func (s *Service) Verify(ctx context.Context, sess *Session, resp *protocol.AuthResponse) (*protocol.AuthResult, error) {
 	now := s.now()
 	if code, err := s.checkDevice(ctx, sess); err != nil {
@@ -469,11 +491,20 @@ func (s *Service) Verify(ctx context.Context, sess *Session, resp *protocol.Auth
 			return nil, fmt.Errorf("verifying authentication: %w", err)
 		}
 	}
-	if !cvms.Has(resp.CVM) {
-		return s.result(ctx, sess, card.Number, protocol.CodeCVMNotAccepted, fmt.Errorf("%v not in %q", resp.CVM, FormatPolicy(cvms))), nil
+	// What the holder verification counts as: what the card signed, or a
+	// biometric the server matches below.
+	cvm, serverBio := resp.CVM, len(resp.Biometric) > 0
+	if serverBio {
+		switch {
+		case !s.bio:
+			return s.result(ctx, sess, card.Number, protocol.CodeCVMNotAccepted, errors.New("server-side biometric matching is off")), nil
+		case resp.CVM != txn.CVMNone:
+			return s.result(ctx, sess, card.Number, protocol.CodeCVMNotAccepted, fmt.Errorf("biometric template with signed %v", resp.CVM)), nil
+		}
+		cvm = txn.CVMBiometric
 	}
-	if len(resp.Biometric) > 0 {
-		return s.result(ctx, sess, card.Number, protocol.CodeCVMNotAccepted, errors.New("server-side biometric matching not served")), nil
+	if !cvms.Has(cvm) {
+		return s.result(ctx, sess, card.Number, protocol.CodeCVMNotAccepted, fmt.Errorf("%v not in %q", cvm, FormatPolicy(cvms))), nil
 	}
 	if (resp.CVM == txn.CVMOnlinePIN) != (len(resp.PINBlock) > 0) {
 		return s.result(ctx, sess, card.Number, protocol.CodeCVMNotAccepted, fmt.Errorf("%v with a PIN block of %d bytes", resp.CVM, len(resp.PINBlock))), nil
@@ -483,14 +514,24 @@ func (s *Service) Verify(ctx context.Context, sess *Session, resp *protocol.Auth
 			return r, err
 		}
 	}
+	matchedBy := ""
+	if serverBio {
+		if r, err := s.serverBiometric(ctx, sess, card.Number, resp.Biometric, now); r != nil || err != nil {
+			return r, err
+		}
+		matchedBy = "server"
+	}
 
-	if err := s.finish(ctx, sess, card.Number, resp, pending, now); err != nil {
+	if err := s.finish(ctx, sess, card.Number, cvm, matchedBy, resp.Counter, pending, now); err != nil {
 		return nil, fmt.Errorf("verifying authentication: %w", err)
 	}
-	s.log.LogAttrs(ctx, slog.LevelInfo, "card authenticated",
-		slog.String("card", mask(card.Number)), slog.String("cvm", resp.CVM.String()),
-		slog.Uint64("counter", uint64(resp.Counter)), slog.String("device", sess.Device.ID))
-	return &protocol.AuthResult{Code: protocol.CodeOK, CVM: resp.CVM}, nil
+	attrs := []slog.Attr{slog.String("card", mask(card.Number)), slog.String("cvm", cvm.String()),
+		slog.Uint64("counter", uint64(resp.Counter)), slog.String("device", sess.Device.ID)}
+	if matchedBy != "" {
+		attrs = append(attrs, slog.String("matched_by", matchedBy))
+	}
+	s.log.LogAttrs(ctx, slog.LevelInfo, "card authenticated", attrs...)
+	return &protocol.AuthResult{Code: protocol.CodeOK, CVM: cvm}, nil
 }
 
 // take consumes the challenge value for one of the cards the session asked
@@ -543,19 +584,20 @@ func (s *Service) onlinePIN(ctx context.Context, sess *Session, card string, blo
 	return nil, fmt.Errorf("verifying authentication: %w", err)
 }
 
-// finish approves the oldest pending request that accepts the CVM and
+// finish approves the oldest pending request that accepts cvm and
 // notifies its party. Requests finished meanwhile by another instance are
 // skipped.
-func (s *Service) finish(ctx context.Context, sess *Session, card string, resp *protocol.AuthResponse, pending []store.AuthRequest, now time.Time) error {
+func (s *Service) finish(ctx context.Context, sess *Session, card string, cvm txn.CVM, matchedBy string, counter uint32, pending []store.AuthRequest, now time.Time) error {
 	if len(pending) == 0 {
 		return nil
 	}
 	result, err := json.Marshal(Approval{
-		Card:    card,
-		CVM:     cvmName(resp.CVM),
-		Counter: resp.Counter,
-		Device:  sess.Device.ID,
-		At:      now.UTC(),
+		Card:      card,
+		CVM:       cvmName(cvm),
+		Counter:   counter,
+		Device:    sess.Device.ID,
+		At:        now.UTC(),
+		MatchedBy: matchedBy,
 	})
 	if err != nil {
 		return fmt.Errorf("encoding approval: %w", err)
@@ -566,7 +608,7 @@ func (s *Service) finish(ctx context.Context, sess *Session, card string, resp *
 			if err != nil {
 				return err
 			}
-			if !cvms.Has(resp.CVM) {
+			if !cvms.Has(cvm) {
 				continue
 			}
 		}

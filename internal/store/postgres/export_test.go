@@ -15,3 +15,9 @@ func HasTable(s *Store, name string) (bool, error) {
 		`SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND tablename = $1)`, name).Scan(&ok)
 	return ok, err
 }
+
+// Exec runs a statement.
+func Exec(s *Store, query string) error {
+	_, err := s.pool.Exec(context.Background(), query)
+	return err
+}

@@ -132,8 +132,8 @@ func TestOpenRefusals(t *testing.T) {
 func TestSchemaVersion(t *testing.T) {
 	s := open(t).(*postgres.Store)
 	v, err := s.SchemaVersion(context.Background())
-	if err != nil || v != 1 {
-		t.Fatalf("SchemaVersion = %d, %v; want 1, nil", v, err)
+	if err != nil || v != 2 {
+		t.Fatalf("SchemaVersion = %d, %v; want 2, nil", v, err)
 	}
 }
 
@@ -167,6 +167,15 @@ func TestMigrations(t *testing.T) {
 		Migrate:  func(fsys fstest.MapFS) error { return postgres.Migrate(s, fsys) },
 		HasTable: func(name string) (bool, error) { return postgres.HasTable(s, name) },
 		Version:  func() (int, error) { return s.SchemaVersion(context.Background()) },
+	})
+}
+
+func TestUpgrade(t *testing.T) {
+	baseDSN(t)
+	storetest.RunUpgrade(t, storetest.Upgrader{
+		Open:    open,
+		Exec:    func(s store.Store, q string) error { return postgres.Exec(s.(*postgres.Store), q) },
+		Version: func(s store.Store) (int, error) { return s.(*postgres.Store).SchemaVersion(context.Background()) },
 	})
 }
 

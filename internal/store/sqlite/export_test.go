@@ -20,3 +20,9 @@ func HasTable(s *Store, name string) (bool, error) {
 	err := s.r.QueryRow(`SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?`, name).Scan(&n)
 	return n == 1, err
 }
+
+// Exec runs a statement on the writer connection.
+func Exec(s *Store, query string) error {
+	_, err := s.w.Exec(query)
+	return err
+}

@@ -85,8 +85,8 @@ func TestSchemaVersion(t *testing.T) {
 	ctx := context.Background()
 	s := open(t).(*sqlite.Store)
 	v, err := s.SchemaVersion(ctx)
-	if err != nil || v != 1 {
-		t.Fatalf("SchemaVersion = %d, %v; want 1, nil", v, err)
+	if err != nil || v != 2 {
+		t.Fatalf("SchemaVersion = %d, %v; want 2, nil", v, err)
 	}
 }
 
@@ -115,6 +115,14 @@ func TestMigrations(t *testing.T) {
 		Migrate:  func(fsys fstest.MapFS) error { return sqlite.Migrate(s, fsys) },
 		HasTable: func(name string) (bool, error) { return sqlite.HasTable(s, name) },
 		Version:  func() (int, error) { return s.SchemaVersion(context.Background()) },
+	})
+}
+
+func TestUpgrade(t *testing.T) {
+	storetest.RunUpgrade(t, storetest.Upgrader{
+		Open:    open,
+		Exec:    func(s store.Store, q string) error { return sqlite.Exec(s.(*sqlite.Store), q) },
+		Version: func(s store.Store) (int, error) { return s.(*sqlite.Store).SchemaVersion(context.Background()) },
 	})
 }
 

@@ -1,9 +1,13 @@
 package storetest
 
 import (
+	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"testing/fstest"
+
+	"cardlink/internal/store"
 )
 
 // Migrator reaches into a backend's migrations for RunMigrations. The
@@ -18,14 +22,31 @@ type Migrator struct {
 	Version func() (int, error)
 }
 
-// RunMigrations checks, on a store at schema version 1, that a failing
-// migration leaves nothing of the whole run behind, that a good one is
-// applied once and recorded, and that misnumbered files are refused.
+// RunMigrations checks, on a store its backend just opened (at the schema
+// version of its own migrations, n), that a failing migration leaves
+// nothing of the whole run behind, that a good one is applied once and
+// recorded, and that misnumbered files are refused.
 func RunMigrations(t *testing.T, m Migrator) {
 	file := func(sql string) *fstest.MapFile { return &fstest.MapFile{Data: []byte(sql)} }
-	v1 := file("this is never run again")
-	good := file("CREATE TABLE mig_good (x integer);")
-	bad := file("CREATE TABLE mig_bad (x integer); SELECT * FROM mig_no_such_table;")
+	n, err := m.Version()
+	if err != nil || n < 1 {
+		t.Fatalf("Version = %d, %v; want at least 1", n, err)
+	}
+	// have returns the files of the n applied migrations, never run again,
+	// plus extra.
+	have := func(extra map[string]string) fstest.MapFS {
+		fsys := fstest.MapFS{}
+		for i := 1; i <= n; i++ {
+			fsys[fmt.Sprintf("migrations/%04d_old.sql", i)] = file("this is never run again")
+		}
+		for name, sql := range extra {
+			fsys["migrations/"+name] = file(sql)
+		}
+		return fsys
+	}
+	num := func(i int, name string) string { return fmt.Sprintf("%04d_%s.sql", i, name) }
+	good := "CREATE TABLE mig_good (x integer);"
+	bad := "CREATE TABLE mig_bad (x integer); SELECT * FROM mig_no_such_table;"
 
 	state := func(what string, version int, tables map[string]bool) {
 		t.Helper()
@@ -39,7 +60,7 @@ func RunMigrations(t *testing.T, m Migrator) {
 			}
 		}
 	}
-	state("before", 1, map[string]bool{"challenges": true, "mig_good": false})
+	state("before", n, map[string]bool{"challenges": true, "mig_good": false})
 
 	tests := []struct {
 		name    string
@@ -48,24 +69,18 @@ func RunMigrations(t *testing.T, m Migrator) {
 		version int
 		tables  map[string]bool
 	}{
-		{"failing third migration", fstest.MapFS{
-			"migrations/0001_auth.sql": v1, "migrations/0002_good.sql": good, "migrations/0003_bad.sql": bad,
-		}, "0003_bad", 1, map[string]bool{"mig_good": false, "mig_bad": false}},
-		{"gap in numbers", fstest.MapFS{
-			"migrations/0001_auth.sql": v1, "migrations/0003_good.sql": good,
-		}, "want number 0002", 1, map[string]bool{"mig_good": false}},
-		{"not numbered", fstest.MapFS{
-			"migrations/0001_auth.sql": v1, "migrations/good.sql": good,
-		}, "want number", 1, map[string]bool{"mig_good": false}},
-		{"good second migration", fstest.MapFS{
-			"migrations/0001_auth.sql": v1, "migrations/0002_good.sql": good,
-		}, "", 2, map[string]bool{"mig_good": true}},
-		{"again: nothing to do", fstest.MapFS{
-			"migrations/0001_auth.sql": v1, "migrations/0002_good.sql": good,
-		}, "", 2, map[string]bool{"mig_good": true}},
-		{"older program", fstest.MapFS{
-			"migrations/0001_auth.sql": v1,
-		}, "newer than this program", 2, map[string]bool{"mig_good": true}},
+		{"failing later migration", have(map[string]string{num(n+1, "good"): good, num(n+2, "bad"): bad}),
+			num(n+2, "bad"), n, map[string]bool{"mig_good": false, "mig_bad": false}},
+		{"gap in numbers", have(map[string]string{num(n+2, "good"): good}),
+			fmt.Sprintf("want number %04d", n+1), n, map[string]bool{"mig_good": false}},
+		{"not numbered", have(map[string]string{"good.sql": good}),
+			"want number", n, map[string]bool{"mig_good": false}},
+		{"good next migration", have(map[string]string{num(n+1, "good"): good}),
+			"", n + 1, map[string]bool{"mig_good": true}},
+		{"again: nothing to do", have(map[string]string{num(n+1, "good"): good}),
+			"", n + 1, map[string]bool{"mig_good": true}},
+		{"older program", have(nil),
+			"newer than this program", n + 1, map[string]bool{"mig_good": true}},
 	}
 	for _, tt := range tests {
 		err := m.Migrate(tt.fsys)
@@ -77,4 +92,39 @@ func RunMigrations(t *testing.T, m Migrator) {
 		}
 		state(tt.name, tt.version, tt.tables)
 	}
+}
+
+// Upgrader reaches into a backend for RunUpgrade.
+type Upgrader struct {
+	// Open opens a Store on the test's database (storetest.OpenFunc).
+	Open OpenFunc
+	// Exec runs one SQL statement on s.
+	Exec func(s store.Store, query string) error
+	// Version returns the schema version of s.
+	Version func(s store.Store) (int, error)
+}
+
+// RunUpgrade checks that a database made by the first release (schema
+// version 1, before the biometrics table) is brought up to date when a
+// Store opens it, keeping its data: it opens a database, takes it back to
+// version 1 by hand, and opens it again.
+func RunUpgrade(t *testing.T, u Upgrader) {
+	ctx := context.Background()
+	s1 := u.Open(t)
+	addCard(t, s1, cardA)
+	must(t, "SetPIN", s1.SetPIN(ctx, store.PIN{Card: cardA, Hash: []byte("h"), Salt: []byte("s"), Params: "p", MaxTries: 3}))
+	for _, q := range []string{`DROP TABLE biometrics`, `DELETE FROM schema_version WHERE version >= 2`} {
+		must(t, "Exec("+q+")", u.Exec(s1, q))
+	}
+	if v, err := u.Version(s1); err != nil || v != 1 {
+		t.Fatalf("Version after going back = %d, %v; want 1", v, err)
+	}
+	s2 := u.Open(t)
+	if v, err := u.Version(s2); err != nil || v < 2 {
+		t.Fatalf("Version after reopening = %d, %v; want at least 2", v, err)
+	}
+	if p, err := s2.PIN(ctx, cardA); err != nil || p.Tries != 3 {
+		t.Fatalf("PIN after the upgrade = %+v, %v; want the version 1 record", p, err)
+	}
+	must(t, "SetBiometric after the upgrade", s2.SetBiometric(ctx, store.Biometric{Card: cardA, Template: []byte{1}, MaxTries: 1}))
 }

@@ -42,6 +42,7 @@ func Run(t *testing.T, open OpenFunc) {
 		{"AdvanceCounter", testAdvanceCounter},
 		{"Devices", testDevices},
 		{"PINs", testPINs},
+		{"Biometrics", testBiometrics},
 		{"RelyingParties", testRelyingParties},
 		{"AuthRequests", testAuthRequests},
 		{"ServerKeys", testServerKeys},
@@ -49,6 +50,7 @@ func Run(t *testing.T, open OpenFunc) {
 		{"RaceTakeChallenge", testRaceTakeChallenge},
 		{"RaceAdvanceCounter", testRaceAdvanceCounter},
 		{"RaceDecrementPINTries", testRaceDecrementPINTries},
+		{"RaceDecrementBiometricTries", testRaceDecrementBiometricTries},
 		{"RaceFinishAuthRequest", testRaceFinishAuthRequest},
 	}
 	for _, tt := range tests {
@@ -351,6 +353,105 @@ func testPINs(t *testing.T, open OpenFunc) {
 	if !bytes.Equal(got.Hash, p2.Hash) || got.Tries != 5 || got.MaxTries != 5 {
 		t.Fatalf("PIN(replaced) = %+v, want %+v with 5 tries", got, p2)
 	}
+
+	// Deleted: gone, and only the card's.
+	addCard(t, s, cardB)
+	must(t, "SetPIN(B)", s.SetPIN(ctx, store.PIN{Card: cardB, Hash: []byte("b"), Salt: []byte("b"), MaxTries: 3}))
+	must(t, "DeletePIN", s.DeletePIN(ctx, cardA))
+	wantErr(t, "DeletePIN(again)", s.DeletePIN(ctx, cardA), store.ErrNotFound)
+	wantErr(t, "DeletePIN(unknown card)", s.DeletePIN(ctx, "4000000000000002"), store.ErrNotFound)
+	_, err = s.PIN(ctx, cardA)
+	wantErr(t, "PIN(deleted)", err, store.ErrNotFound)
+	_, err = s.DecrementPINTries(ctx, cardA)
+	wantErr(t, "DecrementPINTries(deleted)", err, store.ErrNotFound)
+	if got, err := s.PIN(ctx, cardB); err != nil || got.Tries != 3 {
+		t.Fatalf("PIN(B) after deleting A's = %+v, %v; want it with 3 tries", got, err)
+	}
+	// And set again.
+	must(t, "SetPIN(after delete)", s.SetPIN(ctx, p))
+}
+
+func testBiometrics(t *testing.T, open OpenFunc) {
+	ctx := context.Background()
+	s := open(t)
+	tmpl := bytes.Repeat([]byte{0xb1, 0x0e}, 32)
+	b := store.Biometric{Card: cardA, Template: tmpl, Threshold: 64, Tries: 0, MaxTries: 3}
+	wantErr(t, "SetBiometric(unknown card)", s.SetBiometric(ctx, b), store.ErrNotFound)
+	_, err := s.Biometric(ctx, cardA)
+	wantErr(t, "Biometric(none)", err, store.ErrNotFound)
+	_, err = s.DecrementBiometricTries(ctx, cardA)
+	wantErr(t, "DecrementBiometricTries(none)", err, store.ErrNotFound)
+	wantErr(t, "ResetBiometricTries(none)", s.ResetBiometricTries(ctx, cardA), store.ErrNotFound)
+
+	addCard(t, s, cardA)
+	for _, bad := range []store.Biometric{
+		{Card: cardA, Template: tmpl, Threshold: 64, MaxTries: 0},
+		{Card: cardA, Template: tmpl, Threshold: -1, MaxTries: 3},
+	} {
+		if err := s.SetBiometric(ctx, bad); err == nil {
+			t.Fatalf("SetBiometric(MaxTries %d, Threshold %d) = nil, want an error", bad.MaxTries, bad.Threshold)
+		}
+	}
+	if _, err := s.Biometric(ctx, cardA); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Biometric after refused SetBiometric = %v, want %v", err, store.ErrNotFound)
+	}
+	must(t, "SetBiometric", s.SetBiometric(ctx, b))
+	got, err := s.Biometric(ctx, cardA)
+	must(t, "Biometric", err)
+	if got.Card != cardA || !bytes.Equal(got.Template, tmpl) || got.Threshold != 64 || got.Tries != 3 || got.MaxTries != 3 {
+		t.Fatalf("Biometric = %+v, want %+v with 3 tries", got, b)
+	}
+	// Another card's template is its own.
+	_, err = s.Biometric(ctx, cardB)
+	wantErr(t, "Biometric(other card)", err, store.ErrNotFound)
+
+	for _, want := range []int{2, 1, 0} {
+		got, err := s.DecrementBiometricTries(ctx, cardA)
+		must(t, "DecrementBiometricTries", err)
+		if got.Tries != want || !bytes.Equal(got.Template, tmpl) || got.Threshold != 64 {
+			t.Fatalf("DecrementBiometricTries = %+v, want %d tries left and the template", got, want)
+		}
+	}
+	for range 2 {
+		_, err = s.DecrementBiometricTries(ctx, cardA)
+		wantErr(t, "DecrementBiometricTries(locked)", err, store.ErrLocked)
+	}
+	if got, _ := s.Biometric(ctx, cardA); got.Tries != 0 {
+		t.Fatalf("Biometric(locked).Tries = %d, want 0", got.Tries)
+	}
+	must(t, "ResetBiometricTries", s.ResetBiometricTries(ctx, cardA))
+	if got, _ := s.Biometric(ctx, cardA); got.Tries != 3 {
+		t.Fatalf("Biometric(reset).Tries = %d, want 3", got.Tries)
+	}
+
+	// Replacing the template replaces it and its threshold, and restores
+	// the tries; the online PIN is kept apart.
+	_, err = s.DecrementBiometricTries(ctx, cardA)
+	must(t, "DecrementBiometricTries", err)
+	b2 := store.Biometric{Card: cardA, Template: []byte{1, 2, 3}, Threshold: 0, MaxTries: 5}
+	must(t, "SetBiometric(replace)", s.SetBiometric(ctx, b2))
+	got, err = s.Biometric(ctx, cardA)
+	must(t, "Biometric", err)
+	if !bytes.Equal(got.Template, b2.Template) || got.Threshold != 0 || got.Tries != 5 || got.MaxTries != 5 {
+		t.Fatalf("Biometric(replaced) = %+v, want %+v with 5 tries", got, b2)
+	}
+	_, err = s.PIN(ctx, cardA)
+	wantErr(t, "PIN(card with only a biometric)", err, store.ErrNotFound)
+
+	// Deleted: gone, and only the card's.
+	addCard(t, s, cardB)
+	must(t, "SetBiometric(B)", s.SetBiometric(ctx, store.Biometric{Card: cardB, Template: tmpl, Threshold: 1, MaxTries: 3}))
+	must(t, "DeleteBiometric", s.DeleteBiometric(ctx, cardA))
+	wantErr(t, "DeleteBiometric(again)", s.DeleteBiometric(ctx, cardA), store.ErrNotFound)
+	wantErr(t, "DeleteBiometric(unknown card)", s.DeleteBiometric(ctx, "4000000000000002"), store.ErrNotFound)
+	_, err = s.Biometric(ctx, cardA)
+	wantErr(t, "Biometric(deleted)", err, store.ErrNotFound)
+	_, err = s.DecrementBiometricTries(ctx, cardA)
+	wantErr(t, "DecrementBiometricTries(deleted)", err, store.ErrNotFound)
+	if got, err := s.Biometric(ctx, cardB); err != nil || got.Tries != 3 || !bytes.Equal(got.Template, tmpl) {
+		t.Fatalf("Biometric(B) after deleting A's = %+v, %v; want it with 3 tries", got, err)
+	}
+	must(t, "SetBiometric(after delete)", s.SetBiometric(ctx, b))
 }
 
 func testRelyingParties(t *testing.T, open OpenFunc) {
@@ -637,6 +738,44 @@ func testRaceDecrementPINTries(t *testing.T, open OpenFunc) {
 	for i := range seen {
 		if seen[i].Load() != 1 {
 			t.Fatalf("DecrementPINTries raced: %d tries left seen %d times, want once", i, seen[i].Load())
+		}
+	}
+}
+
+// testRaceDecrementBiometricTries has 2 goroutines on two stores take
+// biometric tries: no try is lost or taken twice.
+func testRaceDecrementBiometricTries(t *testing.T, open OpenFunc) {
+	ctx := context.Background()
+	s1, s2 := open(t), open(t)
+	addCard(t, s1, cardA)
+	const maxTries = 9
+	must(t, "SetBiometric", s1.SetBiometric(ctx, store.Biometric{Card: cardA, Template: []byte{1}, Threshold: 1, MaxTries: maxTries}))
+	var ok, locked atomic.Int32
+	var seen [maxTries]atomic.Int32
+	var wg sync.WaitGroup
+	for _, s := range []store.Store{s1, s2} {
+		wg.Go(func() {
+			for range maxTries {
+				b, err := s.DecrementBiometricTries(ctx, cardA)
+				switch {
+				case err == nil && b.Tries >= 0 && b.Tries < maxTries:
+					ok.Add(1)
+					seen[b.Tries].Add(1)
+				case errors.Is(err, store.ErrLocked):
+					locked.Add(1)
+				default:
+					t.Errorf("DecrementBiometricTries = %+v, %v", b, err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if ok.Load() != maxTries || locked.Load() != maxTries {
+		t.Fatalf("DecrementBiometricTries raced: %d took a try, %d locked; want %d and %d", ok.Load(), locked.Load(), maxTries, maxTries)
+	}
+	for i := range seen {
+		if seen[i].Load() != 1 {
+			t.Fatalf("DecrementBiometricTries raced: %d tries left seen %d times, want once", i, seen[i].Load())
 		}
 	}
 }
