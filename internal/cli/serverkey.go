@@ -73,13 +73,6 @@ func envOr(name, def string) string {
 	return def
 }
 
-// serverKeyHistory is the optional ability of a store to list retired
-// server keys too (store.ServerKeys lists only current ones), newest
-// first.
-type serverKeyHistory interface {
-	ServerKeyHistory(ctx context.Context) ([]store.ServerKey, error)
-}
-
 const serverKeyListHelp = `
 Lists the server's static public keys (base64), newest first: the newest
 key is the one devices dial first, "current" keys are still accepted, and
@@ -103,15 +96,9 @@ func serverKeyListCommand() *command {
 			return err
 		}
 		defer st.Close()
-		keys, err := st.ServerKeys(e.ctx)
+		keys, err := st.ServerKeyHistory(e.ctx)
 		if err != nil {
 			return err
-		}
-		h, hasHistory := st.(serverKeyHistory)
-		if hasHistory {
-			if keys, err = h.ServerKeyHistory(e.ctx); err != nil {
-				return err
-			}
 		}
 		if len(keys) == 0 {
 			return withHint(errors.New("the store holds no server key"),
@@ -131,9 +118,6 @@ func serverKeyListCommand() *command {
 				line += "  retired " + utc(k.RetiredAt)
 			}
 			fmt.Fprintln(e.stdout, line)
-		}
-		if !hasHistory {
-			fmt.Fprintln(e.stderr, "(retired keys are not listed: this store keeps current keys only)")
 		}
 		return nil
 	}

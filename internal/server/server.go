@@ -37,7 +37,8 @@
 //     server) and it must be provisioned again. The server logs each
 //     connection made with an older key ("device on an older server
 //     key", with the device id), and 'cardlink server-key list' shows
-//     when each key was added, so the operator can judge the overlap.
+//     when each key was added and retired, so the operator can judge
+//     the overlap.
 //
 // It imports auth, channel, protocol and store; it must not import a store
 // backend, the HTTP API, the device or the card.
@@ -377,21 +378,25 @@ func RotateKey(ctx context.Context, st store.ServerKeys, now time.Time) ([]byte,
 
 // RetireKey retires the current server key pub. It returns an error
 // wrapping store.ErrNotFound when pub is not a current key (unknown, or
-// already retired), and ErrLastKey when it is the only one. Two operators
-// retiring the last two keys at the same instant could both succeed: the
-// store offers no conditional retire (2026-11-28).
+// already retired), and ErrLastKey when it is the only one. The store
+// checks for another current key and retires pub in one atomic step
+// (store.ErrLastKey), so of operators retiring the last current keys at
+// the same instant at least one is refused.
 func RetireKey(ctx context.Context, st store.ServerKeys, pub []byte, now time.Time) error {
 	keys, err := st.ServerKeys(ctx)
 	if err != nil {
 		return fmt.Errorf("retiring server key: %w", err)
 	}
+	// Only to name a retired key as not current: the store keeps a
+	// retired key retired without an error.
 	if !slices.ContainsFunc(keys, func(k store.ServerKey) bool { return bytes.Equal(k.Public, pub) }) {
 		return fmt.Errorf("retiring server key: not a current key: %w", store.ErrNotFound)
 	}
-	if len(keys) == 1 {
+	err = st.RetireServerKey(ctx, pub, now)
+	switch {
+	case errors.Is(err, store.ErrLastKey):
 		return fmt.Errorf("retiring server key: %w", ErrLastKey)
-	}
-	if err := st.RetireServerKey(ctx, pub, now); err != nil {
+	case err != nil:
 		return fmt.Errorf("retiring server key: %w", err)
 	}
 	return nil

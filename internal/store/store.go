@@ -42,6 +42,9 @@ var (
 	ErrLocked = errors.New("store: PIN locked")
 	// ErrRevoked: the card is revoked; its counter was not advanced.
 	ErrRevoked = errors.New("store: revoked")
+	// ErrLastKey: the server key is the last current one; retiring it
+	// would leave the server with none, so it was not retired.
+	ErrLastKey = errors.New("store: last current server key")
 )
 
 // Store is every repository of one database. Implementations are safe for
@@ -325,8 +328,15 @@ type ServerKeys interface {
 	AddServerKey(ctx context.Context, k ServerKey, now time.Time) error
 	// ServerKeys returns the keys not retired, newest first.
 	ServerKeys(ctx context.Context) ([]ServerKey, error)
-	// RetireServerKey retires the key at now (kept if already retired). It
-	// returns ErrNotFound for an unknown key.
+	// ServerKeyHistory returns every key, current and retired (with
+	// RetiredAt), newest first.
+	ServerKeyHistory(ctx context.Context) ([]ServerKey, error)
+	// RetireServerKey retires the key at now (kept if already retired),
+	// unless it is the last current key: then it returns ErrLastKey and
+	// changes nothing. The check and the change are one atomic step: of
+	// concurrent callers on any number of Stores over one database
+	// retiring the last current keys, at least one is refused, so one key
+	// always stays current. It returns ErrNotFound for an unknown key.
 	RetireServerKey(ctx context.Context, public []byte, now time.Time) error
 }
 

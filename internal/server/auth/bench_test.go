@@ -316,6 +316,9 @@ func (m *memStore) AddServerKey(context.Context, store.ServerKey, time.Time) err
 	return store.ErrConflict
 }
 func (m *memStore) ServerKeys(context.Context) ([]store.ServerKey, error) { return nil, nil }
+func (m *memStore) ServerKeyHistory(context.Context) ([]store.ServerKey, error) {
+	return nil, nil
+}
 func (m *memStore) RetireServerKey(context.Context, []byte, time.Time) error {
 	return store.ErrNotFound
 }

@@ -1,9 +1,11 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -400,29 +402,80 @@ func (s *Store) AddServerKey(ctx context.Context, k store.ServerKey, now time.Ti
 
 // ServerKeys implements store.ServerKeys.
 func (s *Store) ServerKeys(ctx context.Context) ([]store.ServerKey, error) {
-	rows, err := s.pool.Query(ctx, `SELECT public, private, created FROM server_keys
-		WHERE retired_at IS NULL ORDER BY created DESC, public`)
+	return s.serverKeys(ctx, `WHERE retired_at IS NULL`, "listing server keys")
+}
+
+// ServerKeyHistory implements store.ServerKeys.
+func (s *Store) ServerKeyHistory(ctx context.Context) ([]store.ServerKey, error) {
+	return s.serverKeys(ctx, ``, "listing server key history")
+}
+
+// serverKeys returns the server keys the where clause selects, newest
+// first.
+func (s *Store) serverKeys(ctx context.Context, where, what string) ([]store.ServerKey, error) {
+	rows, err := s.pool.Query(ctx, `SELECT public, private, created, retired_at FROM server_keys `+
+		where+` ORDER BY created DESC, public`)
 	if err != nil {
-		return nil, fmt.Errorf("listing server keys: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	defer rows.Close()
 	var ks []store.ServerKey
 	for rows.Next() {
 		var k store.ServerKey
-		var created *time.Time
-		if err := rows.Scan(&k.Public, &k.Private, &created); err != nil {
-			return nil, fmt.Errorf("listing server keys: %w", err)
+		var created, retired *time.Time
+		if err := rows.Scan(&k.Public, &k.Private, &created, &retired); err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
 		}
-		k.Created = fromTS(created)
+		k.Created, k.RetiredAt = fromTS(created), fromTS(retired)
 		ks = append(ks, k)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("listing server keys: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	return ks, nil
 }
 
 // RetireServerKey implements store.ServerKeys.
+//
+// Under READ COMMITTED a plain "UPDATE … WHERE (SELECT count(*) … ) > 1"
+// is not enough: two transactions retiring two different keys each count
+// two current keys in their own snapshot, touch different rows, and both
+// commit. So the transaction first locks every current key with SELECT …
+// FOR UPDATE, in one order (by public) so that two retirers cannot
+// deadlock. A second retirer blocks on the rows the first one locked;
+// when the first commits, PostgreSQL re-checks each row it waited for
+// against the WHERE clause on its newest version, drops the key the first
+// one retired, and so the second sees the current keys as they are after
+// the first retire. A key added concurrently may be missed, which can
+// only make it refuse, never retire the last key.
 func (s *Store) RetireServerKey(ctx context.Context, public []byte, now time.Time) error {
-	return s.revoke(ctx, `UPDATE server_keys SET retired_at = COALESCE(retired_at, $1) WHERE public = $2`, now, blob(public), "retiring server key")
+	return s.tx(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT public FROM server_keys WHERE retired_at IS NULL ORDER BY public FOR UPDATE`)
+		if err != nil {
+			return fmt.Errorf("retiring server key: %w", err)
+		}
+		current, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
+		if err != nil {
+			return fmt.Errorf("retiring server key: %w", err)
+		}
+		if !slices.ContainsFunc(current, func(p []byte) bool { return bytes.Equal(p, public) }) {
+			// Unknown, or retired already (kept).
+			var one int
+			err := tx.QueryRow(ctx, `SELECT 1 FROM server_keys WHERE public = $1`, blob(public)).Scan(&one)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return fmt.Errorf("retiring server key: %w", store.ErrNotFound)
+			}
+			if err != nil {
+				return fmt.Errorf("retiring server key: %w", err)
+			}
+			return nil
+		}
+		if len(current) <= 1 {
+			return fmt.Errorf("retiring server key: %w", store.ErrLastKey)
+		}
+		if _, err := tx.Exec(ctx, `UPDATE server_keys SET retired_at = $1 WHERE public = $2`, now.UTC(), blob(public)); err != nil {
+			return fmt.Errorf("retiring server key: %w", err)
+		}
+		return nil
+	})
 }

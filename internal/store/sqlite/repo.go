@@ -407,31 +407,69 @@ func (s *Store) AddServerKey(ctx context.Context, k store.ServerKey, now time.Ti
 
 // ServerKeys implements store.ServerKeys.
 func (s *Store) ServerKeys(ctx context.Context) ([]store.ServerKey, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT public, private, created FROM server_keys
-		WHERE retired_at IS NULL ORDER BY created DESC, public`)
+	return s.serverKeys(ctx, `WHERE retired_at IS NULL`, "listing server keys")
+}
+
+// ServerKeyHistory implements store.ServerKeys.
+func (s *Store) ServerKeyHistory(ctx context.Context) ([]store.ServerKey, error) {
+	return s.serverKeys(ctx, ``, "listing server key history")
+}
+
+// serverKeys returns the server keys the where clause selects, newest
+// first.
+func (s *Store) serverKeys(ctx context.Context, where, what string) ([]store.ServerKey, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT public, private, created, retired_at FROM server_keys `+
+		where+` ORDER BY created DESC, public`)
 	if err != nil {
-		return nil, fmt.Errorf("listing server keys: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	defer rows.Close()
 	var ks []store.ServerKey
 	for rows.Next() {
 		var k store.ServerKey
-		var created sql.NullInt64
-		if err := rows.Scan(&k.Public, &k.Private, &created); err != nil {
-			return nil, fmt.Errorf("listing server keys: %w", err)
+		var created, retired sql.NullInt64
+		if err := rows.Scan(&k.Public, &k.Private, &created, &retired); err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
 		}
-		k.Created = fromMicros(created)
+		k.Created, k.RetiredAt = fromMicros(created), fromMicros(retired)
 		ks = append(ks, k)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("listing server keys: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	return ks, nil
 }
 
-// RetireServerKey implements store.ServerKeys.
+// RetireServerKey implements store.ServerKeys: the check for another
+// current key and the update share one BEGIN IMMEDIATE transaction, which
+// holds the database's write lock from its start, so no other writer (on
+// this Store, another Store or another process) can retire a key between
+// them.
 func (s *Store) RetireServerKey(ctx context.Context, public []byte, now time.Time) error {
-	return s.revoke(ctx, `UPDATE server_keys SET retired_at = COALESCE(retired_at, ?) WHERE public = ?`, now, blob(public), "retiring server key")
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		var retired sql.NullInt64
+		err := tx.QueryRowContext(ctx, `SELECT retired_at FROM server_keys WHERE public = ?`, blob(public)).Scan(&retired)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("retiring server key: %w", store.ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("retiring server key: %w", err)
+		}
+		if retired.Valid {
+			return nil // kept
+		}
+		var current int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM server_keys WHERE retired_at IS NULL`).Scan(&current); err != nil {
+			return fmt.Errorf("retiring server key: %w", err)
+		}
+		if current <= 1 {
+			return fmt.Errorf("retiring server key: %w", store.ErrLastKey)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE server_keys SET retired_at = ? WHERE public = ?`, now.UnixMicro(), blob(public)); err != nil {
+			return fmt.Errorf("retiring server key: %w", err)
+		}
+		return nil
+	})
 }
 
 // affected returns the rows a statement changed; the driver cannot fail

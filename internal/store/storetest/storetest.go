@@ -46,12 +46,14 @@ func Run(t *testing.T, open OpenFunc) {
 		{"RelyingParties", testRelyingParties},
 		{"AuthRequests", testAuthRequests},
 		{"ServerKeys", testServerKeys},
+		{"ServerKeyHistoryEmpty", testServerKeyHistoryEmpty},
 		{"Reopen", testReopen},
 		{"RaceTakeChallenge", testRaceTakeChallenge},
 		{"RaceAdvanceCounter", testRaceAdvanceCounter},
 		{"RaceDecrementPINTries", testRaceDecrementPINTries},
 		{"RaceDecrementBiometricTries", testRaceDecrementBiometricTries},
 		{"RaceFinishAuthRequest", testRaceFinishAuthRequest},
+		{"RaceRetireServerKey", testRaceRetireServerKey},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -588,6 +590,97 @@ func testServerKeys(t *testing.T, open OpenFunc) {
 		t.Fatalf("ServerKeys()[0] = %+v, want private key 0x13…, not retired", ks[0])
 	}
 	wantTime(t, "ServerKeys()[0].Created", ks[0].Created, t0.Add(3*time.Hour))
+
+	// The history has the retired key too, with when it was retired (the
+	// first time).
+	wantKeys := func(what string, got []store.ServerKey, err error, want ...store.ServerKey) {
+		t.Helper()
+		must(t, what, err)
+		if len(got) != len(want) {
+			t.Fatalf("%s = %d keys %v, want %d", what, len(got), got, len(want))
+		}
+		for i := range want {
+			if !bytes.Equal(got[i].Public, want[i].Public) || !bytes.Equal(got[i].Private, want[i].Private) {
+				t.Fatalf("%s[%d] = public %x private %x, want %x %x", what, i, got[i].Public, got[i].Private, want[i].Public, want[i].Private)
+			}
+			wantTime(t, fmt.Sprintf("%s[%d].Created", what, i), got[i].Created, want[i].Created)
+			wantTime(t, fmt.Sprintf("%s[%d].RetiredAt", what, i), got[i].RetiredAt, want[i].RetiredAt)
+		}
+	}
+	key := func(n byte, retired time.Time) store.ServerKey {
+		return store.ServerKey{Public: pub(n), Private: pub(0x10 + n), Created: t0.Add(time.Duration(n) * time.Hour), RetiredAt: retired}
+	}
+	ks, err = s.ServerKeyHistory(ctx)
+	wantKeys("ServerKeyHistory", ks, err, key(3, time.Time{}), key(2, t0.Add(4*time.Hour)), key(1, time.Time{}))
+
+	// The last current key cannot be retired; a retired or unknown one
+	// answers as before.
+	must(t, "RetireServerKey(3)", s.RetireServerKey(ctx, pub(3), t0.Add(6*time.Hour).In(zone)))
+	wantErr(t, "RetireServerKey(last key)", s.RetireServerKey(ctx, pub(1), t0.Add(7*time.Hour)), store.ErrLastKey)
+	must(t, "RetireServerKey(retired, beside the last key)", s.RetireServerKey(ctx, pub(3), t0.Add(8*time.Hour)))
+	wantErr(t, "RetireServerKey(unknown, beside the last key)", s.RetireServerKey(ctx, pub(7), t0), store.ErrNotFound)
+	ks, err = s.ServerKeys(ctx)
+	wantKeys("ServerKeys after refusing the last key", ks, err, key(1, time.Time{}))
+	ks, err = s.ServerKeyHistory(ctx)
+	wantKeys("ServerKeyHistory after refusing the last key", ks, err,
+		key(3, t0.Add(6*time.Hour)), key(2, t0.Add(4*time.Hour)), key(1, time.Time{}))
+
+	// A new key lets the old last one go.
+	must(t, "AddServerKey(4)", s.AddServerKey(ctx, store.ServerKey{Public: pub(4), Private: pub(0x14)}, t0.Add(4*time.Hour)))
+	must(t, "RetireServerKey(1)", s.RetireServerKey(ctx, pub(1), t0.Add(9*time.Hour)))
+	ks, err = s.ServerKeyHistory(ctx)
+	wantKeys("ServerKeyHistory after rotating", ks, err,
+		key(4, time.Time{}), key(3, t0.Add(6*time.Hour)), key(2, t0.Add(4*time.Hour)), key(1, t0.Add(9*time.Hour)))
+	wantErr(t, "RetireServerKey(new last key)", s.RetireServerKey(ctx, pub(4), t0.Add(10*time.Hour)), store.ErrLastKey)
+}
+
+// testServerKeyHistoryEmpty lists the history of a store without keys.
+func testServerKeyHistoryEmpty(t *testing.T, open OpenFunc) {
+	ks, err := open(t).ServerKeyHistory(context.Background())
+	if err != nil || len(ks) != 0 {
+		t.Fatalf("ServerKeyHistory(empty) = %v, %v; want none", ks, err)
+	}
+}
+
+// testRaceRetireServerKey has two goroutines retire the last two current
+// server keys at once, each its own: exactly one succeeds, the other gets
+// ErrLastKey, and the loser's key stays current.
+func testRaceRetireServerKey(t *testing.T, open OpenFunc) {
+	ctx := context.Background()
+	n := 0
+	newKey := func(t *testing.T, s store.Store) []byte {
+		n++
+		pub := sha256.Sum256(fmt.Appendf(nil, "server key %d", n))
+		must(t, "AddServerKey", s.AddServerKey(ctx, store.ServerKey{Public: pub[:], Private: []byte{1}}, t0.Add(time.Duration(n)*time.Second)))
+		return pub[:]
+	}
+	for name, ss := range racers(t, open) {
+		t.Run(name, func(t *testing.T) {
+			for range raceRounds {
+				cur, err := ss[1].ServerKeys(ctx)
+				must(t, "ServerKeys", err)
+				var keys [2][]byte
+				switch len(cur) {
+				case 0: // the first round
+					keys = [2][]byte{newKey(t, ss[0]), newKey(t, ss[0])}
+				case 1: // the last round's survivor
+					keys = [2][]byte{cur[0].Public, newKey(t, ss[0])}
+				default:
+					t.Fatalf("ServerKeys before the race = %d keys, want at most 1", len(cur))
+				}
+				errs := race(func(i int) error { return ss[i].RetireServerKey(ctx, keys[i], t0.Add(time.Hour)) })
+				oneWins(t, "RetireServerKey", errs, store.ErrLastKey)
+				loser := 0
+				if errs[0] == nil {
+					loser = 1
+				}
+				cur, err = ss[0].ServerKeys(ctx)
+				if err != nil || len(cur) != 1 || !bytes.Equal(cur[0].Public, keys[loser]) {
+					t.Fatalf("ServerKeys after the race = %d keys, %v; want the refused key %x alone", len(cur), err, keys[loser])
+				}
+			}
+		})
+	}
 }
 
 // testReopen opens a second Store on a database in use: the migrations
