@@ -150,7 +150,7 @@ func groupHelp(w io.Writer, c *command, path []string) {
 	}
 	fmt.Fprintln(w, "commands:")
 	for _, s := range c.subs {
-		fmt.Fprintf(w, "  %-10s %s\n", s.name, s.summary)
+		fmt.Fprintf(w, "  %-11s %s\n", s.name, s.summary)
 	}
 	fmt.Fprintf(w, "\nrun '%s <command> -h' for a command's flags.\n", strings.Join(path, " "))
 }

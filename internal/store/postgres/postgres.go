@@ -17,9 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -82,7 +79,7 @@ func (s *Store) Close() error {
 // advisory lock so that instances starting together apply each migration
 // once.
 func (s *Store) migrate(ctx context.Context, fsys fs.FS) error {
-	files, err := migrationFiles(fsys)
+	files, err := store.MigrationFiles(fsys)
 	if err != nil {
 		return err
 	}
@@ -118,23 +115,6 @@ func (s *Store) migrate(ctx context.Context, fsys fs.FS) error {
 		}
 		return nil
 	})
-}
-
-// migrationFiles returns the migrations/NNNN_name.sql files in order, and
-// an error unless they are numbered 1, 2, 3… without gaps.
-func migrationFiles(fsys fs.FS) ([]string, error) {
-	names, err := fs.Glob(fsys, "migrations/*.sql")
-	if err != nil {
-		return nil, err
-	}
-	slices.Sort(names)
-	for i, name := range names {
-		num, _, _ := strings.Cut(strings.TrimPrefix(name, "migrations/"), "_")
-		if n, err := strconv.Atoi(num); err != nil || n != i+1 {
-			return nil, fmt.Errorf("migration %s: want number %04d", name, i+1)
-		}
-	}
-	return names, nil
 }
 
 // SchemaVersion returns the schema version of the database.

@@ -132,8 +132,8 @@ func TestOpenRefusals(t *testing.T) {
 func TestSchemaVersion(t *testing.T) {
 	s := open(t).(*postgres.Store)
 	v, err := s.SchemaVersion(context.Background())
-	if err != nil || v != 2 {
-		t.Fatalf("SchemaVersion = %d, %v; want 2, nil", v, err)
+	if err != nil || v != 3 {
+		t.Fatalf("SchemaVersion = %d, %v; want 3, nil", v, err)
 	}
 }
 

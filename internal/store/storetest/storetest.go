@@ -54,6 +54,7 @@ func Run(t *testing.T, open OpenFunc) {
 		{"RaceDecrementBiometricTries", testRaceDecrementBiometricTries},
 		{"RaceFinishAuthRequest", testRaceFinishAuthRequest},
 		{"RaceRetireServerKey", testRaceRetireServerKey},
+		{"Ledger", testLedger}, {"RaceLedger", testRaceLedger},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
