@@ -2,21 +2,17 @@ package auth
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
-
-	"github.com/jackc/pgx/v5"
 
 	"cardlink/internal/protocol"
 	"cardlink/internal/store"
 	_ "cardlink/internal/store/postgres" // registers "postgres"
-	_ "cardlink/internal/store/sqlite"   // registers "sqlite"
+	"cardlink/internal/store/postgres/pgtest"
+	_ "cardlink/internal/store/sqlite" // registers "sqlite"
 )
 
 // envPostgres names the variable with the DSN of a PostgreSQL server the
@@ -56,37 +52,7 @@ func openURI(t testing.TB, uri string) store.Store {
 // dsn using it with a small connection pool.
 func postgresSchema(t testing.TB, dsn string) string {
 	t.Helper()
-	ctx := context.Background()
-	b := make([]byte, 6)
-	rand.Read(b)
-	schema := "auth_test_" + hex.EncodeToString(b)
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatalf("connecting to %s: %v", envPostgres, err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatalf("creating schema: %v", err)
-	}
-	t.Cleanup(func() {
-		conn, err := pgx.Connect(ctx, dsn)
-		if err != nil {
-			t.Errorf("connecting to drop schema %s: %v", schema, err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Errorf("dropping schema %s: %v", schema, err)
-		}
-	})
-	params := "search_path=" + schema + "&pool_max_conns=4"
-	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		if strings.Contains(dsn, "?") {
-			return dsn + "&" + params
-		}
-		return dsn + "?" + params
-	}
-	return dsn + " " + strings.ReplaceAll(params, "&", " ")
+	return pgtest.Schema(t, dsn, "auth_test_", 4)
 }
 
 func testTwoInstances(t *testing.T, a, b store.Store) {

@@ -2,27 +2,20 @@ package ledger_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"cardlink/internal/server/ledger"
 	"cardlink/internal/store"
 	"cardlink/internal/store/postgres"
+	"cardlink/internal/store/postgres/pgtest"
 	"cardlink/internal/store/sqlite"
 )
-
-// envDSN points the tests at a PostgreSQL server (scripts/postgres.sh).
-const envDSN = "CARDLINK_TEST_POSTGRES"
 
 // backend opens a fresh ledger store for a test.
 type backend struct {
@@ -51,35 +44,7 @@ func openSQLite(tb testing.TB) store.Ledger {
 // DSN that uses it.
 func pgSchema(tb testing.TB) string {
 	tb.Helper()
-	dsn := os.Getenv(envDSN)
-	if dsn == "" {
-		tb.Skipf("%s is not set: no PostgreSQL to test against (start one with scripts/postgres.sh start)", envDSN)
-	}
-	ctx := context.Background()
-	b := make([]byte, 6)
-	rand.Read(b)
-	schema := "ledger_" + hex.EncodeToString(b)
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		tb.Fatalf("connecting to %s: %v", envDSN, err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		tb.Fatalf("CREATE SCHEMA = %v", err)
-	}
-	tb.Cleanup(func() {
-		c, err := pgx.Connect(ctx, dsn)
-		if err != nil {
-			return
-		}
-		defer c.Close(ctx)
-		c.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE")
-	})
-	sep := "?"
-	if strings.Contains(dsn, "?") {
-		sep = "&"
-	}
-	return dsn + sep + "search_path=" + schema + "&pool_max_conns=4"
+	return pgtest.Schema(tb, pgtest.DSN(tb), "ledger_", 4)
 }
 
 func openPostgres(tb testing.TB) store.Ledger {

@@ -2,86 +2,27 @@ package postgres_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"testing/fstest"
 
-	"github.com/jackc/pgx/v5"
-
 	"cardlink/internal/store"
 	"cardlink/internal/store/postgres"
+	"cardlink/internal/store/postgres/pgtest"
 	"cardlink/internal/store/storetest"
 )
-
-// envDSN names the variable that points the tests at a PostgreSQL server
-// they may create schemas in; scripts/postgres.sh prints it.
-const envDSN = "CARDLINK_TEST_POSTGRES"
 
 // schemas maps each test to its DSN: the first open creates a fresh
 // schema, later opens share it; cleanup drops it.
 var schemas sync.Map // testing.TB → string
 
-func baseDSN(t testing.TB) string {
-	t.Helper()
-	dsn := os.Getenv(envDSN)
-	if dsn == "" {
-		t.Skipf("%s is not set: no PostgreSQL to test against (start one with: eval \"$(scripts/postgres.sh start --fsync-off)\")", envDSN)
-	}
-	return dsn
-}
-
-// testDSN returns dsn with its search_path set to schema, and at most
-// poolConns connections per Store, so that parallel tests stay well under
-// the server's max_connections.
-func testDSN(dsn, schema string) string {
-	params := "search_path=" + schema + "&pool_max_conns=" + poolConns
-	switch {
-	case strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://"):
-		if strings.Contains(dsn, "?") {
-			return dsn + "&" + params
-		}
-		return dsn + "?" + params
-	default:
-		return dsn + " " + strings.ReplaceAll(params, "&", " ")
-	}
-}
-
-// poolConns is enough for the races: two goroutines on one Store.
-const poolConns = "2"
-
 // newSchema creates an empty schema for t, dropped when t ends, and
-// returns a DSN that uses it.
+// returns a DSN that uses it, with two pooled connections: enough for the
+// races of two goroutines on one Store.
 func newSchema(t testing.TB) string {
 	t.Helper()
-	base := baseDSN(t)
-	ctx := context.Background()
-	b := make([]byte, 8)
-	rand.Read(b)
-	schema := "cardlink_test_" + hex.EncodeToString(b)
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("connecting to %s: %v", envDSN, err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatalf("creating schema: %v", err)
-	}
-	t.Cleanup(func() {
-		conn, err := pgx.Connect(ctx, base)
-		if err != nil {
-			t.Errorf("connecting to drop schema: %v", err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Errorf("dropping schema %s: %v", schema, err)
-		}
-	})
-	return testDSN(base, schema)
+	return pgtest.Schema(t, pgtest.DSN(t), "cardlink_test_", 2)
 }
 
 func open(t testing.TB) store.Store {
@@ -102,7 +43,7 @@ func open(t testing.TB) store.Store {
 }
 
 func TestConformance(t *testing.T) {
-	baseDSN(t)
+	pgtest.DSN(t)
 	storetest.Run(t, open)
 }
 
@@ -132,8 +73,8 @@ func TestOpenRefusals(t *testing.T) {
 func TestSchemaVersion(t *testing.T) {
 	s := open(t).(*postgres.Store)
 	v, err := s.SchemaVersion(context.Background())
-	if err != nil || v != 3 {
-		t.Fatalf("SchemaVersion = %d, %v; want 3, nil", v, err)
+	if err != nil || v != 4 {
+		t.Fatalf("SchemaVersion = %d, %v; want 4, nil", v, err)
 	}
 }
 
@@ -171,7 +112,7 @@ func TestMigrations(t *testing.T) {
 }
 
 func TestUpgrade(t *testing.T) {
-	baseDSN(t)
+	pgtest.DSN(t)
 	storetest.RunUpgrade(t, storetest.Upgrader{
 		Open:    open,
 		Exec:    func(s store.Store, q string) error { return postgres.Exec(s.(*postgres.Store), q) },
