@@ -1,6 +1,7 @@
 // Package store owns the repository interfaces the server packages need —
 // challenges, cards, devices, online PINs, enrolled biometric templates,
-// relying parties, authentication requests and the server's static keys — their plain record types, the
+// relying parties, authentication requests, the server's static keys, the
+// ledger and merchants (catalogues, purchase requests) — their plain record types, the
 // typed errors every backend returns, and a registry that opens a backend by
 // URI (sqlite:/path/file.db, postgres://…).
 //

@@ -65,6 +65,7 @@ const (
 	public   access = iota // no key
 	operator               // the operator key
 	party                  // a relying party's key
+	merchant               // a merchant's key
 )
 
 // route is one endpoint. The OpenAPI document lists exactly these.
@@ -115,6 +116,11 @@ func newHandler(cfg Config) *handler {
 		{"DELETE", "/v1/cards/{number}/biometric", operator, h.deleteBiometric},
 		{"POST", "/v1/auth-requests", party, h.createAuthRequest},
 		{"GET", "/v1/auth-requests/{id}", party, h.getAuthRequest},
+		{"POST", "/v1/merchants", operator, h.createMerchant},
+		{"POST", "/v1/items", merchant, h.createItem},
+		{"GET", "/v1/items", merchant, h.listItems},
+		{"POST", "/v1/purchases", merchant, h.createPurchase},
+		{"GET", "/v1/purchases/{id}", merchant, h.getPurchase},
 	}
 	for _, rt := range h.routes {
 		h.mux.Handle(rt.method+" "+rt.path, h.guard(rt))
@@ -197,6 +203,11 @@ func (h *handler) guard(rt route) http.Handler {
 				return
 			}
 			r = r.WithContext(context.WithValue(r.Context(), partyKey{}, rp))
+		case merchant:
+			var ok bool
+			if r, ok = h.authMerchant(w, r); !ok {
+				return
+			}
 		}
 		rt.serve(w, r)
 	})

@@ -270,7 +270,7 @@ func TestOpenAPIRoutes(t *testing.T) {
 	}
 	served := map[string]string{}
 	for _, rt := range e.h.routes {
-		served[rt.method+" "+rt.path] = map[access]string{public: "", operator: "operatorKey", party: "partyKey"}[rt.access]
+		served[rt.method+" "+rt.path] = map[access]string{public: "", operator: "operatorKey", party: "partyKey", merchant: "merchantKey"}[rt.access]
 	}
 	for _, k := range slices.Sorted(maps.Keys(served)) {
 		scheme, ok := documented[k]

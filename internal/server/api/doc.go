@@ -1,4 +1,5 @@
-// Package api owns the server's HTTP API for operators and relying parties:
+// Package api owns the server's HTTP API for operators, relying parties
+// and merchants:
 // routing, API-key authentication, JSON request decoding and validation,
 // RFC 9457 problem+json errors, the embedded OpenAPI 3.1 document, and the
 // webhook sender (Notifier) that tells a relying party its authentication
@@ -18,6 +19,11 @@
 //	DELETE /v1/cards/{number}/biometric    operator key
 //	POST /v1/auth-requests                 relying-party key
 //	GET  /v1/auth-requests/{id}            relying-party key
+//	POST /v1/merchants                     operator key
+//	POST /v1/items                         merchant key
+//	GET  /v1/items                         merchant key
+//	POST /v1/purchases                     merchant key
+//	GET  /v1/purchases/{id}                merchant key
 //
 // It keeps no state of its own: records live behind the store package's
 // interfaces, so that several server instances on one database serve the

@@ -41,6 +41,7 @@ var (
 	probCardRevoked      = problemKind{"card-revoked", "Card revoked", http.StatusUnprocessableEntity}
 	probNotReady         = problemKind{"not-ready", "Server not ready", http.StatusServiceUnavailable}
 	probInternal         = problemKind{"internal", "Internal server error", http.StatusInternalServerError}
+	probSoldOut          = problemKind{"sold-out", "Item sold out", http.StatusConflict}
 )
 
 // problem builds the Problem of kind k with detail.

@@ -85,8 +85,8 @@ func TestSchemaVersion(t *testing.T) {
 	ctx := context.Background()
 	s := open(t).(*sqlite.Store)
 	v, err := s.SchemaVersion(ctx)
-	if err != nil || v != 3 {
-		t.Fatalf("SchemaVersion = %d, %v; want 3, nil", v, err)
+	if err != nil || v != 4 {
+		t.Fatalf("SchemaVersion = %d, %v; want 4, nil", v, err)
 	}
 }
 

@@ -113,7 +113,7 @@ func RunUpgrade(t *testing.T, u Upgrader) {
 	s1 := u.Open(t)
 	addCard(t, s1, cardA)
 	must(t, "SetPIN", s1.SetPIN(ctx, store.PIN{Card: cardA, Hash: []byte("h"), Salt: []byte("s"), Params: "p", MaxTries: 3}))
-	for _, q := range []string{`DROP TABLE ledger_entries`, `DROP TABLE ledger_transfers`, `DROP TABLE ledger_accounts`,
+	for _, q := range []string{`DROP TABLE purchases`, `DROP TABLE merchant_items`, `DROP TABLE merchants`, `DROP TABLE ledger_entries`, `DROP TABLE ledger_transfers`, `DROP TABLE ledger_accounts`,
 		`DROP TABLE biometrics`, `DELETE FROM schema_version WHERE version >= 2`} {
 		must(t, "Exec("+q+")", u.Exec(s1, q))
 	}

@@ -55,6 +55,7 @@ func Run(t *testing.T, open OpenFunc) {
 		{"RaceFinishAuthRequest", testRaceFinishAuthRequest},
 		{"RaceRetireServerKey", testRaceRetireServerKey},
 		{"Ledger", testLedger}, {"RaceLedger", testRaceLedger},
+		{"Merchants", testMerchants}, {"RaceIdempotentPurchase", testRaceIdempotentPurchase},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
