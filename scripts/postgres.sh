@@ -7,7 +7,8 @@
 #       Starts a server and prints one line for eval:
 #         export CARDLINK_TEST_POSTGRES='postgres://postgres@127.0.0.1:PORT/cardlink?sslmode=disable'
 #       and writes the same line to FILE (default: ENV in the server's
-#       directory; the directory is named in /tmp/cardlink-postgres.current).
+#       directory; the directory is named in /tmp/cardlink-postgres.current,
+#       or in $CARDLINK_PG_CURRENT: set it to run two servers at once).
 #       --fsync-off turns fsync, synchronous_commit and full_page_writes off:
 #       for functional tests only, never for durability tests or benchmarks.
 #   scripts/postgres.sh stop
@@ -19,7 +20,7 @@
 #   go test -race ./internal/store/...
 set -euo pipefail
 
-CURRENT=/tmp/cardlink-postgres.current
+CURRENT=${CARDLINK_PG_CURRENT:-/tmp/cardlink-postgres.current} # which server start/stop act on; set it to run two at once
 START_TIMEOUT=60 # seconds pg_ctl waits for the server to accept connections
 STOP_TIMEOUT=30
 
