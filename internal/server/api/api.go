@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -336,6 +337,36 @@ func (h *handler) newID(prefix string) (string, error) {
 		return "", err
 	}
 	return prefix + fmt.Sprintf("%x", b), nil
+}
+
+// credentials are what a new API client (relying party, merchant) gets:
+// an id, an API key shown to it once (only its SHA-256 is kept), and a
+// secret for signing webhooks to it.
+type credentials struct {
+	id      string
+	key     string
+	keyHash []byte
+	secret  []byte
+}
+
+// newCredentials draws credentials for a client whose id starts with
+// prefix.
+func (h *handler) newCredentials(prefix string) (credentials, error) {
+	id, err := h.newID(prefix)
+	if err != nil {
+		return credentials{}, err
+	}
+	keyBytes, err := h.random(32)
+	if err != nil {
+		return credentials{}, err
+	}
+	secret, err := h.random(32)
+	if err != nil {
+		return credentials{}, err
+	}
+	key := apiKeyPrefix + base64.RawURLEncoding.EncodeToString(keyBytes)
+	sum := sha256.Sum256([]byte(key))
+	return credentials{id: id, key: key, keyHash: sum[:], secret: secret}, nil
 }
 
 // random returns n bytes from the configured source.

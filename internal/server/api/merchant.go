@@ -186,26 +186,15 @@ func (h *handler) createMerchant(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, probNotReady, "This server's store keeps no ledger.")
 		return
 	}
-	id, err := h.newID("mer_")
+	c, err := h.newCredentials("mer_")
 	if err != nil {
 		h.internal(w, r, "creating merchant", err)
 		return
 	}
-	keyBytes, err := h.random(32)
-	if err != nil {
-		h.internal(w, r, "creating merchant", err)
-		return
-	}
-	secret, err := h.random(32)
-	if err != nil {
-		h.internal(w, r, "creating merchant", err)
-		return
-	}
-	key := apiKeyPrefix + base64.RawURLEncoding.EncodeToString(keyBytes)
-	sum := sha256.Sum256([]byte(key))
+	id := c.id
 	now := h.now().UTC()
-	m := store.Merchant{ID: id, Name: req.Name, KeyHash: sum[:], WebhookURL: req.WebhookURL,
-		WebhookSecret: secret, Created: now}
+	m := store.Merchant{ID: id, Name: req.Name, KeyHash: c.keyHash, WebhookURL: req.WebhookURL,
+		WebhookSecret: c.secret, Created: now}
 	if cur != "" {
 		// The account first: a merchant never names a missing account.
 		m.Account = "acct_" + id
@@ -221,8 +210,8 @@ func (h *handler) createMerchant(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Location", "/v1/merchants/"+id)
 	writeJSON(w, http.StatusCreated, createMerchantResponse{
-		ID: id, Name: m.Name, WebhookURL: m.WebhookURL, Account: m.Account, APIKey: key,
-		WebhookSecret: base64.StdEncoding.EncodeToString(secret), Created: formatTime(now),
+		ID: id, Name: m.Name, WebhookURL: m.WebhookURL, Account: m.Account, APIKey: c.key,
+		WebhookSecret: base64.StdEncoding.EncodeToString(c.secret), Created: formatTime(now),
 	})
 }
 

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"net/http"
@@ -60,30 +59,18 @@ func (h *handler) createRelyingParty(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, probInvalid, "policy: "+err.Error())
 		return
 	}
-	id, err := h.newID("rp_")
+	c, err := h.newCredentials("rp_")
 	if err != nil {
 		h.internal(w, r, "creating relying party", err)
 		return
 	}
-	keyBytes, err := h.random(32)
-	if err != nil {
-		h.internal(w, r, "creating relying party", err)
-		return
-	}
-	secret, err := h.random(32)
-	if err != nil {
-		h.internal(w, r, "creating relying party", err)
-		return
-	}
-	key := apiKeyPrefix + base64.RawURLEncoding.EncodeToString(keyBytes)
-	sum := sha256.Sum256([]byte(key))
 	now := h.now().UTC()
 	rp := store.RelyingParty{
-		ID:            id,
+		ID:            c.id,
 		Name:          req.Name,
-		KeyHash:       sum[:],
+		KeyHash:       c.keyHash,
 		WebhookURL:    req.WebhookURL,
-		WebhookSecret: secret,
+		WebhookSecret: c.secret,
 		Policy:        auth.FormatPolicy(set),
 	}
 	if err := h.store.PutRelyingParty(r.Context(), rp, now); err != nil {
@@ -91,12 +78,12 @@ func (h *handler) createRelyingParty(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusCreated, createRelyingPartyResponse{
-		ID:            id,
+		ID:            rp.ID,
 		Name:          rp.Name,
 		WebhookURL:    rp.WebhookURL,
 		Policy:        rp.Policy,
-		APIKey:        key,
-		WebhookSecret: base64.StdEncoding.EncodeToString(secret),
+		APIKey:        c.key,
+		WebhookSecret: base64.StdEncoding.EncodeToString(c.secret),
 		Created:       formatTime(now),
 	})
 }
