@@ -805,36 +805,11 @@ func testRaceDecrementPINTries(t *testing.T, open OpenFunc) {
 	ctx := context.Background()
 	s1, s2 := open(t), open(t)
 	addCard(t, s1, cardA)
-	const maxTries = 9
-	must(t, "SetPIN", s1.SetPIN(ctx, store.PIN{Card: cardA, Hash: []byte{1}, Salt: []byte{2}, MaxTries: maxTries}))
-	var ok, locked atomic.Int32
-	var seen [maxTries]atomic.Int32
-	var wg sync.WaitGroup
-	for _, s := range []store.Store{s1, s2} {
-		wg.Go(func() {
-			for range maxTries {
-				p, err := s.DecrementPINTries(ctx, cardA)
-				switch {
-				case err == nil && p.Tries >= 0 && p.Tries < maxTries:
-					ok.Add(1)
-					seen[p.Tries].Add(1)
-				case errors.Is(err, store.ErrLocked):
-					locked.Add(1)
-				default:
-					t.Errorf("DecrementPINTries = %+v, %v", p, err)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if ok.Load() != maxTries || locked.Load() != maxTries {
-		t.Fatalf("DecrementPINTries raced: %d took a try, %d locked; want %d and %d", ok.Load(), locked.Load(), maxTries, maxTries)
-	}
-	for i := range seen {
-		if seen[i].Load() != 1 {
-			t.Fatalf("DecrementPINTries raced: %d tries left seen %d times, want once", i, seen[i].Load())
-		}
-	}
+	must(t, "SetPIN", s1.SetPIN(ctx, store.PIN{Card: cardA, Hash: []byte{1}, Salt: []byte{2}, MaxTries: raceMaxTries}))
+	raceTakeTries(t, "DecrementPINTries", s1, s2, func(s store.Store) (int, error) {
+		p, err := s.DecrementPINTries(ctx, cardA)
+		return p.Tries, err
+	})
 }
 
 // testRaceDecrementBiometricTries has 2 goroutines on two stores take
@@ -843,34 +818,48 @@ func testRaceDecrementBiometricTries(t *testing.T, open OpenFunc) {
 	ctx := context.Background()
 	s1, s2 := open(t), open(t)
 	addCard(t, s1, cardA)
-	const maxTries = 9
-	must(t, "SetBiometric", s1.SetBiometric(ctx, store.Biometric{Card: cardA, Template: []byte{1}, Threshold: 1, MaxTries: maxTries}))
+	must(t, "SetBiometric", s1.SetBiometric(ctx, store.Biometric{Card: cardA, Template: []byte{1}, Threshold: 1, MaxTries: raceMaxTries}))
+	raceTakeTries(t, "DecrementBiometricTries", s1, s2, func(s store.Store) (int, error) {
+		b, err := s.DecrementBiometricTries(ctx, cardA)
+		return b.Tries, err
+	})
+}
+
+// raceMaxTries is the try budget the try-counter races start from.
+const raceMaxTries = 9
+
+// raceTakeTries has one goroutine on each store call take raceMaxTries
+// times on a counter that starts at raceMaxTries tries: exactly
+// raceMaxTries calls must take a try, each tries-left value once, and the
+// rest must find the counter locked.
+func raceTakeTries(t *testing.T, name string, s1, s2 store.Store, take func(store.Store) (int, error)) {
+	t.Helper()
 	var ok, locked atomic.Int32
-	var seen [maxTries]atomic.Int32
+	var seen [raceMaxTries]atomic.Int32
 	var wg sync.WaitGroup
 	for _, s := range []store.Store{s1, s2} {
 		wg.Go(func() {
-			for range maxTries {
-				b, err := s.DecrementBiometricTries(ctx, cardA)
+			for range raceMaxTries {
+				left, err := take(s)
 				switch {
-				case err == nil && b.Tries >= 0 && b.Tries < maxTries:
+				case err == nil && left >= 0 && left < raceMaxTries:
 					ok.Add(1)
-					seen[b.Tries].Add(1)
+					seen[left].Add(1)
 				case errors.Is(err, store.ErrLocked):
 					locked.Add(1)
 				default:
-					t.Errorf("DecrementBiometricTries = %+v, %v", b, err)
+					t.Errorf("%s = %d tries left, %v", name, left, err)
 				}
 			}
 		})
 	}
 	wg.Wait()
-	if ok.Load() != maxTries || locked.Load() != maxTries {
-		t.Fatalf("DecrementBiometricTries raced: %d took a try, %d locked; want %d and %d", ok.Load(), locked.Load(), maxTries, maxTries)
+	if ok.Load() != raceMaxTries || locked.Load() != raceMaxTries {
+		t.Fatalf("%s raced: %d took a try, %d locked; want %d and %d", name, ok.Load(), locked.Load(), raceMaxTries, raceMaxTries)
 	}
 	for i := range seen {
 		if seen[i].Load() != 1 {
-			t.Fatalf("DecrementBiometricTries raced: %d tries left seen %d times, want once", i, seen[i].Load())
+			t.Fatalf("%s raced: %d tries left seen %d times, want once", name, i, seen[i].Load())
 		}
 	}
 }
