@@ -54,7 +54,12 @@ type hintError struct {
 func (e *hintError) Error() string { return e.err.Error() }
 func (e *hintError) Unwrap() error { return e.err }
 
+// withHint adds hints to err; the hints err already carries come first.
 func withHint(err error, hints ...string) error {
+	var h *hintError
+	if errors.As(err, &h) {
+		return &hintError{err: err, hints: append(append([]string(nil), h.hints...), hints...)}
+	}
 	return &hintError{err: err, hints: hints}
 }
 
@@ -69,6 +74,8 @@ func root() *command {
 			deviceCommand(),
 			serverCommand(),
 			serverKeyCommand(),
+			merchantCommand(),
+			accountCommand(),
 			versionCommand(),
 		},
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -31,8 +32,8 @@ const deviceMemoryFile = "device.nvm"
 func deviceCommand() *command {
 	return &command{
 		name:    "device",
-		summary: "provision a device and authenticate a card holder through it",
-		subs:    []*command{deviceProvisionCommand(), deviceAuthCommand()},
+		summary: "provision a device; authenticate and pay through it",
+		subs:    []*command{deviceProvisionCommand(), deviceAuthCommand(), deviceBuyCommand()},
 	}
 }
 
@@ -55,7 +56,7 @@ func deviceProvisionCommand() *command {
 		server := fs.String("server", "", "the server's device-listener address, host:port (required)")
 		api := fs.String("http", "", "the server's HTTP API base URL, e.g. http://127.0.0.1:7431 (required)")
 		keyFile := fs.String("operator-key-file", "", "file holding the operator key")
-		keyFlag := fs.String("operator-key", os.Getenv("CARDLINK_OPERATOR_KEY"), "the operator key itself (visible in the process list: prefer --operator-key-file)")
+		keyFlag := fs.String("operator-key", "", "the operator key itself (visible in the process list: prefer --operator-key-file or CARDLINK_OPERATOR_KEY)")
 		name := fs.String("name", "", "the device's name on the server (default: the directory's name)")
 		timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the server")
 		if err := parse(fs, args); err != nil {
@@ -68,6 +69,9 @@ func deviceProvisionCommand() *command {
 			return usagef("device provision: --server %q: want host:port", *server)
 		}
 		key := strings.TrimSpace(*keyFlag)
+		if key == "" { // not the flag's default, which -h would print
+			key = strings.TrimSpace(os.Getenv("CARDLINK_OPERATOR_KEY"))
+		}
 		if *keyFile != "" {
 			b, err := os.ReadFile(*keyFile)
 			if err != nil {
@@ -204,13 +208,7 @@ func deviceAuthCommand() *command {
 	c.run = func(e *env, args []string) error {
 		fs := newFlags(e, "cardlink device auth",
 			"cardlink device auth --card FILE --device DEVDIR [--pin PIN | --online-pin PIN | --bio FILE | --server-bio FILE] [--server ADDR]", deviceAuthHelp)
-		cardPath := fs.String("card", "", "card file (required)")
-		dir := fs.String("device", "", "device directory made by 'cardlink device provision' (required)")
-		server := fs.String("server", "", "the server's device-listener address (default: the provisioned one)")
-		pin := fs.String("pin", "", "PIN for the card to verify (offline PIN)")
-		onlinePIN := fs.String("online-pin", "", "PIN for the server to verify (online PIN)")
-		bio := fs.String("bio", "", "file holding a biometric template for the card to match")
-		serverBio := fs.String("server-bio", "", "file holding a biometric template for the server to match")
+		hf := addHolderFlags(fs)
 		timeout := fs.Duration("timeout", time.Minute, "how long the whole authentication may take")
 		if err := parse(fs, args); err != nil {
 			return err
@@ -218,77 +216,19 @@ func deviceAuthCommand() *command {
 		if err := required(fs, "card", "device"); err != nil {
 			return err
 		}
-		opts := device.AuthOptions{PIN: *pin, OnlinePIN: *onlinePIN}
-		if *bio != "" {
-			t, err := readTemplate(*bio)
-			if err != nil {
-				return err
-			}
-			opts.Biometric = t
-		}
-		if *serverBio != "" {
-			t, err := readTemplate(*serverBio)
-			if err != nil {
-				return err
-			}
-			opts.ServerBiometric = t
-		}
-		n := 0
-		for _, s := range []string{*pin, *onlinePIN, *bio, *serverBio} {
-			if s != "" {
-				n++
-			}
-		}
-		if n > 1 {
-			return usagef("device auth: give at most one of --pin, --online-pin, --bio and --server-bio")
-		}
-		mem, err := device.OpenMemory(filepath.Join(*dir, deviceMemoryFile))
-		if err != nil {
-			return withHint(err, "create a device with 'cardlink device provision --dir "+*dir+" ...'")
-		}
-		defer mem.Close()
-		id, err := mem.Identity()
+		opts, err := hf.options("device auth")
 		if err != nil {
 			return err
 		}
-		// A rotation of the server key updates the pinned keys in the
-		// device's memory during the exchange.
-		opts.Memory = mem
-		if *server != "" {
-			id.Server = *server
-		}
-		f, err := cardfile.Open(*cardPath)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		conn, err := f.Connect(e.ctx)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		cl, err := wallet.Select(e.ctx, conn)
-		if err != nil {
-			return err
-		}
-
 		ctx, cancel := context.WithTimeout(e.ctx, *timeout)
 		defer cancel()
-		redial := func(ctx context.Context) (link.Link, error) {
-			var d net.Dialer
-			nc, err := d.DialContext(ctx, "tcp", id.Server)
-			if err != nil {
-				return nil, fmt.Errorf("connecting to server: %w", err)
-			}
-			return nc, nil
-		}
-		nc, err := redial(ctx)
+		ds, err := hf.open(ctx, e)
 		if err != nil {
 			return err
 		}
-		defer nc.Close()
-		opts.Redial = redial // fall back to older pinned keys
-		res, err := device.Authenticate(ctx, nc, id, cl, opts)
+		defer ds.close()
+		opts.Memory, opts.Redial = ds.mem, ds.redial
+		res, err := device.Authenticate(ctx, ds.link, ds.id, ds.card, opts)
 		if res.ServerKeys != nil {
 			fmt.Fprintf(e.stdout, "server key rotated: %d key(s) now pinned, newest %s\n", len(res.ServerKeys), base64.StdEncoding.EncodeToString(res.ServerKeys[0]))
 		}
@@ -330,4 +270,121 @@ func authError(err error) error {
 		return withHint(err, "unblock the PIN with the PUK")
 	}
 	return err
+}
+
+// holderFlags are the flags that device auth and device buy share: the
+// card, the device and how the holder is verified.
+type holderFlags struct {
+	card, dir, server         *string
+	pin, onlinePIN, bio, sbio *string
+}
+
+func addHolderFlags(fs *flag.FlagSet) *holderFlags {
+	return &holderFlags{
+		card:      fs.String("card", "", "card file (required)"),
+		dir:       fs.String("device", "", "device directory made by 'cardlink device provision' (required)"),
+		server:    fs.String("server", "", "the server's device-listener address (default: the provisioned one)"),
+		pin:       fs.String("pin", "", "PIN for the card to verify (offline PIN)"),
+		onlinePIN: fs.String("online-pin", "", "PIN for the server to verify (online PIN)"),
+		bio:       fs.String("bio", "", "file holding a biometric template for the card to match"),
+		sbio:      fs.String("server-bio", "", "file holding a biometric template for the server to match"),
+	}
+}
+
+// options returns the holder verification the flags ask for.
+func (h *holderFlags) options(cmd string) (device.AuthOptions, error) {
+	opts := device.AuthOptions{PIN: *h.pin, OnlinePIN: *h.onlinePIN}
+	n := 0
+	for _, s := range []string{*h.pin, *h.onlinePIN, *h.bio, *h.sbio} {
+		if s != "" {
+			n++
+		}
+	}
+	if n > 1 {
+		return opts, usagef("%s: give at most one of --pin, --online-pin, --bio and --server-bio", cmd)
+	}
+	if *h.bio != "" {
+		t, err := readTemplate(*h.bio)
+		if err != nil {
+			return opts, err
+		}
+		opts.Biometric = t
+	}
+	if *h.sbio != "" {
+		t, err := readTemplate(*h.sbio)
+		if err != nil {
+			return opts, err
+		}
+		opts.ServerBiometric = t
+	}
+	return opts, nil
+}
+
+// deviceSession is an open device memory, card and link to the server.
+type deviceSession struct {
+	id     device.Identity
+	mem    *device.Memory
+	card   *wallet.Client
+	link   link.Link
+	redial func(ctx context.Context) (link.Link, error)
+	closes []func() error
+}
+
+func (d *deviceSession) close() {
+	for i := len(d.closes) - 1; i >= 0; i-- {
+		d.closes[i]()
+	}
+}
+
+// open opens the device memory (its identity; a rotation of the server
+// key updates the pinned keys there), the card's wallet applet and a link
+// to the server. The caller closes the session.
+func (h *holderFlags) open(ctx context.Context, e *env) (_ *deviceSession, err error) {
+	ds := &deviceSession{}
+	defer func() {
+		if err != nil {
+			ds.close()
+		}
+	}()
+	mem, err := device.OpenMemory(filepath.Join(*h.dir, deviceMemoryFile))
+	if err != nil {
+		return nil, withHint(err, "create a device with 'cardlink device provision --dir "+*h.dir+" ...'")
+	}
+	ds.closes = append(ds.closes, mem.Close)
+	ds.mem = mem
+	if ds.id, err = mem.Identity(); err != nil {
+		return nil, err
+	}
+	if *h.server != "" {
+		ds.id.Server = *h.server
+	}
+	f, err := cardfile.Open(*h.card)
+	if err != nil {
+		return nil, err
+	}
+	ds.closes = append(ds.closes, f.Close)
+	conn, err := f.Connect(e.ctx)
+	if err != nil {
+		return nil, err
+	}
+	ds.closes = append(ds.closes, conn.Close)
+	if ds.card, err = wallet.Select(e.ctx, conn); err != nil {
+		return nil, err
+	}
+	server := ds.id.Server
+	ds.redial = func(ctx context.Context) (link.Link, error) {
+		var d net.Dialer
+		nc, err := d.DialContext(ctx, "tcp", server)
+		if err != nil {
+			return nil, fmt.Errorf("connecting to server: %w", err)
+		}
+		return nc, nil
+	}
+	nc, err := ds.redial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ds.closes = append(ds.closes, nc.Close)
+	ds.link = nc
+	return ds, nil
 }

@@ -37,9 +37,12 @@ const defaultDataDir = "cardlink-data"
 
 const serverHelp = `
 Runs the cardlink server: the device listener (--listen), where devices open
-their Noise channel to authenticate card holders, and the HTTP API (--http)
-for operators and relying parties. It runs until interrupted (SIGINT or
-SIGTERM), then closes its listeners and waits for open connections.
+their Noise channel to authenticate card holders and approve purchases, and
+the HTTP API (--http) for operators, relying parties and merchants. Approved
+purchases are posted to the ledger in the store; every 10 seconds the server
+expires purchase requests whose deadline passed and finishes postings a
+crash interrupted. It runs until interrupted (SIGINT or SIGTERM), then
+closes its listeners and waits for open connections.
 
 With no flags it uses the data directory ./cardlink-data and, on first
 start, creates in it everything it needs: the card issuer (issuer/, as
@@ -235,15 +238,24 @@ func runServer(e *env, cfg serverConfig, addrFile string, serverBio bool, log *s
 		}
 	}
 
+	apiCfg := api.Config{Store: st, OperatorKeyHash: opHash, Notify: notifier.Notify, Logger: log}
+	srvCfg := server.Config{Auth: svc, Store: st, Logger: log}
+	stopPurchases, err := wirePurchases(ctx, purchaseDeps{store: st, auth: svc, issuer: iss, notifier: notifier, log: log}, &srvCfg, &apiCfg)
+	if err != nil {
+		return err
+	}
+	// Runs after both listeners have stopped (below): no purchase is in
+	// flight any more when the ledger closes.
+	defer stopPurchases()
 	hs := &http.Server{
-		Handler:           api.New(api.Config{Store: st, OperatorKeyHash: opHash, Notify: notifier.Notify, Logger: log}),
+		Handler:           api.New(apiCfg),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		// Requests in flight at shutdown finish (Shutdown waits for them).
 		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
-	srv := server.New(server.Config{Auth: svc, Store: st, Logger: log})
+	srv := server.New(srvCfg)
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ctx, dl) }()
 	go func() {

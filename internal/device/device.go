@@ -10,6 +10,13 @@
 // (AuthOptions.Redial), and pins the keys a server sends in a
 // protocol.ServerKeys message in one atomic update (AuthOptions.Memory).
 //
+// Buy (buy.go) approves a purchase over the same channel: it fetches the
+// transaction the server offers (by the reference the holder typed, or
+// pushed to the card), has the holder confirm it, verifies the holder,
+// has the card sign exactly the offered bytes, and stores the e-goods the
+// server delivers on the card. Authenticate and Buy share the channel and
+// card helpers (open, ask, verifyOnCard).
+//
 // It imports channel, protocol, pinblock, wallet, txn and nvm; it must not
 // import a concrete link, a reader driver, or any server package: the
 // caller dials and hands it a link.
@@ -152,38 +159,19 @@ func Authenticate(ctx context.Context, l link.Link, id Identity, card *wallet.Cl
 	}
 	// Read the card and verify the holder on the card before dialing: a
 	// wrong PIN costs no airtime.
-	info, err := card.Info(ctx)
+	info, err := cardInfo(ctx, card)
 	if err != nil {
 		return Result{}, fmt.Errorf("authenticating: %w", err)
 	}
-	if info.Certificate == nil || info.CardNumber == "" {
-		return Result{}, errors.New("authenticating: card is not personalized")
-	}
-	switch {
-	case opts.PIN != "":
-		err = card.VerifyPIN(ctx, opts.PIN)
-	case opts.Biometric != nil:
-		err = card.VerifyBiometric(ctx, opts.Biometric)
-	}
-	if err != nil {
+	if err := verifyOnCard(ctx, card, opts); err != nil {
 		return Result{}, fmt.Errorf("authenticating: %w", err)
 	}
-	if opts.PIN != "" || opts.Biometric != nil {
-		defer func() {
-			if res.Counter == 0 {
-				// No signature consumed the holder's verification:
-				// forget it, so that it cannot cover a later
-				// signature. Best effort; a card reset forgets it too.
-				card.ResetVerification(context.WithoutCancel(ctx))
-			}
-		}()
-	}
-	conn, pub, cleanup, err := dial(ctx, l, id, opts)
+	defer forgetUnused(ctx, card, opts, func() bool { return res.Counter == 0 })
+	s, pub, cleanup, err := open(ctx, l, id, opts)
 	if err != nil {
 		return Result{}, fmt.Errorf("authenticating: %w", err)
 	}
 	defer cleanup()
-	s := &session{conn: conn, mem: opts.Memory}
 	res, err = s.authenticate(ctx, info, card, opts)
 	res.ServerKey, res.ServerKeys = pub, s.newKeys
 	if err != nil && ctx.Err() != nil {
@@ -193,6 +181,50 @@ func Authenticate(ctx context.Context, l link.Link, id Identity, card *wallet.Cl
 		return res, fmt.Errorf("authenticating: %w", err)
 	}
 	return res, nil
+}
+
+// cardInfo reads the card and checks that it is personalized.
+func cardInfo(ctx context.Context, card *wallet.Client) (wallet.Info, error) {
+	info, err := card.Info(ctx)
+	if err != nil {
+		return wallet.Info{}, err
+	}
+	if info.Certificate == nil || info.CardNumber == "" {
+		return wallet.Info{}, errors.New("card is not personalized")
+	}
+	return info, nil
+}
+
+// verifyOnCard verifies the holder on the card, for an offline PIN or a
+// biometric in opts; else it does nothing.
+func verifyOnCard(ctx context.Context, card *wallet.Client, opts AuthOptions) error {
+	switch {
+	case opts.PIN != "":
+		return card.VerifyPIN(ctx, opts.PIN)
+	case opts.Biometric != nil:
+		return card.VerifyBiometric(ctx, opts.Biometric)
+	}
+	return nil
+}
+
+// forgetUnused, deferred after verifyOnCard, forgets the holder's
+// verification on the card when unused reports that no signature
+// consumed it, so that it cannot cover a later signature. Best effort; a
+// card reset forgets it too.
+func forgetUnused(ctx context.Context, card *wallet.Client, opts AuthOptions, unused func() bool) {
+	if (opts.PIN != "" || opts.Biometric != nil) && unused() {
+		card.ResetVerification(context.WithoutCancel(ctx))
+	}
+}
+
+// open makes the channel (dial) and starts a session on it. Call cleanup
+// when the conversation is over.
+func open(ctx context.Context, l link.Link, id Identity, opts AuthOptions) (s *session, pub []byte, cleanup func(), err error) {
+	conn, pub, cleanup, err := dial(ctx, l, id, opts)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return &session{conn: conn, mem: opts.Memory}, pub, cleanup, nil
 }
 
 // dial makes the channel over l with the newest pinned server key, then,
@@ -325,6 +357,33 @@ func (s *session) receiveOne() (protocol.Message, error) {
 	return m, nil
 }
 
+// ask sends req and returns the server's answer. When the server asks
+// for the card's certificate (CodeCertificateNeeded) and addCert puts it
+// into req (it reports false when it already did), it sends req again.
+func (s *session) ask(req protocol.Message, addCert func() bool) (protocol.Message, error) {
+	for {
+		if err := s.send(req); err != nil {
+			return nil, err
+		}
+		m, err := s.receive()
+		var perr *protocol.Error
+		if errors.As(err, &perr) && perr.Code == protocol.CodeCertificateNeeded && addCert() {
+			continue
+		}
+		return m, err
+	}
+}
+
+// pinBlock encrypts the online PIN of opts for card under the session's
+// key.
+func (s *session) pinBlock(opts AuthOptions, card string) ([]byte, error) {
+	block, err := pinblock.Encrypt(pinblock.SessionKey(s.conn.HandshakeHash()), opts.OnlinePIN, card, opts.Rand)
+	if err != nil {
+		return nil, err
+	}
+	return block[:], nil
+}
+
 func (s *session) authenticate(ctx context.Context, info wallet.Info, card *wallet.Client, opts AuthOptions) (Result, error) {
 	res := Result{CardNumber: info.CardNumber}
 	if err := s.send(&protocol.Hello{Software: Software, Features: opts.Features}); err != nil {
@@ -336,26 +395,19 @@ func (s *session) authenticate(ctx context.Context, info wallet.Info, card *wall
 		CertID:     protocol.CertID(cert),
 		Purpose:    txn.PurposeAuth,
 	}
-	var ch *protocol.Challenge
-	for {
-		if err := s.send(req); err != nil {
-			return res, err
+	m, err := s.ask(req, func() bool {
+		if req.Certificate != nil {
+			return false
 		}
-		m, err := s.receive()
-		var perr *protocol.Error
-		if errors.As(err, &perr) && perr.Code == protocol.CodeCertificateNeeded && req.Certificate == nil {
-			req.Certificate = cert // once per card: the server keeps it
-			continue
-		}
-		if err != nil {
-			return res, err
-		}
-		c, ok := m.(*protocol.Challenge)
-		if !ok {
-			return res, fmt.Errorf("receiving: %v instead of a Challenge", m.Type())
-		}
-		ch = c
-		break
+		req.Certificate = cert // once per card: the server keeps it
+		return true
+	})
+	if err != nil {
+		return res, err
+	}
+	ch, ok := m.(*protocol.Challenge)
+	if !ok {
+		return res, fmt.Errorf("receiving: %v instead of a Challenge", m.Type())
 	}
 
 	res.Accepted = ch.CVMs
@@ -366,16 +418,11 @@ func (s *session) authenticate(ctx context.Context, info wallet.Info, card *wall
 		return res, s.send(&protocol.Error{Code: protocol.CodeCVMNotAccepted})
 	}
 	resp := &protocol.AuthResponse{Challenge: ch.Challenge, Biometric: opts.ServerBiometric}
-	var (
-		sig wallet.Signature
-		err error
-	)
+	var sig wallet.Signature
 	if opts.OnlinePIN != "" {
-		block, err := pinblock.Encrypt(pinblock.SessionKey(s.conn.HandshakeHash()), opts.OnlinePIN, info.CardNumber, opts.Rand)
-		if err != nil {
+		if resp.PINBlock, err = s.pinBlock(opts, info.CardNumber); err != nil {
 			return res, err
 		}
-		resp.PINBlock = block[:]
 		sig, err = card.AuthenticateOnlinePIN(ctx, ch.Challenge, ch.Context)
 		if err != nil {
 			return res, err
@@ -388,8 +435,7 @@ func (s *session) authenticate(ctx context.Context, info wallet.Info, card *wall
 	if err := s.send(resp); err != nil {
 		return res, err
 	}
-	m, err := s.receive()
-	if err != nil {
+	if m, err = s.receive(); err != nil {
 		return res, err
 	}
 	r, ok := m.(*protocol.AuthResult)

@@ -33,6 +33,8 @@ const (
 	CodeTransactionUnknown   Code = 20 // no such pending transaction
 	CodeTransactionDeclined  Code = 21 // the server declined the transaction (limit, funds)
 	CodeHolderDeclined       Code = 22 // the card holder declined on the device
+	CodeTransactionExpired   Code = 23 // the transaction's deadline passed
+	CodeInsufficientFunds    Code = 24 // the holder's account cannot pay it
 )
 
 // codeText are short, user-safe texts: they may be shown on the device.
@@ -60,6 +62,8 @@ var codeText = [...]string{
 	CodeTransactionUnknown:   "transaction unknown",
 	CodeTransactionDeclined:  "transaction declined",
 	CodeHolderDeclined:       "declined by card holder",
+	CodeTransactionExpired:   "transaction expired",
+	CodeInsufficientFunds:    "insufficient funds",
 }
 
 // String returns the code's short, user-safe text, or "Code(n)" for a code

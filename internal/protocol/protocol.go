@@ -101,10 +101,13 @@ const (
 	MaxBiometric     = 512 // AuthResponse.Biometric
 	MaxTransaction   = 512 // TransactionOffer.Transaction
 	TransactionIDLen = 16
-	MaxText          = 128 // Error.Text
-	MaxSoftware      = 32  // Hello.Software
-	ServerKeyLen     = 32  // ServerKeys.Keys: one X25519 public key (channel.KeyLen)
-	MaxServerKeys    = 8   // ServerKeys.Keys: as many as a device pins
+	MaxText          = 128  // Error.Text
+	MaxSoftware      = 32   // Hello.Software
+	ServerKeyLen     = 32   // ServerKeys.Keys: one X25519 public key (channel.KeyLen)
+	MaxServerKeys    = 8    // ServerKeys.Keys: as many as a device pins
+	ReferenceLen     = 8    // OfferRequest.Reference: 7 digits and a Verhoeff check digit
+	MaxGoods         = 1    // TransactionResult.Goods
+	MaxGood          = 1200 // one signed e-good (txn.Item.EncodeSigned)
 
 	headerLen = 2
 )
@@ -132,6 +135,8 @@ const (
 	TypeTransactionOffer    Type = 7
 	TypeTransactionApproval Type = 8
 	TypeServerKeys          Type = 9
+	TypeOfferRequest        Type = 10
+	TypeTransactionResult   Type = 11
 )
 
 // String returns the message type's name, or "Type(n)".
@@ -155,6 +160,10 @@ func (t Type) String() string {
 		return "TransactionApproval"
 	case TypeServerKeys:
 		return "ServerKeys"
+	case TypeOfferRequest:
+		return "OfferRequest"
+	case TypeTransactionResult:
+		return "TransactionResult"
 	}
 	return "Type(" + strconv.Itoa(int(t)) + ")"
 }
@@ -180,6 +189,10 @@ func newMessage(t Type) Message {
 		return new(TransactionApproval)
 	case TypeServerKeys:
 		return new(ServerKeys)
+	case TypeOfferRequest:
+		return new(OfferRequest)
+	case TypeTransactionResult:
+		return new(TransactionResult)
 	}
 	return nil
 }
@@ -491,11 +504,60 @@ func (r *AuthResult) validate() error {
 	return nil
 }
 
+// OfferRequest asks for the transaction a card holder is to approve,
+// device → server: the pending purchase with Reference (the code the
+// holder typed or heard), or, with Reference empty, the oldest purchase
+// the merchant addressed to the card (pushed). The card is named as in a
+// ChallengeRequest, with the same certificate exchange
+// (CodeCertificateNeeded).
+type OfferRequest struct {
+	Reference   string     `cbor:"1,keyasint,omitempty"` // ReferenceLen ASCII digits, or empty
+	CardNumber  CardNumber `cbor:"2,keyasint,omitempty"` // required
+	CertID      []byte     `cbor:"3,keyasint,omitempty"` // CertID of the card certificate, CertIDLen bytes
+	Certificate []byte     `cbor:"4,keyasint,omitempty"` // only after CodeCertificateNeeded; at most MaxCertificate
+}
+
+// Type returns TypeOfferRequest.
+func (*OfferRequest) Type() Type { return TypeOfferRequest }
+
+func (r *OfferRequest) validate() error {
+	if r.Reference != "" {
+		if len(r.Reference) != ReferenceLen {
+			return fmt.Errorf("reference: %d characters, want %d", len(r.Reference), ReferenceLen)
+		}
+		for i := 0; i < len(r.Reference); i++ {
+			if c := r.Reference[i]; c < '0' || c > '9' {
+				return errors.New("reference: not all digits")
+			}
+		}
+	}
+	if err := txn.ValidCardNumber(string(r.CardNumber)); err != nil {
+		return err
+	}
+	if err := checkLen("cert id", r.CertID, CertIDLen, CertIDLen); err != nil {
+		return err
+	}
+	if len(r.Certificate) > 0 {
+		if err := checkLen("certificate", r.Certificate, 1, MaxCertificate); err != nil {
+			return err
+		}
+		if !bytes.Equal(CertID(r.Certificate), r.CertID) {
+			return errors.New("certificate: does not match the cert id")
+		}
+	}
+	return nil
+}
+
 // TransactionOffer asks the holder to approve a transaction, server →
-// device. A placeholder for the payment issue.
+// device, in answer to an OfferRequest. The device shows the merchant,
+// item and amount of Transaction, verifies the holder by one of CVMs, and
+// has the card sign Transaction (SIGN TRANSACTION) within TTL seconds;
+// it answers with a TransactionApproval, or an Error with
+// CodeHolderDeclined when the holder declines.
 type TransactionOffer struct {
 	Transaction []byte `cbor:"1,keyasint,omitempty"` // the canonical txn.Transaction (template E1), 1..MaxTransaction bytes
 	CVMs        CVMSet `cbor:"2,keyasint,omitempty"` // holder verification methods the server accepts
+	TTL         uint32 `cbor:"3,keyasint,omitempty"` // seconds left until the server's deadline, at least 1
 }
 
 // Type returns TypeTransactionOffer.
@@ -505,19 +567,23 @@ func (o *TransactionOffer) validate() error {
 	if err := checkLen("transaction", o.Transaction, 1, MaxTransaction); err != nil {
 		return err
 	}
+	if o.TTL == 0 {
+		return errors.New("ttl: zero")
+	}
 	return o.CVMs.validate("cvms")
 }
 
 // TransactionApproval is the card's signature over an offered
-// transaction, device → server. A placeholder for the payment issue; a
-// holder who declines sends Error{CodeHolderDeclined} instead.
+// transaction, device → server: Envelope{PurposeTransaction, card,
+// Counter, CVM, payload = the offered Transaction bytes}. A holder who
+// declines sends Error{CodeHolderDeclined} instead.
 type TransactionApproval struct {
 	ID        []byte  `cbor:"1,keyasint,omitempty"` // the transaction's id, TransactionIDLen bytes
-	Counter   uint32  `cbor:"2,keyasint,omitempty"`
-	CVM       txn.CVM `cbor:"3,keyasint,omitempty"`
-	Signature []byte  `cbor:"4,keyasint,omitempty"`
-	PINBlock  []byte  `cbor:"5,keyasint,omitempty"`
-	Biometric []byte  `cbor:"6,keyasint,omitempty"`
+	Counter   uint32  `cbor:"2,keyasint,omitempty"` // the card's counter after incrementing, at least 1
+	CVM       txn.CVM `cbor:"3,keyasint,omitempty"` // as the card signed it
+	Signature []byte  `cbor:"4,keyasint,omitempty"` // MinSignature..MaxSignature bytes of DER
+	PINBlock  []byte  `cbor:"5,keyasint,omitempty"` // for online PIN, as in AuthResponse
+	Biometric []byte  `cbor:"6,keyasint,omitempty"` // for server-side matching, as in AuthResponse
 }
 
 // Type returns TypeTransactionApproval.
@@ -528,6 +594,43 @@ func (a *TransactionApproval) validate() error {
 		return err
 	}
 	return checkSigned(a.Counter, a.CVM, a.Signature, a.PINBlock, a.Biometric)
+}
+
+// TransactionResult ends a transaction, server → device: the answer to a
+// TransactionApproval, or to a decline.
+type TransactionResult struct {
+	ID        []byte  `cbor:"1,keyasint,omitempty"` // the transaction's id, TransactionIDLen bytes
+	Code      Code    `cbor:"2,keyasint,omitempty"` // CodeOK when paid; else why not (CodeHolderDeclined for a decline)
+	CVM       txn.CVM `cbor:"3,keyasint,omitempty"` // with CodeOK: the verification method the server accepted
+	TriesLeft uint8   `cbor:"4,keyasint,omitempty"` // with CodePINIncorrect or CodeBiometricMismatch
+	// Goods are the e-goods the purchase delivers, each a signed item
+	// (txn.Item.EncodeSigned, template E6) for the card's STORE ITEM: at
+	// most MaxGoods, each at most MaxGood bytes.
+	Goods [][]byte `cbor:"5,keyasint,omitempty"`
+}
+
+// Type returns TypeTransactionResult.
+func (*TransactionResult) Type() Type { return TypeTransactionResult }
+
+func (r *TransactionResult) validate() error {
+	if err := checkLen("id", r.ID, TransactionIDLen, TransactionIDLen); err != nil {
+		return err
+	}
+	if r.CVM > txn.CVMBiometric {
+		return fmt.Errorf("cvm: unknown value %d", r.CVM)
+	}
+	if len(r.Goods) > MaxGoods {
+		return fmt.Errorf("goods: %d, want at most %d", len(r.Goods), MaxGoods)
+	}
+	if len(r.Goods) > 0 && r.Code != CodeOK {
+		return errors.New("goods: delivered without CodeOK")
+	}
+	for i, g := range r.Goods {
+		if err := checkLen(fmt.Sprintf("good %d", i), g, 1, MaxGood); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ServerKeys tells a device the server's static public keys, server →

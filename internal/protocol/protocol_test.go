@@ -43,8 +43,10 @@ func samples() []Message {
 		&Challenge{Challenge: seq(32, 0x10), TTL: 60, Context: seq(32, 0x80), CVMs: CVMs(txn.CVMOfflinePIN, txn.CVMOnlinePIN, txn.CVMBiometric)},
 		&AuthResponse{Challenge: seq(32, 0x10), Counter: 70000, CVM: txn.CVMOnlinePIN, Signature: seq(72, 0x30), PINBlock: seq(16, 0xA0)},
 		&AuthResult{Code: CodeOK, CVM: txn.CVMOnlinePIN},
-		&TransactionOffer{Transaction: seq(120, 0xE1), CVMs: CVMs(txn.CVMOfflinePIN)},
+		&TransactionOffer{Transaction: seq(120, 0xE1), CVMs: CVMs(txn.CVMOfflinePIN), TTL: 300},
 		&TransactionApproval{ID: seq(16, 1), Counter: 70001, CVM: txn.CVMOfflinePIN, Signature: seq(71, 0x30)},
+		&OfferRequest{Reference: "12345674", CardNumber: card, CertID: CertID(cert)},
+		&TransactionResult{ID: seq(16, 1), Code: CodeOK, CVM: txn.CVMOfflinePIN, Goods: [][]byte{seq(180, 0xE6)}},
 		&ServerKeys{Keys: [][]byte{seq(32, 0x40), seq(32, 0x60)}},
 	}
 }
@@ -64,7 +66,16 @@ func more() []Message {
 		&AuthResponse{Challenge: seq(32, 0), Counter: 1<<32 - 1, CVM: txn.CVMBiometric, Signature: seq(MaxSignature, 0), Biometric: seq(MaxBiometric, 0)},
 		&AuthResult{},
 		&AuthResult{Code: CodePINIncorrect, TriesLeft: 2},
-		&TransactionOffer{Transaction: seq(MaxTransaction, 0), CVMs: CVMs(txn.CVMNone)},
+		&TransactionOffer{Transaction: seq(MaxTransaction, 0), CVMs: CVMs(txn.CVMNone), TTL: 1},
+		&TransactionOffer{Transaction: seq(1, 0), CVMs: CVMs(txn.CVMNone, txn.CVMOfflinePIN, txn.CVMOnlinePIN, txn.CVMBiometric), TTL: 1<<32 - 1},
+		&OfferRequest{CardNumber: card, CertID: CertID(cert)}, // pushed: no reference
+		&OfferRequest{Reference: "00000000", CardNumber: "0000000000000000", CertID: CertID(seq(MaxCertificate, 0)), Certificate: seq(MaxCertificate, 0)},
+		&TransactionResult{ID: seq(16, 0)}, // CodeOK, nothing else
+		&TransactionResult{ID: seq(16, 0xF0), Code: CodePINIncorrect, TriesLeft: 2},
+		&TransactionResult{ID: seq(16, 0), Code: CodeHolderDeclined},
+		&TransactionResult{ID: seq(16, 0), Code: CodeInsufficientFunds},
+		&TransactionResult{ID: seq(16, 0), Code: CodeOK, CVM: txn.CVMBiometric, Goods: [][]byte{seq(MaxGood, 0)}},
+		&TransactionResult{ID: seq(16, 0), Code: 999}, // a code from a newer peer
 		&TransactionApproval{ID: seq(16, 0), Counter: 1, CVM: txn.CVMNone, Signature: seq(8, 0), PINBlock: seq(16, 0), Biometric: seq(1, 0)},
 		&ServerKeys{Keys: [][]byte{make([]byte, ServerKeyLen)}},
 		&ServerKeys{Keys: [][]byte{seq(32, 0), seq(32, 1), seq(32, 2), seq(32, 3), seq(32, 4), seq(32, 5), seq(32, 6), seq(32, 7)}},
@@ -140,7 +151,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"version 0", []byte{0, byte(TypeHello), 0xa0}, ErrVersion},
 		{"version 2", []byte{2, byte(TypeHello), 0xa0}, ErrVersion},
 		{"type 0", msg(0, "a0"), ErrUnknownType},
-		{"type 10", msg(10, "a0"), ErrUnknownType},
+		{"type 12", msg(12, "a0"), ErrUnknownType},
 		{"type 255", msg(255, "a0"), ErrUnknownType},
 		{"no body", msg(TypeHello, ""), ErrMalformed},
 		{"trailing bytes", msg(TypeHello, "a0 00"), ErrMalformed},
@@ -199,6 +210,24 @@ func TestDecodeErrors(t *testing.T) {
 		{"server keys 9", msg(TypeServerKeys, "a1 01 89"+strings.Repeat(" 5820"+strings.Repeat("01", 32), 9)), ErrInvalid},
 		{"server key as text", msg(TypeServerKeys, "a1 01 81 7820"+strings.Repeat("61", 32)), ErrMalformed},
 		{"server keys indefinite array", msg(TypeServerKeys, "a1 01 9f 5820"+strings.Repeat("00", 32)+" ff"), ErrMalformed},
+		{"offer ttl 0", msg(TypeTransactionOffer, "a2 01 41 e1 02 01"), ErrInvalid},
+		{"offer request empty", msg(TypeOfferRequest, "a0"), ErrInvalid},
+		{"offer request no cert id", msg(TypeOfferRequest, "a1 02 48 4111111111111111"), ErrInvalid},
+		{"reference 7 digits", msg(TypeOfferRequest, "a3 01 67 31323334353637 02 48 4111111111111111 03 48 0102030405060708"), ErrInvalid},
+		{"reference 9 digits", msg(TypeOfferRequest, "a3 01 69 313233343536373839 02 48 4111111111111111 03 48 0102030405060708"), ErrInvalid},
+		{"reference not digits", msg(TypeOfferRequest, "a3 01 68 313233343536372a 02 48 4111111111111111 03 48 0102030405060708"), ErrInvalid},
+		{"reference as bytes", msg(TypeOfferRequest, "a3 01 48 3132333435363738 02 48 4111111111111111 03 48 0102030405060708"), ErrMalformed},
+		{"offer request card bad Luhn", msg(TypeOfferRequest, "a2 02 48 4111111111111112 03 48 0102030405060708"), ErrMalformed},
+		{"offer request certificate not matching id", msg(TypeOfferRequest, "a3 02 48 4111111111111111 03 48 0102030405060708 04 41 30"), ErrInvalid},
+		{"result no id", msg(TypeTransactionResult, "a0"), ErrInvalid},
+		{"result id 15 bytes", msg(TypeTransactionResult, "a1 01 4f"+strings.Repeat("00", 15)), ErrInvalid},
+		{"result cvm 4", msg(TypeTransactionResult, "a2 01 50"+strings.Repeat("00", 16)+" 03 04"), ErrInvalid},
+		{"result tries over a byte", msg(TypeTransactionResult, "a3 01 50"+strings.Repeat("00", 16)+" 02 11 04 19 0100"), ErrMalformed},
+		{"goods without ok", msg(TypeTransactionResult, "a3 01 50"+strings.Repeat("00", 16)+" 02 18 18 05 81 41 e6"), ErrInvalid},
+		{"goods two", msg(TypeTransactionResult, "a2 01 50"+strings.Repeat("00", 16)+" 05 82 41 e6 41 e6"), ErrInvalid},
+		{"good empty", msg(TypeTransactionResult, "a2 01 50"+strings.Repeat("00", 16)+" 05 81 40"), ErrInvalid},
+		{"good too long", msg(TypeTransactionResult, "a2 01 50"+strings.Repeat("00", 16)+" 05 81 5904b1"+strings.Repeat("00", MaxGood+1)), ErrInvalid},
+		{"goods empty array", msg(TypeTransactionResult, "a2 01 50"+strings.Repeat("00", 16)+" 05 80"), ErrMalformed},
 		{"approval id 15 bytes", msg(TypeTransactionApproval, "a3 01 4f"+strings.Repeat("00", 15)+" 02 01 04 48 0102030405060708"), ErrInvalid},
 	}
 	for _, tc := range tests {
@@ -228,6 +257,14 @@ func TestDecodeValidHandWritten(t *testing.T) {
 			&AuthResponse{Challenge: make([]byte, 32), Counter: 1, Signature: []byte{1, 2, 3, 4, 5, 6, 7, 8}}},
 		{msg(TypeError, "a2 01 01 02 61 78"), &Error{Code: CodeInternal, Text: "x"}},
 		{msg(TypeServerKeys, "a1 01 81 5820"+strings.Repeat("00", 32)), &ServerKeys{Keys: [][]byte{make([]byte, 32)}}},
+		{msg(TypeTransactionOffer, "a3 01 41 e1 02 01 03 01"), &TransactionOffer{Transaction: []byte{0xe1}, CVMs: CVMs(txn.CVMNone), TTL: 1}},
+		{msg(TypeOfferRequest, "a3 01 68 3132333435363738 02 48 4111111111111111 03 48 0102030405060708"),
+			&OfferRequest{Reference: "12345678", CardNumber: card, CertID: []byte{1, 2, 3, 4, 5, 6, 7, 8}}},
+		{msg(TypeOfferRequest, "a2 02 48 4111111111111111 03 48 0102030405060708"),
+			&OfferRequest{CardNumber: card, CertID: []byte{1, 2, 3, 4, 5, 6, 7, 8}}},
+		{msg(TypeTransactionResult, "a1 01 50"+strings.Repeat("00", 16)), &TransactionResult{ID: make([]byte, 16)}},
+		{msg(TypeTransactionResult, "a3 01 50"+strings.Repeat("00", 16)+" 02 11 04 02"), &TransactionResult{ID: make([]byte, 16), Code: CodePINIncorrect, TriesLeft: 2}},
+		{msg(TypeTransactionResult, "a2 01 50"+strings.Repeat("00", 16)+" 05 81 41 e6"), &TransactionResult{ID: make([]byte, 16), Goods: [][]byte{{0xe6}}}},
 	}
 	for _, tc := range tests {
 		got, err := Decode(tc.in)
@@ -256,6 +293,16 @@ func TestEncodeInvalid(t *testing.T) {
 		{"biometric too long", &AuthResponse{Challenge: seq(32, 0), Counter: 1, Signature: seq(70, 0), Biometric: seq(MaxBiometric+1, 0)}},
 		{"transaction too long", &TransactionOffer{Transaction: seq(MaxTransaction+1, 0), CVMs: 1}},
 		{"approval no signature", &TransactionApproval{ID: seq(16, 0), Counter: 1}},
+		{"offer no ttl", &TransactionOffer{Transaction: seq(10, 0), CVMs: 1}},
+		{"offer request no card", &OfferRequest{CertID: CertID(cert)}},
+		{"offer request reference short", &OfferRequest{Reference: "1234567", CardNumber: card, CertID: CertID(cert)}},
+		{"offer request reference letters", &OfferRequest{Reference: "1234567a", CardNumber: card, CertID: CertID(cert)}},
+		{"offer request certificate for another id", &OfferRequest{CardNumber: card, CertID: CertID(cert), Certificate: seq(10, 0)}},
+		{"result no id", &TransactionResult{Code: CodeOK}},
+		{"result cvm unknown", &TransactionResult{ID: seq(16, 0), CVM: 4}},
+		{"result goods declined", &TransactionResult{ID: seq(16, 0), Code: CodeInsufficientFunds, Goods: [][]byte{{1}}}},
+		{"result goods too many", &TransactionResult{ID: seq(16, 0), Goods: [][]byte{{1}, {2}}}},
+		{"result good too long", &TransactionResult{ID: seq(16, 0), Goods: [][]byte{seq(MaxGood+1, 0)}}},
 		{"no server keys", &ServerKeys{}},
 		{"server key short", &ServerKeys{Keys: [][]byte{seq(31, 0)}}},
 		{"server keys duplicate", &ServerKeys{Keys: [][]byte{seq(32, 0), seq(32, 0)}}},
@@ -301,6 +348,8 @@ func TestCodeNumbers(t *testing.T) {
 		{CodeTransactionUnknown, 20, "transaction unknown"},
 		{CodeTransactionDeclined, 21, "transaction declined"},
 		{CodeHolderDeclined, 22, "declined by card holder"},
+		{CodeTransactionExpired, 23, "transaction expired"},
+		{CodeInsufficientFunds, 24, "insufficient funds"},
 	}
 	for _, w := range want {
 		if uint16(w.c) != w.n || w.c.String() != w.text {
@@ -336,6 +385,8 @@ func TestTypeNumbers(t *testing.T) {
 		{TypeTransactionOffer, 7, "TransactionOffer"},
 		{TypeTransactionApproval, 8, "TransactionApproval"},
 		{TypeServerKeys, 9, "ServerKeys"},
+		{TypeOfferRequest, 10, "OfferRequest"},
+		{TypeTransactionResult, 11, "TransactionResult"},
 	}
 	for _, w := range want {
 		if uint8(w.t) != w.n || w.t.String() != w.name || newMessage(w.t).Type() != w.t {

@@ -9,6 +9,7 @@ import (
 	"cardlink/internal/channel"
 	"cardlink/internal/protocol"
 	"cardlink/internal/server"
+	"cardlink/internal/store"
 	"cardlink/internal/txn"
 )
 
@@ -69,4 +70,62 @@ func closeWrite(t *testing.T, b *bed, c *channel.Conn) {
 	if err := tc.CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// FuzzPurchase sends one arbitrary message to a listener serving
+// purchases, on a connection with a transaction offered: whatever it is
+// (a forged approval, a decline, garbage), the server answers only with
+// messages that decode and keeps serving, and no payment is posted
+// without the card's signature.
+func FuzzPurchase(f *testing.F) {
+	m := newMall(f, openSQLite(f))
+	cert := m.card.CardCert.Raw
+	id := make([]byte, protocol.TransactionIDLen)
+	for _, msg := range []protocol.Message{
+		&protocol.TransactionApproval{ID: id, Counter: 1, CVM: txn.CVMOfflinePIN, Signature: make([]byte, 70)},
+		&protocol.TransactionApproval{ID: id, Counter: 7, CVM: txn.CVMOnlinePIN, Signature: make([]byte, 71), PINBlock: make([]byte, 16)},
+		&protocol.Error{Code: protocol.CodeHolderDeclined},
+		&protocol.OfferRequest{CardNumber: protocol.CardNumber(m.card.CardNumber), CertID: protocol.CertID(cert)},
+		&protocol.OfferRequest{Reference: "12345678", CardNumber: protocol.CardNumber(m.card.CardNumber), CertID: protocol.CertID(cert), Certificate: cert},
+		&protocol.TransactionResult{ID: id, Code: protocol.CodeOK}, // server → device only
+	} {
+		f.Add(encode(f, msg))
+	}
+	probe := &protocol.ChallengeRequest{CardNumber: protocol.CardNumber(m.card.CardNumber), CertID: protocol.CertID(cert), Purpose: txn.PurposeAuth}
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		if len(msg) > channel.MaxMessage {
+			msg = msg[:channel.MaxMessage]
+		}
+		p := m.newPurchase(t, 100, "", "")
+		d := m.raw(t)
+		d.offer(m.card, p.Reference)
+		if err := d.c.WriteMessage(msg); err != nil {
+			t.Fatal(err)
+		}
+		// Not every message gets an answer: a ChallengeRequest after it
+		// always does (unless the server hung up), so that the test
+		// never waits on a silence.
+		if err := d.c.WriteMessage(encode(t, probe)); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			raw, err := d.c.ReadMessage()
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || isReset(err) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("ReadMessage() = %v, want a reply or the end", err)
+			}
+			reply, err := protocol.Decode(raw)
+			if err != nil {
+				t.Fatalf("the server sent % X, which does not decode: %v", raw, err)
+			}
+			if _, ok := reply.(*protocol.Challenge); ok {
+				break
+			}
+		}
+		if got := m.status(t, p.ID); got.Status == store.PurchaseApproved || got.Transfer != 0 {
+			t.Fatalf("purchase %s = %s with transfer %d after % X: paid without a card signature", p.ID, got.Status, got.Transfer, msg)
+		}
+	})
 }

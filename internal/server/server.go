@@ -40,8 +40,14 @@
 //     when each key was added and retired, so the operator can judge
 //     the overlap.
 //
-// It imports auth, channel, protocol and store; it must not import a store
-// backend, the HTTP API, the device or the card.
+// It also relays purchase approvals to the purchase service (package
+// purchase, Config.Purchases): an OfferRequest gets a TransactionOffer,
+// and the connection then takes the approval (TransactionApproval) or the
+// holder's decline (Error with CodeHolderDeclined) of that transaction
+// only; any other approval is answered CodeTransactionUnknown.
+//
+// It imports auth, purchase, channel, protocol, txn and store; it must
+// not import a store backend, the HTTP API, the device or the card.
 package server
 
 import (
@@ -62,7 +68,9 @@ import (
 	"cardlink/internal/channel"
 	"cardlink/internal/protocol"
 	"cardlink/internal/server/auth"
+	"cardlink/internal/server/purchase"
 	"cardlink/internal/store"
+	"cardlink/internal/txn"
 )
 
 // Defaults for Config's zero fields.
@@ -77,6 +85,10 @@ type Config struct {
 	Auth   *auth.Service // required
 	Store  store.Store   // required: server keys and devices
 	Logger *slog.Logger  // nil discards
+	// Purchases, if set, serves purchase approvals (OfferRequest,
+	// TransactionApproval, and a holder's decline); nil answers an
+	// OfferRequest with CodeUnexpectedMessage.
+	Purchases *purchase.Service
 
 	// MaxConns bounds the connections served at once; further ones wait
 	// in the listener's backlog. 0 means DefaultMaxConns.
@@ -230,6 +242,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	log.Debug("device connected")
 	// A device on an older key learns the current ones before the first
 	// reply: it is then reading, whatever the link's buffering.
+	cs := &connState{sess: sess}
 	var update protocol.Message
 	if k := keyUpdate(keys, conn.LocalStatic()); k != nil {
 		log.Info("device on an older server key", "key", base64.StdEncoding.EncodeToString(conn.LocalStatic()), "newest", base64.StdEncoding.EncodeToString(keys[0].Public))
@@ -256,7 +269,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 		// The answer is worked out even if ctx ends meanwhile, within
 		// the idle timeout.
 		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.IdleTimeout)
-		reply, keep := s.handle(mctx, log, sess, m)
+		reply, keep := s.handle(mctx, log, cs, m)
 		cancel()
 		if reply != nil && update != nil {
 			if !s.send(log, conn, update) {
@@ -273,9 +286,18 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	}
 }
 
+// connState is what one connection remembers between messages.
+type connState struct {
+	sess *auth.Session
+	// offered is the id of the transaction offered on this connection and
+	// not yet answered, or nil: only its approval or decline is taken.
+	offered []byte
+}
+
 // handle answers one message: the reply (nil for none) and whether the
 // connection stays open.
-func (s *Server) handle(ctx context.Context, log *slog.Logger, sess *auth.Session, m protocol.Message) (protocol.Message, bool) {
+func (s *Server) handle(ctx context.Context, log *slog.Logger, cs *connState, m protocol.Message) (protocol.Message, bool) {
+	sess := cs.sess
 	switch m := m.(type) {
 	case *protocol.Hello:
 		log.Debug("hello", "software", m.Software, "features", m.Features)
@@ -293,7 +315,47 @@ func (s *Server) handle(ctx context.Context, log *slog.Logger, sess *auth.Sessio
 		}
 		log.Info("authentication", "code", r.Code.String(), "cvm", r.CVM)
 		return r, true
+	case *protocol.OfferRequest:
+		if s.cfg.Purchases == nil {
+			break
+		}
+		o, err := s.cfg.Purchases.Offer(ctx, sess, m)
+		if err != nil {
+			return s.refuse(log, "offer", err)
+		}
+		t, err := txn.Parse(o.Transaction)
+		if err != nil {
+			log.Error("offer failed", "err", fmt.Errorf("parsing own offer: %w", err))
+			return &protocol.Error{Code: protocol.CodeInternal}, false
+		}
+		cs.offered = t.ID[:]
+		return o, true
+	case *protocol.TransactionApproval:
+		if s.cfg.Purchases == nil {
+			break
+		}
+		if cs.offered == nil || !bytes.Equal(cs.offered, m.ID) {
+			log.Info("approval refused", "code", protocol.CodeTransactionUnknown.String(), "cause", "no such transaction offered on this connection")
+			return &protocol.TransactionResult{ID: m.ID, Code: protocol.CodeTransactionUnknown}, true
+		}
+		cs.offered = nil
+		r, err := s.cfg.Purchases.Approve(ctx, sess, m)
+		if err != nil {
+			return s.refuse(log, "approval", err)
+		}
+		log.Info("transaction", "code", r.Code.String(), "cvm", r.CVM)
+		return r, true
 	case *protocol.Error:
+		if m.Code == protocol.CodeHolderDeclined && cs.offered != nil && s.cfg.Purchases != nil {
+			id := cs.offered
+			cs.offered = nil
+			r, err := s.cfg.Purchases.Decline(ctx, sess, id)
+			if err != nil {
+				return s.refuse(log, "decline", err)
+			}
+			log.Info("transaction", "code", r.Code.String())
+			return r, true
+		}
 		log.Info("device gave up", "code", m.Code.String(), "text", m.Text)
 		return nil, true
 	}

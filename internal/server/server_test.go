@@ -452,6 +452,8 @@ func TestBadMessages(t *testing.T) {
 		{"not deterministic", []byte{protocol.Version, byte(protocol.TypeHello), 0xB8, 0x00}, protocol.CodeMalformed, true},
 		{"over MaxSize", make([]byte, protocol.MaxSize+1), protocol.CodeTooLarge, true},
 		{"server's message from a device", encode(t, &protocol.AuthResult{Code: protocol.CodeOK}), protocol.CodeUnexpectedMessage, false},
+		{"offer request without a purchase service", encode(t, &protocol.OfferRequest{CardNumber: "4111111111111111", CertID: make([]byte, 8)}), protocol.CodeUnexpectedMessage, false},
+		{"approval without a purchase service", encode(t, &protocol.TransactionApproval{ID: make([]byte, 16), Counter: 1, Signature: make([]byte, 70)}), protocol.CodeUnexpectedMessage, false},
 		{"answer to no challenge", encode(t, &protocol.AuthResponse{Challenge: make([]byte, 32), Counter: 1, Signature: make([]byte, 70)}), 0, false},
 	}
 	for _, tt := range tests {

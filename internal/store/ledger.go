@@ -28,6 +28,7 @@ const (
 	KindMerchant AccountKind = "merchant" // what a merchant is owed
 	KindFloat    AccountKind = "float"    // issuer float: mirrors e-money outstanding; may go negative
 	KindFees     AccountKind = "fees"     // fees collected
+	KindFunding  AccountKind = "funding"  // money from outside the ledger (deposits, withdrawals); may go negative
 )
 
 // Account is one ledger account. Balance and Limit are in minor units of

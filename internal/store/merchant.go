@@ -16,6 +16,9 @@ var (
 	// ErrReferenceTaken: a pending purchase request already has this
 	// reference code. Nothing was created; draw another code and retry.
 	ErrReferenceTaken = errors.New("store: reference code taken")
+	// ErrRefundTooLarge: the refund would take the purchase's refunds
+	// (pending and done) above its amount. Nothing was created.
+	ErrRefundTooLarge = errors.New("store: refund above the amount paid")
 )
 
 // Merchant is a supplier that sells through the server with its API key.
@@ -60,6 +63,7 @@ type PurchaseStatus string
 // Purchase statuses.
 const (
 	PurchasePending           PurchaseStatus = "pending"
+	PurchaseAuthorized        PurchaseStatus = "authorized" // the card signed; the ledger posting is under way
 	PurchaseApproved          PurchaseStatus = "approved"
 	PurchaseDeclined          PurchaseStatus = "declined"
 	PurchaseExpired           PurchaseStatus = "expired"
@@ -81,7 +85,57 @@ type Purchase struct {
 	Reference   string         // short code the holder types; unique among pending requests
 	Status      PurchaseStatus // where it is
 	Created     time.Time      // when it was created
-	Expires     time.Time      // when a pending request expires
+	Expires     time.Time      // when a pending request expires: the deadline for the card's signature
+
+	// Card is the card the request is for: set by the merchant at
+	// creation (the request is then pushed to that card's device), or by
+	// BindPurchase when a device first fetches it by reference. Empty
+	// until then.
+	Card string
+	// Offer is the canonical txn.Transaction the server offered the card
+	// (its ID is the purchase's transaction id): the server's own copy,
+	// against which the card's signature is verified. Set by BindPurchase.
+	Offer []byte
+	// Approval is the card's signature, set by AuthorizePurchase.
+	Approval *PurchaseApproval
+	Transfer int64     // the ledger transfer that paid it (store.Posted.ID); 0 if none
+	Refunded int64     // minor units refunded so far (refunds done)
+	Reason   string    // why it was declined or expired (for the merchant, not the holder)
+	Updated  time.Time // last status change
+}
+
+// PurchaseApproval is the card's signature that approved a purchase.
+type PurchaseApproval struct {
+	Counter   uint32 // the card's counter in the signature
+	CVM       uint8  // txn.CVM the server accepted
+	Signature []byte // the card's ASN.1 DER signature over the txn.Envelope
+	Device    string // store.Device.ID of the device that relayed it
+	MatchedBy string // "server" for a server-matched biometric, else empty
+}
+
+// RefundStatus is where a refund is.
+type RefundStatus string
+
+// Refund statuses.
+const (
+	RefundPending RefundStatus = "pending" // recorded; the ledger posting is under way
+	RefundDone    RefundStatus = "done"    // posted
+	RefundFailed  RefundStatus = "failed"  // the posting was refused (Reason); the amount is free again
+)
+
+// Refund gives back some or all of a paid purchase.
+type Refund struct {
+	ID       string       // the key
+	Purchase string       // the purchase it refunds
+	Merchant string       // the purchase's merchant
+	Amount   int64        // minor units of the purchase's currency, > 0
+	IdemKey  string       // idempotency key, unique per purchase; may be empty
+	Digest   []byte       // hash of the request content; a replayed key must match it
+	Status   RefundStatus // where it is
+	Transfer int64        // the ledger transfer, once done
+	Reason   string       // why it failed
+	Created  time.Time
+	Updated  time.Time
 }
 
 // Merchants keeps merchants, their catalogues and their purchase
@@ -108,6 +162,74 @@ type Merchants interface {
 	// only checked here: taking one off is the approval's.
 	CreatePurchase(ctx context.Context, p Purchase) (got Purchase, replayed bool, err error)
 	// Purchase returns the merchant's purchase request with this ID, or
-	// ErrNotFound (also when another merchant owns it).
+	// ErrNotFound (also when another merchant owns it). An empty merchant
+	// matches any (the server's own reads).
 	Purchase(ctx context.Context, merchant, id string) (Purchase, error)
+	// Merchant returns the merchant with this ID, or ErrNotFound.
+	Merchant(ctx context.Context, id string) (Merchant, error)
+	// Item returns the item with this ID, or ErrNotFound.
+	Item(ctx context.Context, id string) (Item, error)
+
+	// PendingPurchase returns the pending request with this reference
+	// whose Expires is after now, or ErrNotFound.
+	PendingPurchase(ctx context.Context, reference string, now time.Time) (Purchase, error)
+	// PendingPurchasesForCard returns the card's pending requests (Card
+	// equal to card) whose Expires is after now, oldest first, at most
+	// limit.
+	PendingPurchasesForCard(ctx context.Context, card string, now time.Time, limit int) ([]Purchase, error)
+	// BindPurchase binds the pending, unexpired request id to card with
+	// offer, in one conditional update, and returns it. If it is already
+	// bound to card with an offer, it changes nothing and returns it as
+	// stored (a device retrying gets the same transaction). ErrNotFound:
+	// no pending request with this id; ErrExpired: its Expires is at or
+	// before now; ErrConflict: it is bound to another card.
+	BindPurchase(ctx context.Context, id, card string, offer []byte, now time.Time) (Purchase, error)
+	// AuthorizePurchase records the card's approval of the pending
+	// request id bound to card: status authorized, Approval a, Updated
+	// now, and — for an item with a stock — one taken off the stock, all
+	// in one transaction. ErrNotFound: no pending request id bound to
+	// card (already authorized, declined…); ErrExpired: its Expires is at
+	// or before now (nothing changed); ErrSoldOut: the item's stock is 0
+	// (nothing changed).
+	AuthorizePurchase(ctx context.Context, id, card string, a PurchaseApproval, now time.Time) (Purchase, error)
+	// CompletePurchase ends the authorized request id: with reason ""
+	// it becomes approved with Transfer transfer; otherwise declined with
+	// Reason reason and the stock AuthorizePurchase took given back, in
+	// one transaction. ErrNotFound: no such request; ErrConflict: it is
+	// not authorized (it returns the request as stored).
+	CompletePurchase(ctx context.Context, id string, transfer int64, reason string, now time.Time) (Purchase, error)
+	// DeclinePurchase declines the pending request id with reason. With
+	// card not empty the request must be bound to card. ErrNotFound: no
+	// pending request id (bound to card).
+	DeclinePurchase(ctx context.Context, id, card, reason string, now time.Time) (Purchase, error)
+	// ExpirePurchases sets every pending request whose Expires is at or
+	// before now to expired (Reason "expired"), at most limit of them,
+	// and returns those it changed.
+	ExpirePurchases(ctx context.Context, now time.Time, limit int) ([]Purchase, error)
+	// AuthorizedPurchases returns requests left authorized with Updated
+	// before before, oldest first, at most limit: approvals whose posting
+	// a crash interrupted, for recovery.
+	AuthorizedPurchases(ctx context.Context, before time.Time, limit int) ([]Purchase, error)
+
+	// CreateRefund records r (status pending) in one transaction with the
+	// checks: the purchase r.Purchase of r.Merchant is approved or
+	// refunded-partially (else ErrConflict), and its refunds pending and
+	// done plus r.Amount stay within its amount (else ErrRefundTooLarge).
+	// If r.IdemKey was used for the purchase before, it creates nothing
+	// and returns the earlier refund with replayed set when the digests
+	// match, ErrConflict otherwise. ErrNotFound: no such purchase of
+	// this merchant.
+	CreateRefund(ctx context.Context, r Refund) (got Refund, replayed bool, err error)
+	// FinishRefund ends the pending refund id: with reason "" it is done
+	// with Transfer transfer, and the purchase's Refunded grows by its
+	// amount and its status becomes refunded (all of it refunded) or
+	// refunded-partially; otherwise it failed with Reason reason. One
+	// transaction. ErrNotFound: no such refund; ErrConflict: not pending
+	// (it returns the refund as stored).
+	FinishRefund(ctx context.Context, id string, transfer int64, reason string, now time.Time) (Refund, error)
+	// Refunds returns the purchase's refunds, oldest first.
+	Refunds(ctx context.Context, purchase string) ([]Refund, error)
+	// PendingRefunds returns refunds left pending with Updated before
+	// before, oldest first, at most limit, for recovery.
+	PendingRefunds(ctx context.Context, before time.Time, limit int) ([]Refund, error)
 }

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"cardlink/internal/server/auth"
+	"cardlink/internal/server/ledger"
+	"cardlink/internal/server/purchase"
 	"cardlink/internal/store"
 )
 
@@ -45,6 +47,13 @@ type Config struct {
 	// Rand makes identifiers, API keys and webhook secrets; default
 	// crypto/rand.
 	Rand io.Reader
+	// Purchases refunds purchases and takes deposits. Nil: those
+	// endpoints answer 501 not-implemented.
+	Purchases *purchase.Service
+	// Ledger answers balance and statement queries; normally the one
+	// Purchases posts with. Nil: the account, balance, statement and
+	// deposit endpoints answer 501 not-implemented.
+	Ledger *ledger.Ledger
 }
 
 // handler serves the API; its methods are the endpoints.
@@ -57,6 +66,9 @@ type handler struct {
 	rand   io.Reader
 	mux    *http.ServeMux
 	routes []route
+
+	purchases *purchase.Service // nil: refunds and deposits are not served
+	ledger    *ledger.Ledger    // nil: accounts and statements are not served
 }
 
 // access says which API key a route needs.
@@ -94,6 +106,9 @@ func newHandler(cfg Config) *handler {
 		now:    cfg.Now,
 		rand:   cfg.Rand,
 		mux:    http.NewServeMux(),
+
+		purchases: cfg.Purchases,
+		ledger:    cfg.Ledger,
 	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
@@ -122,6 +137,13 @@ func newHandler(cfg Config) *handler {
 		{"GET", "/v1/items", merchant, h.listItems},
 		{"POST", "/v1/purchases", merchant, h.createPurchase},
 		{"GET", "/v1/purchases/{id}", merchant, h.getPurchase},
+		{"POST", "/v1/purchases/{id}/refunds", merchant, h.createRefund},
+		{"GET", "/v1/purchases/{id}/refunds", merchant, h.listRefunds},
+		{"GET", "/v1/balance", merchant, h.getBalance},
+		{"GET", "/v1/statement", merchant, h.getStatement},
+		{"POST", "/v1/cards/{number}/deposits", operator, h.createDeposit},
+		{"GET", "/v1/accounts/{id}", operator, h.getAccount},
+		{"GET", "/v1/accounts/{id}/statement", operator, h.getAccountStatement},
 	}
 	for _, rt := range h.routes {
 		h.mux.Handle(rt.method+" "+rt.path, h.guard(rt))

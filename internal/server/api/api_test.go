@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"cardlink/internal/server/ledger"
+	"cardlink/internal/server/purchase"
 	"cardlink/internal/store"
 	"cardlink/internal/store/sqlite"
 )
@@ -56,11 +58,18 @@ type env struct {
 	h        *handler
 	mu       sync.Mutex
 	notified []store.AuthRequest
+
+	// With envOpt.money: the ledger and purchase service the API uses,
+	// and the purchases the service notified.
+	ledger    *ledger.Ledger
+	purchases *purchase.Service
+	pnotified []store.Purchase
 }
 
 type envOpt struct {
 	noServerKey bool
 	logger      *slog.Logger // nil: discard
+	money       bool         // serve refunds, deposits and the ledger
 }
 
 func newEnv(t testing.TB, opts ...envOpt) *env {
@@ -92,7 +101,14 @@ func newEnv(t testing.TB, opts ...envOpt) *env {
 		t.Fatalf("RevokeCard: %v", err)
 	}
 	sum := sha256.Sum256([]byte(operatorKey))
+	var pcfg Config
+	if opt.money {
+		e.newMoney(t)
+		pcfg.Purchases, pcfg.Ledger = e.purchases, e.ledger
+	}
 	e.h = newHandler(Config{
+		Purchases:       pcfg.Purchases,
+		Ledger:          pcfg.Ledger,
 		Store:           st,
 		OperatorKeyHash: sum[:],
 		Now:             e.clock.Now,

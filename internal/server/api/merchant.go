@@ -13,7 +13,10 @@ import (
 	"time"
 
 	"cardlink/internal/money"
+	"cardlink/internal/protocol"
+	"cardlink/internal/server/auth"
 	"cardlink/internal/store"
+	"cardlink/internal/txn"
 )
 
 // Limits and lifetimes of the merchant API.
@@ -340,6 +343,9 @@ type createPurchaseRequest struct {
 	Currency    string `json:"currency,omitempty"`
 	Description string `json:"description,omitempty"`
 	CallbackURL string `json:"callback_url,omitempty"`
+	// Card, if set, pushes the request to this card's device; only that
+	// card may pay it.
+	Card string `json:"card,omitempty"`
 }
 
 // purchaseView is how the API shows a purchase request.
@@ -354,12 +360,36 @@ type purchaseView struct {
 	CallbackURL string `json:"callback_url,omitempty"`
 	Created     string `json:"created"`
 	Expires     string `json:"expires"`
+
+	CardLast4 string        `json:"card_last4,omitempty"` // of the card bound (or pushed to)
+	Transfer  int64         `json:"transfer,omitempty"`   // the ledger transfer that paid it
+	Refunded  int64         `json:"refunded"`             // minor units refunded so far
+	Reason    string        `json:"reason,omitempty"`     // why it was declined or expired
+	Updated   string        `json:"updated,omitempty"`    // last status change
+	Approval  *approvalView `json:"approval,omitempty"`   // once the card signed
+}
+
+// approvalView is how the API shows the card's approval of a purchase.
+type approvalView struct {
+	CVM       string `json:"cvm"` // as in a policy: offline-pin, online-pin, biometric, none
+	Counter   uint32 `json:"counter"`
+	Device    string `json:"device,omitempty"`
+	MatchedBy string `json:"matched_by,omitempty"` // "server" for a biometric the server matched
 }
 
 func purchaseViewOf(p store.Purchase) purchaseView {
-	return purchaseView{ID: p.ID, Reference: p.Reference, Status: string(p.Status), ItemID: p.Item,
+	v := purchaseView{ID: p.ID, Reference: p.Reference, Status: string(p.Status), ItemID: p.Item,
 		Description: p.Description, Amount: p.Amount, Currency: string(p.Currency), CallbackURL: p.CallbackURL,
-		Created: formatTime(p.Created), Expires: formatTime(p.Expires)}
+		Created: formatTime(p.Created), Expires: formatTime(p.Expires),
+		Transfer: p.Transfer, Refunded: p.Refunded, Reason: p.Reason, Updated: formatTime(p.Updated)}
+	if len(p.Card) >= 4 {
+		v.CardLast4 = p.Card[len(p.Card)-4:]
+	}
+	if a := p.Approval; a != nil {
+		v.Approval = &approvalView{CVM: auth.FormatPolicy(protocol.CVMs(txn.CVM(a.CVM))), Counter: a.Counter,
+			Device: a.Device, MatchedBy: a.MatchedBy}
+	}
+	return v
 }
 
 // checkPurchase validates req; the message is for the client, "" means
@@ -396,6 +426,9 @@ func checkPurchase(req *createPurchaseRequest) string {
 			return "callback_url: " + msg
 		}
 	}
+	if req.Card != "" && txn.ValidCardNumber(req.Card) != nil {
+		return "card must be a card number: 16 digits with a valid Luhn check digit."
+	}
 	return ""
 }
 
@@ -405,6 +438,9 @@ func purchaseDigest(req *createPurchaseRequest) []byte {
 	h := sha256.New()
 	fmt.Fprintf(h, "cardlink purchase\x00%q\x00%d\x00%q\x00%q\x00%q", req.ItemID, req.Amount, req.Currency,
 		req.Description, req.CallbackURL)
+	if req.Card != "" { // absent: the digest of requests made before cards could be named
+		fmt.Fprintf(h, "\x00%q", req.Card)
+	}
 	return h.Sum(nil)
 }
 
@@ -430,7 +466,21 @@ func (h *handler) createPurchase(w http.ResponseWriter, r *http.Request) {
 	now := h.now().UTC()
 	p := store.Purchase{Merchant: m.ID, Item: req.ItemID, Description: req.Description, Amount: req.Amount,
 		Currency: money.Currency(req.Currency), Digest: purchaseDigest(&req), CallbackURL: req.CallbackURL,
-		Status: store.PurchasePending, Created: now, Expires: now.Add(purchaseTTL)}
+		Status: store.PurchasePending, Created: now, Expires: now.Add(purchaseTTL), Card: req.Card}
+	if req.Card != "" {
+		c, err := h.store.Card(r.Context(), req.Card)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			writeProblem(w, probCardUnknown, "The server knows no such card.")
+			return
+		case err != nil:
+			h.internal(w, r, "reading card", err)
+			return
+		case c.Revoked():
+			writeProblem(w, probCardRevoked, "The card is revoked.")
+			return
+		}
+	}
 	if idempotent {
 		p.IdemKey = idemKey[0]
 	}

@@ -26,15 +26,20 @@ const (
 	// SignatureHeader carries "t=<unix seconds>,v1=<hex HMAC-SHA256(secret,
 	// t + "." + body)>".
 	SignatureHeader = "Cardlink-Signature"
-	// EventHeader names the event; currently (2026-11-28) always
-	// "auth_request.finished".
-	EventHeader   = "Cardlink-Event"
-	eventFinished = "auth_request.finished"
+	// EventHeader names the event: "auth_request.finished" to a relying
+	// party; "purchase.finished" (approved, declined or expired) or
+	// "purchase.refunded" (a refund done) to a merchant.
+	EventHeader           = "Cardlink-Event"
+	eventFinished         = "auth_request.finished"
+	eventPurchaseFinished = "purchase.finished"
+	eventPurchaseRefunded = "purchase.refunded"
 )
 
 // NotifierConfig configures a Notifier. Zero fields take their defaults.
 type NotifierConfig struct {
 	// Store finds the relying party's webhook URL and secret; required.
+	// For purchase webhooks it must also implement store.Merchants (the
+	// merchant's URL and secret); else they are dropped and logged.
 	Store store.RelyingParties
 	// Client sends the calls; default: a client with a 10 s timeout that
 	// follows no redirects.
@@ -55,9 +60,10 @@ type NotifierConfig struct {
 	Now func() time.Time
 }
 
-// Notifier sends signed webhook calls to relying parties when their
-// authentication requests finish, in the background: Notify never blocks.
-// Close stops it. It is safe for concurrent use.
+// Notifier sends signed webhook calls in the background: to relying
+// parties when their authentication requests finish (Notify), and to
+// merchants when their purchases finish or are refunded (NotifyPurchase).
+// Neither blocks. Close stops it. It is safe for concurrent use.
 type Notifier struct {
 	store    store.RelyingParties
 	client   *http.Client
@@ -67,7 +73,7 @@ type Notifier struct {
 	log      *slog.Logger
 	now      func() time.Time
 
-	queue  chan store.AuthRequest
+	queue  chan job
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -117,7 +123,7 @@ func NewNotifier(ctx context.Context, cfg NotifierConfig) *Notifier {
 	if workers <= 0 {
 		workers = 4
 	}
-	n.queue = make(chan store.AuthRequest, queue)
+	n.queue = make(chan job, queue)
 	n.ctx, n.cancel = context.WithCancel(ctx)
 	n.wg.Add(workers)
 	for range workers {
@@ -142,15 +148,63 @@ func defaultBackoff(n int) time.Duration {
 // (the party can still poll). Its signature matches auth.Config.Notify;
 // ctx is not kept.
 func (n *Notifier) Notify(ctx context.Context, req store.AuthRequest) {
-	if n.ctx.Err() != nil {
-		n.log.WarnContext(ctx, "webhook: notifier closed, dropped", "request", req.ID)
+	body, err := json.Marshal(viewOf(req))
+	if err != nil { // cannot happen: strings and raw JSON
+		panic(err)
+	}
+	n.enqueue(ctx, job{id: req.ID, event: eventFinished, body: body, party: req.RelyingParty})
+}
+
+// NotifyPurchase queues a webhook call for purchase p, which reached an
+// end state (approved, declined, expired: event "purchase.finished") or
+// was refunded (refunded, refunded-partially: "purchase.refunded"). The
+// body is the purchase's view as GET /v1/purchases/{id} shows it; it
+// goes to p's callback URL, else its merchant's webhook URL (none: no
+// call), signed with the merchant's webhook secret. A purchase in
+// another status is ignored. It never blocks, like Notify; its signature
+// matches purchase.Config.Notify.
+func (n *Notifier) NotifyPurchase(ctx context.Context, p store.Purchase) {
+	var event string
+	switch p.Status {
+	case store.PurchaseApproved, store.PurchaseDeclined, store.PurchaseExpired:
+		event = eventPurchaseFinished
+	case store.PurchaseRefunded, store.PurchaseRefundedPartially:
+		event = eventPurchaseRefunded
+	default:
 		return
 	}
-	req.Result = bytes.Clone(req.Result)
+	body, err := json.Marshal(purchaseViewOf(p))
+	if err != nil { // cannot happen: strings and numbers
+		panic(err)
+	}
+	n.enqueue(ctx, job{id: p.ID, event: event, body: body, merchant: p.Merchant, callback: p.CallbackURL})
+}
+
+// job is one webhook notification to deliver.
+type job struct {
+	id, event string // the request or purchase; the Cardlink-Event
+	body      []byte
+	party     string // the relying party to call, or
+	merchant  string // the merchant to call, at
+	callback  string // this URL if set (else the merchant's webhook URL)
+}
+
+// target is where a job's calls go.
+type target struct {
+	url    string // empty: nowhere
+	secret []byte
+}
+
+// enqueue queues j without blocking, or drops and logs it.
+func (n *Notifier) enqueue(ctx context.Context, j job) {
+	if n.ctx.Err() != nil {
+		n.log.WarnContext(ctx, "webhook: notifier closed, dropped", "request", j.id)
+		return
+	}
 	select {
-	case n.queue <- req:
+	case n.queue <- j:
 	default:
-		n.log.WarnContext(ctx, "webhook: queue full, dropped", "request", req.ID)
+		n.log.WarnContext(ctx, "webhook: queue full, dropped", "request", j.id)
 	}
 }
 
@@ -173,30 +227,27 @@ func (n *Notifier) worker() {
 		select {
 		case <-n.ctx.Done():
 			return
-		case req := <-n.queue:
-			n.deliver(req)
+		case j := <-n.queue:
+			n.deliver(j)
 		}
 	}
 }
 
-// deliver makes up to n.attempts calls for req, stopping at the first
+// deliver makes up to n.attempts calls for j, stopping at the first
 // success, at an answer that retrying will not change, or on Close.
-func (n *Notifier) deliver(req store.AuthRequest) {
-	body, err := json.Marshal(viewOf(req))
-	if err != nil { // cannot happen: strings and raw JSON
-		panic(err)
-	}
-	var rp *store.RelyingParty
+func (n *Notifier) deliver(j job) {
+	var tgt *target
 	for attempt := 1; ; attempt++ {
-		retry, err := n.attempt(&rp, req, body)
+		retry, err := n.attempt(&tgt, j)
 		if err == nil {
 			return
 		}
 		if !retry || attempt >= n.attempts {
-			n.log.Warn("webhook: giving up", "request", req.ID, "party", req.RelyingParty, "attempts", attempt, "err", err)
+			n.log.Warn("webhook: giving up", "request", j.id, "party", j.party, "merchant", j.merchant,
+				"attempts", attempt, "err", err)
 			return
 		}
-		n.log.Info("webhook: will retry", "request", req.ID, "attempt", attempt, "err", err)
+		n.log.Info("webhook: will retry", "request", j.id, "attempt", attempt, "err", err)
 		t := time.NewTimer(n.backoff(attempt))
 		select {
 		case <-n.ctx.Done():
@@ -207,32 +258,54 @@ func (n *Notifier) deliver(req store.AuthRequest) {
 	}
 }
 
-// attempt makes one call, first finding the party if *rp is nil. It
+// resolve finds where j's calls go. It reports whether a failure is
+// worth retrying.
+func (n *Notifier) resolve(ctx context.Context, j job) (t target, retry bool, err error) {
+	if j.merchant == "" {
+		rp, err := n.store.RelyingParty(ctx, j.party)
+		if err != nil {
+			return target{}, !errors.Is(err, store.ErrNotFound), fmt.Errorf("finding relying party: %w", err)
+		}
+		return target{rp.WebhookURL, rp.WebhookSecret}, false, nil
+	}
+	ms, ok := n.store.(store.Merchants)
+	if !ok {
+		return target{}, false, errors.New("finding merchant: the store keeps no merchants")
+	}
+	m, err := ms.Merchant(ctx, j.merchant)
+	if err != nil {
+		return target{}, !errors.Is(err, store.ErrNotFound), fmt.Errorf("finding merchant: %w", err)
+	}
+	t = target{j.callback, m.WebhookSecret}
+	if t.url == "" {
+		t.url = m.WebhookURL
+	}
+	return t, false, nil
+}
+
+// attempt makes one call, first finding its target if *tgt is nil. It
 // reports whether a failure is worth retrying. No webhook URL is success.
-func (n *Notifier) attempt(rp **store.RelyingParty, req store.AuthRequest, body []byte) (retry bool, err error) {
+func (n *Notifier) attempt(tgt **target, j job) (retry bool, err error) {
 	ctx, cancel := context.WithTimeout(n.ctx, 15*time.Second)
 	defer cancel()
-	if *rp == nil {
-		p, err := n.store.RelyingParty(ctx, req.RelyingParty)
-		if errors.Is(err, store.ErrNotFound) {
-			return false, fmt.Errorf("finding relying party: %w", err)
-		}
+	if *tgt == nil {
+		t, retry, err := n.resolve(ctx, j)
 		if err != nil {
-			return true, fmt.Errorf("finding relying party: %w", err)
+			return retry, err
 		}
-		*rp = &p
+		*tgt = &t
 	}
-	if (*rp).WebhookURL == "" {
+	if (*tgt).url == "" {
 		return false, nil
 	}
-	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, (*rp).WebhookURL, bytes.NewReader(body))
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, (*tgt).url, bytes.NewReader(j.body))
 	if err != nil {
 		return false, fmt.Errorf("building webhook call: %w", err)
 	}
 	hr.Header.Set("Content-Type", "application/json")
 	hr.Header.Set("User-Agent", "cardlink-webhook/1")
-	hr.Header.Set(EventHeader, eventFinished)
-	hr.Header.Set(SignatureHeader, Sign((*rp).WebhookSecret, body, n.now()))
+	hr.Header.Set(EventHeader, j.event)
+	hr.Header.Set(SignatureHeader, Sign((*tgt).secret, j.body, n.now()))
 	resp, err := n.client.Do(hr)
 	if err != nil {
 		return n.ctx.Err() == nil, fmt.Errorf("calling webhook: %w", err)

@@ -42,6 +42,10 @@ var (
 	probNotReady         = problemKind{"not-ready", "Server not ready", http.StatusServiceUnavailable}
 	probInternal         = problemKind{"internal", "Internal server error", http.StatusInternalServerError}
 	probSoldOut          = problemKind{"sold-out", "Item sold out", http.StatusConflict}
+	probNotImplemented   = problemKind{"not-implemented", "Not implemented by this server", http.StatusNotImplemented}
+	probNotPaid          = problemKind{"not-paid", "Purchase not paid", http.StatusConflict}
+	probRefundTooLarge   = problemKind{"refund-too-large", "Refund above the amount paid", http.StatusUnprocessableEntity}
+	probRefundFailed     = problemKind{"refund-failed", "Refund refused by the ledger", http.StatusConflict}
 )
 
 // problem builds the Problem of kind k with detail.

@@ -9,7 +9,6 @@ import (
 	"math/bits"
 	"time"
 
-	"cardlink/internal/protocol"
 	"cardlink/internal/store"
 )
 
@@ -135,25 +134,4 @@ func VerifyBiometric(ctx context.Context, bios store.Biometrics, card string, te
 		return 0, fmt.Errorf("verifying biometric: %w", err)
 	}
 	return rec.MaxTries, nil
-}
-
-// serverBiometric matches a template sent for server-side matching. It
-// returns nil, nil when it matched.
-func (s *Service) serverBiometric(ctx context.Context, sess *Session, card string, template []byte, now time.Time) (*protocol.AuthResult, error) {
-	tries, err := VerifyBiometric(ctx, s.store, card, template, now)
-	switch {
-	case err == nil:
-		return nil, nil
-	case errors.Is(err, ErrBiometricMismatch):
-		r := s.result(ctx, sess, card, protocol.CodeBiometricMismatch, nil)
-		r.TriesLeft = uint8(min(max(tries, 0), 255))
-		return r, nil
-	case errors.Is(err, ErrLocked):
-		return s.result(ctx, sess, card, protocol.CodeBiometricMismatch, errors.New("biometric locked")), nil
-	case errors.Is(err, ErrMalformedBiometric):
-		return s.result(ctx, sess, card, protocol.CodeMalformed, fmt.Errorf("biometric template of %d bytes", len(template))), nil
-	case errors.Is(err, store.ErrNotFound):
-		return s.result(ctx, sess, card, protocol.CodeCVMNotAccepted, errors.New("card has no enrolled biometric")), nil
-	}
-	return nil, fmt.Errorf("verifying authentication: %w", err)
 }

@@ -19,6 +19,13 @@
 // for a ChallengeRequest (registering a card certificate the issuer CA
 // signed), Verify for the card's AuthResponse, which also approves the
 // card's oldest pending relying-party request and calls Config.Notify.
+// The card checks of Challenge and the signature checks of Verify are
+// also exported, for other exchanges that name a card and carry its
+// signature (package purchase): CheckDevice, CheckCard (card known or
+// registered from its certificate, not revoked or cloned, certificate
+// valid) and VerifySignature (signature over the caller's own payload,
+// counter, holder verification: online PIN block, server-side
+// biometric), which returns a Verdict (card.go).
 // Policies (which holder verification methods suffice) are strings in the
 // store, read and written with ParsePolicy and FormatPolicy. Besides the
 // store it holds only a bounded cache of checked certificates and, per

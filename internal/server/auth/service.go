@@ -13,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"cardlink/internal/pinblock"
 	"cardlink/internal/protocol"
 	"cardlink/internal/store"
 	"cardlink/internal/txn"
@@ -214,23 +213,9 @@ func (s *Service) Challenge(ctx context.Context, sess *Session, req *protocol.Ch
 		return nil, s.refuse(ctx, sess, number, protocol.CodeUnexpectedMessage, fmt.Errorf("purpose %v", req.Purpose))
 	}
 	now := s.now()
-	if code, err := s.checkDevice(ctx, sess); err != nil {
-		return nil, err
+	if _, code, err := s.checkCard(ctx, sess, number, req.CertID, req.Certificate, now); err != nil {
+		return nil, fmt.Errorf("issuing challenge: %w", err)
 	} else if code != protocol.CodeOK {
-		return nil, s.refuse(ctx, sess, number, code, nil)
-	}
-	card, code, err := s.card(ctx, sess, req, now)
-	if err != nil {
-		return nil, fmt.Errorf("issuing challenge: %w", err)
-	}
-	if code != protocol.CodeOK {
-		return nil, s.refuse(ctx, sess, number, code, nil)
-	}
-	_, code, err = s.checkCert(ctx, card, now)
-	if err != nil {
-		return nil, fmt.Errorf("issuing challenge: %w", err)
-	}
-	if code != protocol.CodeOK {
 		return nil, s.refuse(ctx, sess, number, code, nil)
 	}
 	pending, err := s.store.PendingAuthRequests(ctx, number, now)
@@ -276,10 +261,10 @@ func (s *Service) checkDevice(ctx context.Context, sess *Session) (protocol.Code
 	return protocol.CodeOK, nil
 }
 
-// card returns the card req names, registering the certificate it brings
-// when the server has none with req.CertID.
-func (s *Service) card(ctx context.Context, sess *Session, req *protocol.ChallengeRequest, now time.Time) (store.Card, protocol.Code, error) {
-	number := string(req.CardNumber)
+// card returns the card a device names by number and certID,
+// registering the certificate cert it brings when the server has none
+// with certID.
+func (s *Service) card(ctx context.Context, sess *Session, number string, certID, cert []byte, now time.Time) (store.Card, protocol.Code, error) {
 	c, err := s.store.Card(ctx, number)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -292,17 +277,17 @@ func (s *Service) card(ctx context.Context, sess *Session, req *protocol.Challen
 		// the operator revokes or reissues it: which of the two copies is
 		// the holder's cannot be told from here.
 		return store.Card{}, protocol.CodeCounterNotIncreasing, nil
-	case bytes.Equal(protocol.CertID(c.Cert), req.CertID):
+	case bytes.Equal(protocol.CertID(c.Cert), certID):
 		return c, protocol.CodeOK, nil
 	}
-	if len(req.Certificate) == 0 {
+	if len(cert) == 0 {
 		return store.Card{}, protocol.CodeCertificateNeeded, nil
 	}
 	// Check the new certificate before storing it.
-	if _, code, err := s.checkCert(ctx, store.Card{Number: number, Cert: req.Certificate}, now); err != nil || code != protocol.CodeOK {
+	if _, code, err := s.checkCert(ctx, store.Card{Number: number, Cert: cert}, now); err != nil || code != protocol.CodeOK {
 		return store.Card{}, code, err
 	}
-	c = store.Card{Number: number, Cert: req.Certificate, IssuerKeyID: s.certs.ca.SubjectKeyId}
+	c = store.Card{Number: number, Cert: cert, IssuerKeyID: s.certs.ca.SubjectKeyId}
 	if err := s.store.PutCard(ctx, c, now); err != nil {
 		return store.Card{}, 0, err
 	}
@@ -436,52 +421,7 @@ func (s *Service) Verify(ctx context.Context, sess *Session, resp *protocol.Auth
 		return s.result(ctx, sess, ch.Card, protocol.CodeChallengeUnknown, fmt.Errorf("challenge for purpose %v", txn.Purpose(ch.Purpose))), nil
 	}
 
-	card, err := s.store.Card(ctx, ch.Card)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return s.result(ctx, sess, ch.Card, protocol.CodeCardUnknown, nil), nil
-	case err != nil:
-		return nil, fmt.Errorf("verifying authentication: %w", err)
-	case card.Revoked():
-		return s.result(ctx, sess, ch.Card, protocol.CodeCardRevoked, nil), nil
-	case card.Cloned():
-		return s.result(ctx, sess, ch.Card, protocol.CodeCounterNotIncreasing, nil), nil
-	}
-	cert, code, err := s.checkCert(ctx, card, now)
-	if err != nil {
-		return nil, fmt.Errorf("verifying authentication: %w", err)
-	}
-	if code != protocol.CodeOK {
-		return s.result(ctx, sess, card.Number, code, nil), nil
-	}
-
-	payload, err := wallet.AuthData(ch.Value, sess.Binding)
-	if err != nil {
-		return nil, fmt.Errorf("verifying authentication: %w", err)
-	}
-	env := txn.Envelope{Purpose: txn.PurposeAuth, CardNumber: card.Number, Counter: resp.Counter, CVM: resp.CVM, Payload: payload}
-	if !txn.VerifyEnvelope(cert.key, &env, resp.Signature) {
-		return s.result(ctx, sess, card.Number, protocol.CodeSignatureInvalid, nil), nil
-	}
-
-	// The signature is the card's: its counter is now at least this high,
-	// whatever the holder verification below says.
-	err = s.store.AdvanceCounter(ctx, card.Number, resp.Counter, now)
-	switch {
-	case errors.Is(err, store.ErrCounterReplay):
-		s.log.LogAttrs(ctx, slog.LevelWarn, "card counter did not grow: possibly cloned",
-			slog.String("card", mask(card.Number)), slog.Uint64("counter", uint64(resp.Counter)),
-			slog.Uint64("stored", uint64(card.Counter)), slog.String("device", sess.Device.ID))
-		return &protocol.AuthResult{Code: protocol.CodeCounterNotIncreasing}, nil
-	case errors.Is(err, store.ErrRevoked):
-		return s.result(ctx, sess, card.Number, protocol.CodeCardRevoked, nil), nil
-	case errors.Is(err, store.ErrNotFound):
-		return s.result(ctx, sess, card.Number, protocol.CodeCardUnknown, nil), nil
-	case err != nil:
-		return nil, fmt.Errorf("verifying authentication: %w", err)
-	}
-
-	pending, err := s.store.PendingAuthRequests(ctx, card.Number, now)
+	pending, err := s.store.PendingAuthRequests(ctx, ch.Card, now)
 	if err != nil {
 		return nil, fmt.Errorf("verifying authentication: %w", err)
 	}
@@ -491,41 +431,26 @@ func (s *Service) Verify(ctx context.Context, sess *Session, resp *protocol.Auth
 			return nil, fmt.Errorf("verifying authentication: %w", err)
 		}
 	}
-	// What the holder verification counts as: what the card signed, or a
-	// biometric the server matches below.
-	cvm, serverBio := resp.CVM, len(resp.Biometric) > 0
-	if serverBio {
-		switch {
-		case !s.bio:
-			return s.result(ctx, sess, card.Number, protocol.CodeCVMNotAccepted, errors.New("server-side biometric matching is off")), nil
-		case resp.CVM != txn.CVMNone:
-			return s.result(ctx, sess, card.Number, protocol.CodeCVMNotAccepted, fmt.Errorf("biometric template with signed %v", resp.CVM)), nil
-		}
-		cvm = txn.CVMBiometric
-	}
-	if !cvms.Has(cvm) {
-		return s.result(ctx, sess, card.Number, protocol.CodeCVMNotAccepted, fmt.Errorf("%v not in %q", cvm, FormatPolicy(cvms))), nil
-	}
-	if (resp.CVM == txn.CVMOnlinePIN) != (len(resp.PINBlock) > 0) {
-		return s.result(ctx, sess, card.Number, protocol.CodeCVMNotAccepted, fmt.Errorf("%v with a PIN block of %d bytes", resp.CVM, len(resp.PINBlock))), nil
-	}
-	if resp.CVM == txn.CVMOnlinePIN {
-		if r, err := s.onlinePIN(ctx, sess, card.Number, resp.PINBlock, now); r != nil || err != nil {
-			return r, err
-		}
-	}
-	matchedBy := ""
-	if serverBio {
-		if r, err := s.serverBiometric(ctx, sess, card.Number, resp.Biometric, now); r != nil || err != nil {
-			return r, err
-		}
-		matchedBy = "server"
-	}
-
-	if err := s.finish(ctx, sess, card.Number, cvm, matchedBy, resp.Counter, pending, now); err != nil {
+	payload, err := wallet.AuthData(ch.Value, sess.Binding)
+	if err != nil {
 		return nil, fmt.Errorf("verifying authentication: %w", err)
 	}
-	attrs := []slog.Attr{slog.String("card", mask(card.Number)), slog.String("cvm", cvm.String()),
+	env := txn.Envelope{Purpose: txn.PurposeAuth, CardNumber: ch.Card, Counter: resp.Counter, CVM: resp.CVM, Payload: payload}
+	v, err := s.verifySignature(ctx, sess, &env, resp.Signature, resp.PINBlock, resp.Biometric, cvms, now)
+	if err != nil {
+		return nil, fmt.Errorf("verifying authentication: %w", err)
+	}
+	if v.Code != protocol.CodeOK {
+		r := s.result(ctx, sess, ch.Card, v.Code, v.Cause)
+		r.TriesLeft = v.TriesLeft
+		return r, nil
+	}
+	cvm, matchedBy := v.CVM, v.MatchedBy
+
+	if err := s.finish(ctx, sess, ch.Card, cvm, matchedBy, resp.Counter, pending, now); err != nil {
+		return nil, fmt.Errorf("verifying authentication: %w", err)
+	}
+	attrs := []slog.Attr{slog.String("card", mask(ch.Card)), slog.String("cvm", cvm.String()),
 		slog.Uint64("counter", uint64(resp.Counter)), slog.String("device", sess.Device.ID)}
 	if matchedBy != "" {
 		attrs = append(attrs, slog.String("matched_by", matchedBy))
@@ -547,41 +472,6 @@ func (s *Service) take(ctx context.Context, sess *Session, value []byte, now tim
 		}
 	}
 	return store.Challenge{}, store.ErrNotFound
-}
-
-// onlinePIN checks an online PIN block. It returns nil, nil when the PIN
-// matched.
-func (s *Service) onlinePIN(ctx context.Context, sess *Session, card string, block []byte, now time.Time) (*protocol.AuthResult, error) {
-	var b [pinblock.Size]byte
-	if len(block) != len(b) {
-		return s.result(ctx, sess, card, protocol.CodeMalformed, fmt.Errorf("PIN block of %d bytes", len(block))), nil
-	}
-	copy(b[:], block)
-	tries, err := VerifyPINBlock(ctx, s.store, card, pinblock.SessionKey(sess.Binding), b, now)
-	var pe *PINError
-	switch {
-	case err == nil:
-		return nil, nil
-	case errors.As(err, &pe):
-		r := s.result(ctx, sess, card, protocol.CodePINIncorrect, nil)
-		r.TriesLeft = uint8(min(max(tries, 0), 255))
-		return r, nil
-	case errors.Is(err, ErrLocked):
-		return s.result(ctx, sess, card, protocol.CodePINBlocked, nil), nil
-	case errors.Is(err, pinblock.ErrInvalid), errors.Is(err, ErrMalformedPIN):
-		// Not made under this session's key for this card: no try was
-		// taken, and none is reported as lost.
-		p, perr := s.store.PIN(ctx, card)
-		if perr != nil && !errors.Is(perr, store.ErrNotFound) {
-			return nil, fmt.Errorf("verifying authentication: %w", perr)
-		}
-		r := s.result(ctx, sess, card, protocol.CodePINIncorrect, errors.New("PIN block does not open"))
-		r.TriesLeft = uint8(min(max(p.Tries, 0), 255))
-		return r, nil
-	case errors.Is(err, store.ErrNotFound):
-		return s.result(ctx, sess, card, protocol.CodeCVMNotAccepted, errors.New("card has no online PIN")), nil
-	}
-	return nil, fmt.Errorf("verifying authentication: %w", err)
 }
 
 // finish approves the oldest pending request that accepts cvm and

@@ -94,3 +94,19 @@ func cutLast(s string) (before, after string, found bool) {
 	}
 	return s, "", false
 }
+
+// Account names the server uses. A holder has one account per card and
+// currency; funding and float accounts are one per currency.
+
+// HolderAccount returns the ID of card's holder account in cur.
+func HolderAccount(card string, cur money.Currency) string {
+	return "holder:" + card + ":" + string(cur)
+}
+
+// FundingAccount returns the ID of the funding account in cur: money that
+// came into the ledger from outside (deposits) or left it.
+func FundingAccount(cur money.Currency) string { return "funding:" + string(cur) }
+
+// FloatAccount returns the ID of the issuer float in cur, which mirrors
+// the e-money outstanding in purses.
+func FloatAccount(cur money.Currency) string { return "float:" + string(cur) }

@@ -73,8 +73,8 @@ func TestOpenRefusals(t *testing.T) {
 func TestSchemaVersion(t *testing.T) {
 	s := open(t).(*postgres.Store)
 	v, err := s.SchemaVersion(context.Background())
-	if err != nil || v != 4 {
-		t.Fatalf("SchemaVersion = %d, %v; want 4, nil", v, err)
+	if err != nil || v != 5 {
+		t.Fatalf("SchemaVersion = %d, %v; want 5, nil", v, err)
 	}
 }
 
@@ -122,3 +122,4 @@ func TestUpgrade(t *testing.T) {
 
 func BenchmarkTakeChallenge(b *testing.B)  { storetest.BenchTakeChallenge(b, open) }
 func BenchmarkAdvanceCounter(b *testing.B) { storetest.BenchAdvanceCounter(b, open) }
+func BenchmarkPurchase(b *testing.B)       { storetest.BenchPurchase(b, open) }

@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -32,17 +33,27 @@ func (s *Store) CreateMerchant(ctx context.Context, m store.Merchant) error {
 
 // MerchantByKey implements store.Merchants.
 func (s *Store) MerchantByKey(ctx context.Context, keyHash []byte) (store.Merchant, error) {
+	return s.merchant(ctx, "key_hash", blob(keyHash))
+}
+
+// Merchant implements store.Merchants.
+func (s *Store) Merchant(ctx context.Context, id string) (store.Merchant, error) {
+	return s.merchant(ctx, "id", id)
+}
+
+// merchant reads the merchant whose column equals key.
+func (s *Store) merchant(ctx context.Context, column string, key any) (store.Merchant, error) {
 	var m store.Merchant
 	var account sql.NullString
 	var created int64
 	err := s.r.QueryRowContext(ctx, `SELECT id, name, key_hash, webhook_url, webhook_secret, account, created
-		FROM merchants WHERE key_hash = ?`, blob(keyHash)).
+		FROM merchants WHERE `+column+` = ?`, key).
 		Scan(&m.ID, &m.Name, &m.KeyHash, &m.WebhookURL, &m.WebhookSecret, &account, &created)
 	if errors.Is(err, sql.ErrNoRows) {
-		return store.Merchant{}, fmt.Errorf("finding merchant by key: %w", store.ErrNotFound)
+		return store.Merchant{}, fmt.Errorf("reading merchant by %s: %w", column, store.ErrNotFound)
 	}
 	if err != nil {
-		return store.Merchant{}, fmt.Errorf("finding merchant by key: %w", err)
+		return store.Merchant{}, fmt.Errorf("reading merchant by %s: %w", column, err)
 	}
 	m.Account, m.Created = account.String, fromMicros(sql.NullInt64{Int64: created, Valid: true})
 	return m, nil
@@ -70,28 +81,37 @@ func (s *Store) CreateItem(ctx context.Context, it store.Item) error {
 	})
 }
 
+const itemColumns = `id, merchant, name, price, currency, stock, delivery, payload, created`
+
+func scanItem(row scanner) (store.Item, error) {
+	var it store.Item
+	var cur, delivery string
+	var stock sql.NullInt64
+	var created int64
+	if err := row.Scan(&it.ID, &it.Merchant, &it.Name, &it.Price, &cur, &stock, &delivery, &it.Payload, &created); err != nil {
+		return store.Item{}, err
+	}
+	if stock.Valid {
+		it.Stock = &stock.Int64
+	}
+	it.Currency, it.Delivery = money.Currency(cur), store.DeliveryKind(delivery)
+	it.Created = fromMicros(sql.NullInt64{Int64: created, Valid: true})
+	return it, nil
+}
+
 // Items implements store.Merchants.
 func (s *Store) Items(ctx context.Context, merchant string) ([]store.Item, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT id, merchant, name, price, currency, stock, delivery, payload, created
-		FROM merchant_items WHERE merchant = ? ORDER BY created, id`, merchant)
+	rows, err := s.r.QueryContext(ctx, `SELECT `+itemColumns+` FROM merchant_items WHERE merchant = ? ORDER BY created, id`, merchant)
 	if err != nil {
 		return nil, fmt.Errorf("listing items: %w", err)
 	}
 	defer rows.Close()
 	var items []store.Item
 	for rows.Next() {
-		var it store.Item
-		var cur, delivery string
-		var stock sql.NullInt64
-		var created int64
-		if err := rows.Scan(&it.ID, &it.Merchant, &it.Name, &it.Price, &cur, &stock, &delivery, &it.Payload, &created); err != nil {
+		it, err := scanItem(rows)
+		if err != nil {
 			return nil, fmt.Errorf("listing items: %w", err)
 		}
-		if stock.Valid {
-			it.Stock = &stock.Int64
-		}
-		it.Currency, it.Delivery = money.Currency(cur), store.DeliveryKind(delivery)
-		it.Created = fromMicros(sql.NullInt64{Int64: created, Valid: true})
 		items = append(items, it)
 	}
 	if err := rows.Err(); err != nil {
@@ -100,31 +120,58 @@ func (s *Store) Items(ctx context.Context, merchant string) ([]store.Item, error
 	return items, nil
 }
 
-const purchaseColumns = `id, merchant, item, description, amount, currency, idem_key, digest, callback_url, reference, status, created, expires`
+// Item implements store.Merchants.
+func (s *Store) Item(ctx context.Context, id string) (store.Item, error) {
+	it, err := scanItem(s.r.QueryRowContext(ctx, `SELECT `+itemColumns+` FROM merchant_items WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Item{}, fmt.Errorf("reading item %q: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return store.Item{}, fmt.Errorf("reading item %q: %w", id, err)
+	}
+	return it, nil
+}
+
+// purchaseColumns are the columns CreatePurchase writes; purchaseRow adds
+// those of the later life of a request.
+const (
+	purchaseColumns = `id, merchant, item, description, amount, currency, idem_key, digest, callback_url, reference, status, created, expires, card, updated`
+	purchaseRow     = purchaseColumns + `, offer, approval_counter, approval_cvm, approval_signature, approval_device, approval_matched_by, transfer, refunded, reason`
+)
 
 func scanPurchase(row scanner) (store.Purchase, error) {
 	var p store.Purchase
-	var item, key sql.NullString
+	var item, key, device, matchedBy sql.NullString
 	var cur, status string
-	var created, expires int64
+	var created, expires, updated int64
+	var counter, cvm sql.NullInt64
+	var signature []byte
 	err := row.Scan(&p.ID, &p.Merchant, &item, &p.Description, &p.Amount, &cur, &key, &p.Digest,
-		&p.CallbackURL, &p.Reference, &status, &created, &expires)
+		&p.CallbackURL, &p.Reference, &status, &created, &expires, &p.Card, &updated,
+		&p.Offer, &counter, &cvm, &signature, &device, &matchedBy, &p.Transfer, &p.Refunded, &p.Reason)
 	if err != nil {
 		return store.Purchase{}, err
 	}
 	p.Item, p.IdemKey, p.Currency, p.Status = item.String, key.String, money.Currency(cur), store.PurchaseStatus(status)
 	p.Created = fromMicros(sql.NullInt64{Int64: created, Valid: true})
 	p.Expires = fromMicros(sql.NullInt64{Int64: expires, Valid: true})
+	p.Updated = fromMicros(sql.NullInt64{Int64: updated, Valid: true})
+	if signature != nil {
+		p.Approval = &store.PurchaseApproval{Counter: uint32(counter.Int64), CVM: uint8(cvm.Int64),
+			Signature: signature, Device: device.String, MatchedBy: matchedBy.String}
+	}
 	return p, nil
 }
 
-// CreatePurchase implements store.Merchants.
+// CreatePurchase implements store.Merchants. Updated is Created unless
+// set.
 func (s *Store) CreatePurchase(ctx context.Context, p store.Purchase) (store.Purchase, bool, error) {
 	var got store.Purchase
+	updated := cmp.Or(p.Updated, p.Created)
 	var replayed bool
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		if p.IdemKey != "" {
-			old, err := scanPurchase(tx.QueryRowContext(ctx, `SELECT `+purchaseColumns+`
+			old, err := scanPurchase(tx.QueryRowContext(ctx, `SELECT `+purchaseRow+`
 				FROM purchases WHERE merchant = ? AND idem_key = ?`, p.Merchant, p.IdemKey))
 			if err == nil {
 				if !bytes.Equal(old.Digest, p.Digest) {
@@ -152,10 +199,10 @@ func (s *Store) CreatePurchase(ctx context.Context, p store.Purchase) (store.Pur
 			}
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO purchases (`+purchaseColumns+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, p.ID, p.Merchant,
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, p.ID, p.Merchant,
 			sql.NullString{String: p.Item, Valid: p.Item != ""}, p.Description, p.Amount, string(p.Currency),
 			sql.NullString{String: p.IdemKey, Valid: p.IdemKey != ""}, blob(p.Digest), p.CallbackURL,
-			p.Reference, string(p.Status), p.Created.UnixMicro(), p.Expires.UnixMicro())
+			p.Reference, string(p.Status), p.Created.UnixMicro(), p.Expires.UnixMicro(), p.Card, updated.UnixMicro())
 		switch {
 		case isUnique(err):
 			var n int
@@ -170,6 +217,7 @@ func (s *Store) CreatePurchase(ctx context.Context, p store.Purchase) (store.Pur
 		}
 		got = p
 		got.Created, got.Expires = p.Created.UTC().Truncate(time.Microsecond), p.Expires.UTC().Truncate(time.Microsecond)
+		got.Updated = updated.UTC().Truncate(time.Microsecond)
 		return nil
 	})
 	if err != nil {
@@ -180,8 +228,8 @@ func (s *Store) CreatePurchase(ctx context.Context, p store.Purchase) (store.Pur
 
 // Purchase implements store.Merchants.
 func (s *Store) Purchase(ctx context.Context, merchant, id string) (store.Purchase, error) {
-	p, err := scanPurchase(s.r.QueryRowContext(ctx, `SELECT `+purchaseColumns+`
-		FROM purchases WHERE id = ? AND merchant = ?`, id, merchant))
+	p, err := scanPurchase(s.r.QueryRowContext(ctx, `SELECT `+purchaseRow+`
+		FROM purchases WHERE id = ?1 AND (?2 = '' OR merchant = ?2)`, id, merchant))
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Purchase{}, fmt.Errorf("reading purchase %q: %w", id, store.ErrNotFound)
 	}

@@ -85,8 +85,8 @@ func TestSchemaVersion(t *testing.T) {
 	ctx := context.Background()
 	s := open(t).(*sqlite.Store)
 	v, err := s.SchemaVersion(ctx)
-	if err != nil || v != 4 {
-		t.Fatalf("SchemaVersion = %d, %v; want 4, nil", v, err)
+	if err != nil || v != 5 {
+		t.Fatalf("SchemaVersion = %d, %v; want 5, nil", v, err)
 	}
 }
 
@@ -128,3 +128,4 @@ func TestUpgrade(t *testing.T) {
 
 func BenchmarkTakeChallenge(b *testing.B)  { storetest.BenchTakeChallenge(b, open) }
 func BenchmarkAdvanceCounter(b *testing.B) { storetest.BenchAdvanceCounter(b, open) }
+func BenchmarkPurchase(b *testing.B)       { storetest.BenchPurchase(b, open) }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"cardlink/internal/store"
 )
@@ -107,13 +108,14 @@ type Upgrader struct {
 // RunUpgrade checks that a database made by the first release (schema
 // version 1, before the biometrics table) is brought up to date when a
 // Store opens it, keeping its data: it opens a database, takes it back to
-// version 1 by hand, and opens it again.
+// version 1 by hand, and opens it again. A subtest does the same from
+// version 4 with a purchase request in the database.
 func RunUpgrade(t *testing.T, u Upgrader) {
 	ctx := context.Background()
 	s1 := u.Open(t)
 	addCard(t, s1, cardA)
 	must(t, "SetPIN", s1.SetPIN(ctx, store.PIN{Card: cardA, Hash: []byte("h"), Salt: []byte("s"), Params: "p", MaxTries: 3}))
-	for _, q := range []string{`DROP TABLE purchases`, `DROP TABLE merchant_items`, `DROP TABLE merchants`, `DROP TABLE ledger_entries`, `DROP TABLE ledger_transfers`, `DROP TABLE ledger_accounts`,
+	for _, q := range []string{`DROP TABLE refunds`, `DROP TABLE purchases`, `DROP TABLE merchant_items`, `DROP TABLE merchants`, `DROP TABLE ledger_entries`, `DROP TABLE ledger_transfers`, `DROP TABLE ledger_accounts`,
 		`DROP TABLE biometrics`, `DELETE FROM schema_version WHERE version >= 2`} {
 		must(t, "Exec("+q+")", u.Exec(s1, q))
 	}
@@ -128,4 +130,40 @@ func RunUpgrade(t *testing.T, u Upgrader) {
 		t.Fatalf("PIN after the upgrade = %+v, %v; want the version 1 record", p, err)
 	}
 	must(t, "SetBiometric after the upgrade", s2.SetBiometric(ctx, store.Biometric{Card: cardA, Template: []byte{1}, MaxTries: 1}))
+	t.Run("from version 4", func(t *testing.T) { upgradeFrom4(t, u) })
+}
+
+// upgradeFrom4 checks that a purchase request made at schema version 4
+// (before the purchase lifecycle's columns) reads after the upgrade with
+// Updated = Created and no card, and can be bound.
+func upgradeFrom4(t *testing.T, u Upgrader) {
+	ctx := context.Background()
+	s1 := u.Open(t)
+	ms, ok := s1.(store.Merchants)
+	if !ok {
+		t.Skip("backend has no store.Merchants")
+	}
+	must(t, "CreateMerchant", ms.CreateMerchant(ctx, store.Merchant{ID: "m", Name: "M", KeyHash: []byte{1},
+		WebhookSecret: []byte{2}, Created: t0}))
+	p := store.Purchase{ID: "pu_old", Merchant: "m", Description: "old", Amount: 5, Currency: "EUR", Digest: []byte("d"),
+		Reference: "12345678", Status: store.PurchasePending, Created: t0, Expires: t0.Add(time.Hour)}
+	_, _, err := ms.CreatePurchase(ctx, p)
+	must(t, "CreatePurchase", err)
+	qs := []string{`DROP TABLE refunds`, `DROP INDEX purchases_pending_card`, `DROP INDEX purchases_pending_expires`,
+		`DROP INDEX purchases_status_updated`}
+	for _, c := range []string{"card", "offer", "approval_counter", "approval_cvm", "approval_signature", "approval_device",
+		"approval_matched_by", "transfer", "refunded", "reason", "updated"} {
+		qs = append(qs, `ALTER TABLE purchases DROP COLUMN `+c)
+	}
+	for _, q := range append(qs, `DELETE FROM schema_version WHERE version >= 5`) {
+		must(t, "Exec("+q+")", u.Exec(s1, q))
+	}
+	s2 := u.Open(t).(store.Merchants)
+	got, err := s2.Purchase(ctx, "", "pu_old")
+	if err != nil || got.Card != "" || got.Offer != nil || got.Approval != nil || !got.Updated.Equal(t0) || got.Reason != "" {
+		t.Fatalf("Purchase(pu_old) after the upgrade = %+v, %v; want it unbound with Updated = Created", got, err)
+	}
+	if _, err := s2.BindPurchase(ctx, "pu_old", cardA, []byte("offer"), t0); err != nil {
+		t.Fatalf("BindPurchase(pu_old) after the upgrade = %v, want nil", err)
+	}
 }

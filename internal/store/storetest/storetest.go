@@ -56,6 +56,10 @@ func Run(t *testing.T, open OpenFunc) {
 		{"RaceRetireServerKey", testRaceRetireServerKey},
 		{"Ledger", testLedger}, {"RaceLedger", testRaceLedger},
 		{"Merchants", testMerchants}, {"RaceIdempotentPurchase", testRaceIdempotentPurchase},
+		{"PurchaseReads", testPurchaseReads}, {"BindPurchase", testBindPurchase},
+		{"AuthorizePurchase", testAuthorizePurchase}, {"DeclineAndExpire", testDeclineAndExpire},
+		{"Refunds", testRefunds}, {"RaceAuthorizePurchase", testRaceAuthorizePurchase},
+		{"RaceRefund", testRaceRefund}, {"RaceBindPurchase", testRaceBindPurchase},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

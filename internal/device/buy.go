@@ -1,0 +1,242 @@
+package device
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"cardlink/internal/link"
+	"cardlink/internal/protocol"
+	"cardlink/internal/txn"
+	"cardlink/internal/wallet"
+)
+
+// BuyOptions say which purchase to approve and how the holder is
+// verified.
+type BuyOptions struct {
+	// AuthOptions: holder verification, features, redial and memory, as
+	// for Authenticate. The card signs a transaction only after verifying
+	// the holder itself (PIN, Biometric) or with an online PIN
+	// (OnlinePIN): one of the three is required, and ServerBiometric is
+	// refused.
+	AuthOptions
+	// Reference is the code the holder typed (protocol.ReferenceLen
+	// digits); "" asks for a purchase pushed to the card.
+	Reference string
+	// Confirm shows the transaction to the holder and reports whether they
+	// approve it; nil approves (headless). Called after the server's offer
+	// arrived and before the holder verification on the card, with ctx
+	// bounded by the offer's deadline.
+	Confirm func(ctx context.Context, t txn.Transaction) (bool, error)
+}
+
+// BuyResult is the outcome of one purchase approval.
+type BuyResult struct {
+	CardNumber  string
+	Transaction txn.Transaction // as offered and shown
+	// Code is the server's verdict: CodeOK when paid; CodeHolderDeclined
+	// when the holder declined; CodeCVMNotAccepted when the server's offer
+	// does not accept the holder verification asked for (the card then
+	// did not sign); else why the server refused the approval.
+	Code      protocol.Code
+	CVM       txn.CVM    // with CodeOK, the method the server accepted
+	TriesLeft int        // with CodePINIncorrect, online PIN tries left
+	Counter   uint32     // the card's counter in the signature sent; 0 if the card did not sign
+	Goods     []txn.Item // e-goods delivered and stored on the card
+	ServerKey []byte     // the pinned server key the channel was made with
+	// ServerKeys are the keys a server key update told the device to pin,
+	// as in Result.
+	ServerKeys [][]byte
+}
+
+// OK reports whether the purchase was paid.
+func (r BuyResult) OK() bool { return r.Code == protocol.CodeOK }
+
+// Buy approves one purchase with the card over l, which the caller opened
+// to the server and closes afterwards; ctx bounds the whole exchange. The
+// channel is made as for Authenticate (pinned keys, Redial, Memory).
+//
+// The device asks for the transaction (OfferRequest with opts.Reference,
+// or none for a pushed one, sending the card's certificate if the server
+// asks for it), has the holder confirm what the server offered
+// (opts.Confirm) — declining tells the server (Error with
+// CodeHolderDeclined) and ends with Code CodeHolderDeclined — then
+// verifies the holder on the card (offline PIN or biometric) and has the
+// card sign exactly the offered bytes (SIGN TRANSACTION; with an online
+// PIN, the card declares it and the PIN goes to the server in a PIN block
+// under the session's key), sends the approval and returns the server's
+// verdict. The e-goods the server delivers are stored on the card (STORE
+// ITEM; one already there is a retried delivery and is fine) and listed
+// in Goods.
+//
+// It returns a BuyResult whenever the server answered the approval (or
+// the decline) with a TransactionResult, whatever its code. A refusal of
+// the request (no such purchase, card refused…) is a *protocol.Error
+// (errors.As); a handshake failure is as for Authenticate; a card that
+// refuses returns the card's error (a wrong offline PIN is a
+// *iso7816.PINError), and the purchase stays pending on the server until
+// its deadline. A good the card refuses (it checks the issuer's signature)
+// is an error returned with the result after the payment: the payment was
+// made all the same, and the error says so.
+func Buy(ctx context.Context, l link.Link, id Identity, card *wallet.Client, opts BuyOptions) (res BuyResult, err error) {
+	if err := id.Validate(); err != nil {
+		return BuyResult{}, fmt.Errorf("buying: %w", err)
+	}
+	if err := opts.validate(); err != nil {
+		return BuyResult{}, fmt.Errorf("buying: %w", err)
+	}
+	switch {
+	case opts.ServerBiometric != nil:
+		return BuyResult{}, errors.New("buying: the card signs a transaction only after verifying the holder itself or with an online PIN: server-matched biometrics cannot approve one")
+	case method(opts.AuthOptions) == txn.CVMNone:
+		return BuyResult{}, errors.New("buying: a purchase needs the holder verified: give a PIN, an online PIN or a biometric")
+	}
+	info, err := cardInfo(ctx, card)
+	if err != nil {
+		return BuyResult{}, fmt.Errorf("buying: %w", err)
+	}
+	defer forgetUnused(ctx, card, opts.AuthOptions, func() bool { return res.Counter == 0 })
+	s, pub, cleanup, err := open(ctx, l, id, opts.AuthOptions)
+	if err != nil {
+		return BuyResult{}, fmt.Errorf("buying: %w", err)
+	}
+	defer cleanup()
+	res, err = s.buy(ctx, info, card, opts)
+	res.ServerKey, res.ServerKeys = pub, s.newKeys
+	if err != nil && ctx.Err() != nil {
+		err = fmt.Errorf("%w (%w)", ctx.Err(), err)
+	}
+	if err != nil {
+		return res, fmt.Errorf("buying: %w", err)
+	}
+	return res, nil
+}
+
+func (s *session) buy(ctx context.Context, info wallet.Info, card *wallet.Client, opts BuyOptions) (BuyResult, error) {
+	res := BuyResult{CardNumber: info.CardNumber}
+	if err := s.send(&protocol.Hello{Software: Software, Features: opts.Features}); err != nil {
+		return res, err
+	}
+	cert := info.Certificate.Raw
+	req := &protocol.OfferRequest{
+		Reference:  opts.Reference,
+		CardNumber: protocol.CardNumber(info.CardNumber),
+		CertID:     protocol.CertID(cert),
+	}
+	m, err := s.ask(req, func() bool {
+		if req.Certificate != nil {
+			return false
+		}
+		req.Certificate = cert
+		return true
+	})
+	if err != nil {
+		return res, err
+	}
+	offer, ok := m.(*protocol.TransactionOffer)
+	if !ok {
+		return res, fmt.Errorf("receiving: %v instead of a TransactionOffer", m.Type())
+	}
+	t, err := txn.Parse(offer.Transaction)
+	if err != nil {
+		s.send(&protocol.Error{Code: protocol.CodeMalformed})
+		return res, fmt.Errorf("reading the offered transaction: %w", err)
+	}
+	res.Transaction = t
+	if want := method(opts.AuthOptions); !offer.CVMs.Has(want) {
+		// The card would sign, and spend a counter value, for nothing.
+		res.Code = protocol.CodeCVMNotAccepted
+		return res, s.send(&protocol.Error{Code: protocol.CodeCVMNotAccepted})
+	}
+
+	if opts.Confirm != nil {
+		cctx, cancel := context.WithTimeout(ctx, time.Duration(offer.TTL)*time.Second)
+		yes, err := opts.Confirm(cctx, t)
+		cancel()
+		if err != nil {
+			return res, fmt.Errorf("confirming with the holder: %w", err)
+		}
+		if !yes {
+			if err := s.send(&protocol.Error{Code: protocol.CodeHolderDeclined}); err != nil {
+				return res, err
+			}
+			r, err := s.result(t)
+			if err != nil {
+				return res, err
+			}
+			res.Code = r.Code
+			return res, nil
+		}
+	}
+
+	if err := verifyOnCard(ctx, card, opts.AuthOptions); err != nil {
+		return res, err
+	}
+	a := &protocol.TransactionApproval{ID: t.ID[:]}
+	var sig wallet.Signature
+	if opts.OnlinePIN != "" {
+		if a.PINBlock, err = s.pinBlock(opts.AuthOptions, info.CardNumber); err != nil {
+			return res, err
+		}
+		sig, err = card.SignTransaction(ctx, offer.Transaction, true)
+	} else {
+		sig, err = card.SignTransaction(ctx, offer.Transaction, false)
+	}
+	if err != nil {
+		return res, err
+	}
+	a.Counter, a.CVM, a.Signature = sig.Counter, sig.CVM, sig.Sig
+	res.Counter = sig.Counter
+	if err := s.send(a); err != nil {
+		return res, err
+	}
+	r, err := s.result(t)
+	if err != nil {
+		return res, err
+	}
+	res.Code, res.CVM, res.TriesLeft = r.Code, r.CVM, int(r.TriesLeft)
+	return res, storeGoods(ctx, card, r.Goods, &res)
+}
+
+// result reads the TransactionResult of t.
+func (s *session) result(t txn.Transaction) (*protocol.TransactionResult, error) {
+	m, err := s.receive()
+	if err != nil {
+		return nil, err
+	}
+	r, ok := m.(*protocol.TransactionResult)
+	if !ok {
+		return nil, fmt.Errorf("receiving: %v instead of a TransactionResult", m.Type())
+	}
+	if !bytes.Equal(r.ID, t.ID[:]) {
+		return nil, fmt.Errorf("receiving: result for transaction %x, not %x", r.ID, t.ID)
+	}
+	return r, nil
+}
+
+// storeGoods stores the signed e-goods on the card and lists them in
+// res.Goods. A good the card refuses is reported after the others are
+// stored.
+func storeGoods(ctx context.Context, card *wallet.Client, goods [][]byte, res *BuyResult) error {
+	var errs []error
+	for _, g := range goods {
+		it, _, err := txn.ParseSignedItem(g)
+		if err == nil {
+			err = card.StoreItem(ctx, g)
+			if errors.Is(err, wallet.ErrItemExists) {
+				err = nil // a delivery retried
+			}
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		res.Goods = append(res.Goods, it)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("the payment was made (%v), but the card refused an e-good it delivered: %w", res.Code, errors.Join(errs...))
+	}
+	return nil
+}

@@ -1,0 +1,5 @@
+package purchase
+
+import "crypto/rand"
+
+var randReader = rand.Reader

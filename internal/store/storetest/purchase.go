@@ -1,0 +1,695 @@
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"cardlink/internal/store"
+)
+
+// shop is a merchant with a catalogue on a fresh database, for the
+// purchase lifecycle tests.
+type shop struct {
+	t  *testing.T
+	ms store.Merchants
+}
+
+// Items of every shop: stocked has a stock of 2, unlimited none.
+const stocked, unlimited = "it_stocked", "it_unlimited"
+
+func newShop(t *testing.T, open OpenFunc) shop {
+	t.Helper()
+	ctx := context.Background()
+	ms := merchants(t, open)
+	for _, m := range []store.Merchant{
+		{ID: "m_shop", Name: "Shop", KeyHash: bytes.Repeat([]byte{3}, 32), WebhookURL: "https://shop.example/hook",
+			WebhookSecret: []byte("s"), Account: "merchant:m_shop:EUR", Created: t0},
+		{ID: "m_other", Name: "Other", KeyHash: bytes.Repeat([]byte{4}, 32), WebhookSecret: []byte("o"), Created: t0},
+	} {
+		must(t, "CreateMerchant("+m.ID+")", ms.CreateMerchant(ctx, m))
+	}
+	two := int64(2)
+	for _, it := range []store.Item{
+		{ID: stocked, Merchant: "m_shop", Name: "Seat", Price: 1000, Currency: "EUR", Stock: &two,
+			Delivery: store.DeliverTicket, Payload: []byte("row 1"), Created: t0},
+		{ID: unlimited, Merchant: "m_shop", Name: "Song", Price: 100, Currency: "EUR",
+			Delivery: store.DeliverFile, Payload: []byte("la"), Created: t0},
+	} {
+		must(t, "CreateItem("+it.ID+")", ms.CreateItem(ctx, it))
+	}
+	return shop{t, ms}
+}
+
+// create creates the pending request id of m_shop for item (or a free
+// amount of 1000 if empty) with reference ref, pushed to card (if not
+// empty), created created seconds after t0 and expiring ten minutes after
+// t0.
+func (s shop) create(id, item, ref, card string, created int) store.Purchase {
+	s.t.Helper()
+	p := store.Purchase{ID: id, Merchant: "m_shop", Item: item, Description: "buy " + id, Amount: 1000,
+		Currency: "EUR", Digest: []byte("d " + id), Reference: ref, Status: store.PurchasePending, Card: card,
+		Created: t0.Add(time.Duration(created) * time.Second), Expires: t0.Add(10 * time.Minute)}
+	got, _, err := s.ms.CreatePurchase(context.Background(), p)
+	must(s.t, "CreatePurchase("+id+")", err)
+	return got
+}
+
+// approval is the approval card gives purchase id in the tests.
+func approval(id string) store.PurchaseApproval {
+	return store.PurchaseApproval{Counter: 7, CVM: 2, Signature: []byte("sig " + id), Device: "dev_1", MatchedBy: "server"}
+}
+
+// pay takes the pending request id through binding to cardA,
+// authorization and approval with transfer 99.
+func (s shop) pay(id string) store.Purchase {
+	s.t.Helper()
+	ctx := context.Background()
+	_, err := s.ms.BindPurchase(ctx, id, cardA, []byte("offer "+id), t0)
+	must(s.t, "BindPurchase("+id+")", err)
+	_, err = s.ms.AuthorizePurchase(ctx, id, cardA, approval(id), t0)
+	must(s.t, "AuthorizePurchase("+id+")", err)
+	p, err := s.ms.CompletePurchase(ctx, id, 99, "", t0)
+	must(s.t, "CompletePurchase("+id+")", err)
+	return p
+}
+
+// read returns the purchase as stored.
+func (s shop) read(id string) store.Purchase {
+	s.t.Helper()
+	p, err := s.ms.Purchase(context.Background(), "", id)
+	must(s.t, "Purchase(\"\", "+id+")", err)
+	return p
+}
+
+// stock returns the item's stock, -1 for unlimited.
+func (s shop) stock(item string) int64 {
+	s.t.Helper()
+	it, err := s.ms.Item(context.Background(), item)
+	must(s.t, "Item("+item+")", err)
+	if it.Stock == nil {
+		return -1
+	}
+	return *it.Stock
+}
+
+func ids(ps []store.Purchase) []string {
+	var s []string
+	for _, p := range ps {
+		s = append(s, p.ID)
+	}
+	return s
+}
+
+func wantIDs(t testing.TB, what string, ps []store.Purchase, err error, want ...string) {
+	t.Helper()
+	if got := ids(ps); err != nil || fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("%s = %v, %v; want %v, nil", what, got, err, want)
+	}
+}
+
+// testPurchaseReads: Merchant, Item, Purchase for any merchant, the new
+// fields after creation, pending requests by reference and by card.
+func testPurchaseReads(t *testing.T, open OpenFunc) {
+	ctx := context.Background()
+	s := newShop(t, open)
+	if m, err := s.ms.Merchant(ctx, "m_shop"); err != nil || m.Name != "Shop" || m.Account != "merchant:m_shop:EUR" ||
+		!bytes.Equal(m.WebhookSecret, []byte("s")) {
+		t.Errorf("Merchant(m_shop) = %+v, %v; want Shop", m, err)
+	}
+	_, err := s.ms.Merchant(ctx, "m_none")
+	wantErr(t, "Merchant(m_none)", err, store.ErrNotFound)
+	if it, err := s.ms.Item(ctx, stocked); err != nil || it.Merchant != "m_shop" || it.Price != 1000 ||
+		it.Stock == nil || *it.Stock != 2 || !bytes.Equal(it.Payload, []byte("row 1")) {
+		t.Errorf("Item(%s) = %+v, %v; want the seat with stock 2", stocked, it, err)
+	}
+	_, err = s.ms.Item(ctx, "it_none")
+	wantErr(t, "Item(it_none)", err, store.ErrNotFound)
+
+	p1 := s.create("pu_1", stocked, "11111111", "", 0)
+	pushed := s.create("pu_pushed", "", "22222222", cardA, 1)
+	if pushed.Card != cardA || !pushed.Updated.Equal(pushed.Created) {
+		t.Errorf("CreatePurchase(pushed) = Card %q, Updated %v; want %s, the creation time", pushed.Card, pushed.Updated, cardA)
+	}
+	got := s.read("pu_pushed")
+	if got.Card != cardA || got.Offer != nil || got.Approval != nil || got.Transfer != 0 || got.Refunded != 0 ||
+		got.Reason != "" {
+		t.Errorf("Purchase(pu_pushed) = %+v; want Card %s and no later fields", got, cardA)
+	}
+	wantTime(t, "Purchase(pu_pushed).Updated", got.Updated, t0.Add(time.Second))
+	if got, err := s.ms.Purchase(ctx, "m_shop", "pu_1"); err != nil || got.ID != "pu_1" {
+		t.Errorf("Purchase(m_shop, pu_1) = %+v, %v; want pu_1", got, err)
+	}
+	_, err = s.ms.Purchase(ctx, "m_other", "pu_1")
+	wantErr(t, "Purchase(m_other, pu_1)", err, store.ErrNotFound)
+	_, err = s.ms.Purchase(ctx, "", "pu_none")
+	wantErr(t, `Purchase("", pu_none)`, err, store.ErrNotFound)
+
+	byRef := []struct {
+		name, ref string
+		now       time.Time
+		want      string // "" for ErrNotFound
+	}{
+		{"pending", "11111111", t0, p1.ID},
+		{"last instant", "11111111", p1.Expires.Add(-time.Microsecond), p1.ID},
+		{"at expiry", "11111111", p1.Expires, ""},
+		{"unknown", "99999999", t0, ""},
+	}
+	for _, tt := range byRef {
+		got, err := s.ms.PendingPurchase(ctx, tt.ref, tt.now)
+		if tt.want == "" {
+			wantErr(t, "PendingPurchase("+tt.name+")", err, store.ErrNotFound)
+		} else if err != nil || got.ID != tt.want {
+			t.Errorf("PendingPurchase(%s) = %s, %v; want %s, nil", tt.name, got.ID, err, tt.want)
+		}
+	}
+
+	ps, err := s.ms.PendingPurchasesForCard(ctx, cardA, t0, 10)
+	wantIDs(t, "PendingPurchasesForCard(A)", ps, err, "pu_pushed")
+	_, err = s.ms.BindPurchase(ctx, "pu_1", cardA, []byte("offer"), t0)
+	must(t, "BindPurchase(pu_1)", err)
+	s.create("pu_3", "", "33333333", cardA, 2)
+	ps, err = s.ms.PendingPurchasesForCard(ctx, cardA, t0, 10)
+	wantIDs(t, "PendingPurchasesForCard(A, after binding)", ps, err, "pu_1", "pu_pushed", "pu_3")
+	ps, err = s.ms.PendingPurchasesForCard(ctx, cardA, t0, 2)
+	wantIDs(t, "PendingPurchasesForCard(A, limit 2)", ps, err, "pu_1", "pu_pushed")
+	ps, err = s.ms.PendingPurchasesForCard(ctx, cardB, t0, 10)
+	wantIDs(t, "PendingPurchasesForCard(B)", ps, err)
+	ps, err = s.ms.PendingPurchasesForCard(ctx, cardA, p1.Expires, 10)
+	wantIDs(t, "PendingPurchasesForCard(A, at expiry)", ps, err)
+}
+
+// testBindPurchase: binding, its idempotent retry, and the refusals.
+func testBindPurchase(t *testing.T, open OpenFunc) {
+	ctx := context.Background()
+	s := newShop(t, open)
+	p := s.create("pu_1", "", "11111111", "", 0)
+	s.create("pu_pushed", "", "22222222", cardA, 0)
+	s.create("pu_declined", "", "33333333", "", 0)
+	_, err := s.ms.DeclinePurchase(ctx, "pu_declined", "", "merchant cancelled", t0)
+	must(t, "DeclinePurchase(pu_declined)", err)
+
+	tests := []struct {
+		name, id, card, offer string
+		now                   time.Time
+		want                  error
+		wantOffer             string
+	}{
+		{"first", "pu_1", cardA, "offer 1", t0, nil, "offer 1"},
+		{"retry: the stored offer", "pu_1", cardA, "offer 2", t0, nil, "offer 1"},
+		{"other card", "pu_1", cardB, "offer 3", t0, store.ErrConflict, ""},
+		{"retry after expiry", "pu_1", cardA, "offer 1", p.Expires, store.ErrExpired, ""},
+		{"pushed, other card", "pu_pushed", cardB, "offer 4", t0, store.ErrConflict, ""},
+		{"pushed, expired", "pu_pushed", cardA, "offer 5", p.Expires.Add(time.Hour), store.ErrExpired, ""},
+		{"pushed, its card", "pu_pushed", cardA, "offer 6", t0, nil, "offer 6"},
+		{"not pending", "pu_declined", cardA, "offer 7", t0, store.ErrNotFound, ""},
+		{"unknown", "pu_none", cardA, "offer 8", t0, store.ErrNotFound, ""},
+	}
+	for _, tt := range tests {
+		got, err := s.ms.BindPurchase(ctx, tt.id, tt.card, []byte(tt.offer), tt.now)
+		if tt.want != nil {
+			wantErr(t, "BindPurchase("+tt.name+")", err, tt.want)
+			continue
+		}
+		if err != nil || got.ID != tt.id || got.Card != tt.card || string(got.Offer) != tt.wantOffer ||
+			got.Status != store.PurchasePending {
+			t.Errorf("BindPurchase(%s) = %+v, %v; want it pending, bound to %s with %q", tt.name, got, err, tt.card, tt.wantOffer)
+		}
+		if stored := s.read(tt.id); stored.Card != tt.card || string(stored.Offer) != tt.wantOffer {
+			t.Errorf("Purchase(%s) after BindPurchase(%s) = card %s offer %q; want %s %q", tt.id, tt.name,
+				stored.Card, stored.Offer, tt.card, tt.wantOffer)
+		}
+	}
+}
+
+// testAuthorizePurchase: authorization takes the stock; completion
+// approves, or declines and gives it back; the refusals change nothing.
+func testAuthorizePurchase(t *testing.T, open OpenFunc) {
+	ctx := context.Background()
+	s := newShop(t, open)
+	for _, id := range []string{"pu_1", "pu_2", "pu_3"} {
+		s.create(id, stocked, "1000000"+id[3:], "", 0)
+		_, err := s.ms.BindPurchase(ctx, id, cardA, []byte("offer "+id), t0)
+		must(t, "BindPurchase("+id+")", err)
+	}
+	s.create("pu_song", unlimited, "20000000", cardA, 0)
+	s.create("pu_unbound", stocked, "30000000", "", 0)
+	t1 := t0.Add(time.Minute)
+	expires := t0.Add(10 * time.Minute)
+
+	refused := []struct {
+		name, id, card string
+		now            time.Time
+		want           error
+	}{
+		{"other card", "pu_1", cardB, t1, store.ErrNotFound},
+		{"unbound", "pu_unbound", cardA, t1, store.ErrNotFound},
+		{"unknown", "pu_none", cardA, t1, store.ErrNotFound},
+		{"expired", "pu_1", cardA, expires, store.ErrExpired},
+	}
+	for _, tt := range refused {
+		_, err := s.ms.AuthorizePurchase(ctx, tt.id, tt.card, approval(tt.id), tt.now)
+		wantErr(t, "AuthorizePurchase("+tt.name+")", err, tt.want)
+	}
+	if p, n := s.read("pu_1"), s.stock(stocked); p.Status != store.PurchasePending || p.Approval != nil || n != 2 {
+		t.Fatalf("after refusals: pu_1 %s approval %v, stock %d; want pending, none, 2 (no damage)", p.Status, p.Approval, n)
+	}
+
+	a := approval("pu_1")
+	got, err := s.ms.AuthorizePurchase(ctx, "pu_1", cardA, a, t1)
+	must(t, "AuthorizePurchase(pu_1)", err)
+	if got.Status != store.PurchaseAuthorized || got.Approval == nil || got.Approval.Counter != a.Counter ||
+		got.Approval.CVM != a.CVM || !bytes.Equal(got.Approval.Signature, a.Signature) || got.Approval.Device != a.Device ||
+		got.Approval.MatchedBy != a.MatchedBy || string(got.Offer) != "offer pu_1" {
+		t.Errorf("AuthorizePurchase(pu_1) = %+v (approval %+v); want authorized with %+v", got, got.Approval, a)
+	}
+	wantTime(t, "AuthorizePurchase(pu_1).Updated", got.Updated, t1)
+	if stored := s.read("pu_1"); stored.Approval == nil || stored.Approval.Counter != a.Counter ||
+		!bytes.Equal(stored.Approval.Signature, a.Signature) || stored.Status != store.PurchaseAuthorized {
+		t.Errorf("Purchase(pu_1) = %+v; want it authorized as returned", stored)
+	}
+	_, err = s.ms.AuthorizePurchase(ctx, "pu_1", cardA, a, t1)
+	wantErr(t, "AuthorizePurchase(pu_1 again)", err, store.ErrNotFound)
+	_, err = s.ms.BindPurchase(ctx, "pu_1", cardA, []byte("offer pu_1"), t1)
+	wantErr(t, "BindPurchase(authorized)", err, store.ErrNotFound)
+	_, err = s.ms.PendingPurchase(ctx, "10000001", t1)
+	wantErr(t, "PendingPurchase(authorized)", err, store.ErrNotFound)
+	_, err = s.ms.DeclinePurchase(ctx, "pu_1", "", "no", t1)
+	wantErr(t, "DeclinePurchase(authorized)", err, store.ErrNotFound)
+
+	ps, err := s.ms.AuthorizedPurchases(ctx, t1.Add(time.Microsecond), 10)
+	wantIDs(t, "AuthorizedPurchases(after t1)", ps, err, "pu_1")
+	ps, err = s.ms.AuthorizedPurchases(ctx, t1, 10)
+	wantIDs(t, "AuthorizedPurchases(at t1)", ps, err)
+
+	_, err = s.ms.AuthorizePurchase(ctx, "pu_2", cardA, approval("pu_2"), t1.Add(time.Second))
+	must(t, "AuthorizePurchase(pu_2)", err)
+	if n := s.stock(stocked); n != 0 {
+		t.Fatalf("stock after two authorizations = %d, want 0", n)
+	}
+	_, err = s.ms.AuthorizePurchase(ctx, "pu_3", cardA, approval("pu_3"), t1)
+	wantErr(t, "AuthorizePurchase(sold out)", err, store.ErrSoldOut)
+	if p := s.read("pu_3"); p.Status != store.PurchasePending || p.Approval != nil {
+		t.Errorf("pu_3 after ErrSoldOut = %s, approval %v; want pending, none", p.Status, p.Approval)
+	}
+	ps, err = s.ms.AuthorizedPurchases(ctx, t0.Add(time.Hour), 1)
+	wantIDs(t, "AuthorizedPurchases(limit 1)", ps, err, "pu_1")
+
+	t2 := t1.Add(time.Minute)
+	got, err = s.ms.CompletePurchase(ctx, "pu_1", 42, "", t2)
+	must(t, "CompletePurchase(pu_1, approved)", err)
+	if got.Status != store.PurchaseApproved || got.Transfer != 42 || got.Reason != "" || got.Approval == nil {
+		t.Errorf("CompletePurchase(pu_1) = %+v; want approved with transfer 42", got)
+	}
+	wantTime(t, "CompletePurchase(pu_1).Updated", got.Updated, t2)
+	got, err = s.ms.CompletePurchase(ctx, "pu_1", 43, "insufficient funds", t2)
+	wantErr(t, "CompletePurchase(pu_1 again)", err, store.ErrConflict)
+	if got.Status != store.PurchaseApproved || got.Transfer != 42 {
+		t.Errorf("CompletePurchase(pu_1 again) = %+v; want it as stored (approved, 42)", got)
+	}
+	_, err = s.ms.CompletePurchase(ctx, "pu_none", 1, "", t2)
+	wantErr(t, "CompletePurchase(unknown)", err, store.ErrNotFound)
+	_, err = s.ms.CompletePurchase(ctx, "pu_3", 1, "", t2)
+	wantErr(t, "CompletePurchase(pending)", err, store.ErrConflict)
+	if n := s.stock(stocked); n != 0 {
+		t.Errorf("stock after approval = %d, want 0", n)
+	}
+
+	got, err = s.ms.CompletePurchase(ctx, "pu_2", 0, "insufficient funds", t2)
+	must(t, "CompletePurchase(pu_2, declined)", err)
+	if got.Status != store.PurchaseDeclined || got.Reason != "insufficient funds" || got.Transfer != 0 {
+		t.Errorf("CompletePurchase(pu_2, declined) = %+v; want declined with the reason", got)
+	}
+	if n := s.stock(stocked); n != 1 {
+		t.Errorf("stock after a declined completion = %d, want 1 (given back)", n)
+	}
+	_, err = s.ms.AuthorizePurchase(ctx, "pu_3", cardA, approval("pu_3"), t2)
+	must(t, "AuthorizePurchase(pu_3, stock given back)", err)
+
+	got, err = s.ms.AuthorizePurchase(ctx, "pu_song", cardA, approval("pu_song"), t2)
+	if err != nil || got.Status != store.PurchaseAuthorized {
+		t.Errorf("AuthorizePurchase(unlimited item) = %s, %v; want authorized", got.Status, err)
+	}
+	_, err = s.ms.CompletePurchase(ctx, "pu_song", 0, "no account", t2)
+	must(t, "CompletePurchase(unlimited item, declined)", err)
+	if n := s.stock(unlimited); n != -1 {
+		t.Errorf("unlimited stock after authorize and decline = %d, want unlimited", n)
+	}
+}
+
+// testDeclineAndExpire: declining (by the card or the server) and
+// expiring pending requests.
+func testDeclineAndExpire(t *testing.T, open OpenFunc) {
+	ctx := context.Background()
+	s := newShop(t, open)
+	s.create("pu_pushed", "", "11111111", cardA, 0)
+	s.create("pu_free", "", "22222222", "", 1)
+	t1 := t0.Add(time.Minute)
+
+	_, err := s.ms.DeclinePurchase(ctx, "pu_pushed", cardB, "holder declined", t1)
+	wantErr(t, "DeclinePurchase(other card)", err, store.ErrNotFound)
+	_, err = s.ms.DeclinePurchase(ctx, "pu_free", cardA, "holder declined", t1)
+	wantErr(t, "DeclinePurchase(unbound, with a card)", err, store.ErrNotFound)
+	_, err = s.ms.DeclinePurchase(ctx, "pu_none", "", "x", t1)
+	wantErr(t, "DeclinePurchase(unknown)", err, store.ErrNotFound)
+	got, err := s.ms.DeclinePurchase(ctx, "pu_pushed", cardA, "holder declined", t1)
+	if err != nil || got.Status != store.PurchaseDeclined || got.Reason != "holder declined" {
+		t.Errorf("DeclinePurchase(pushed, its card) = %+v, %v; want declined", got, err)
+	}
+	wantTime(t, "DeclinePurchase().Updated", got.Updated, t1)
+	_, err = s.ms.DeclinePurchase(ctx, "pu_pushed", cardA, "again", t1)
+	wantErr(t, "DeclinePurchase(again)", err, store.ErrNotFound)
+	if p := s.read("pu_pushed"); p.Reason != "holder declined" {
+		t.Errorf("Purchase(pu_pushed).Reason = %q, want the first decline's", p.Reason)
+	}
+	// The reference of a request no longer pending is free again.
+	s.create("pu_again", "", "11111111", "", 2)
+	got, err = s.ms.DeclinePurchase(ctx, "pu_free", "", "merchant cancelled", t1)
+	if err != nil || got.Status != store.PurchaseDeclined {
+		t.Errorf("DeclinePurchase(server, no card) = %s, %v; want declined", got.Status, err)
+	}
+
+	// Expiry: three pending requests expire at +10 min, one later; one
+	// authorized request expires but is not pending.
+	late := store.Purchase{ID: "pu_late", Merchant: "m_shop", Description: "late", Amount: 1, Currency: "EUR",
+		Digest: []byte("l"), Reference: "44444444", Status: store.PurchasePending, Created: t0, Expires: t0.Add(time.Hour)}
+	_, _, err = s.ms.CreatePurchase(ctx, late)
+	must(t, "CreatePurchase(pu_late)", err)
+	s.create("pu_e1", "", "50000001", "", 3)
+	s.create("pu_e2", "", "50000002", "", 4)
+	s.create("pu_auth", unlimited, "60000000", cardA, 5)
+	_, err = s.ms.AuthorizePurchase(ctx, "pu_auth", cardA, approval("pu_auth"), t1)
+	must(t, "AuthorizePurchase(pu_auth)", err)
+
+	now := t0.Add(10 * time.Minute)
+	ps, err := s.ms.ExpirePurchases(ctx, now.Add(-time.Microsecond), 10)
+	wantIDs(t, "ExpirePurchases(before the deadline)", ps, err)
+	ps, err = s.ms.ExpirePurchases(ctx, now, 2)
+	if err != nil || len(ps) != 2 {
+		t.Fatalf("ExpirePurchases(limit 2) = %v, %v; want 2 requests", ids(ps), err)
+	}
+	more, err := s.ms.ExpirePurchases(ctx, now, 10)
+	if err != nil || len(more) != 1 {
+		t.Fatalf("ExpirePurchases(the rest) = %v, %v; want 1 request", ids(more), err)
+	}
+	ps = append(ps, more...)
+	seen := map[string]bool{}
+	for _, p := range ps {
+		seen[p.ID] = true
+		if p.Status != store.PurchaseExpired || p.Reason != "expired" || !p.Updated.Equal(now) {
+			t.Errorf("ExpirePurchases: %s = %s, %q, updated %v; want expired, \"expired\", %v", p.ID, p.Status, p.Reason, p.Updated, now)
+		}
+		if stored := s.read(p.ID); stored.Status != store.PurchaseExpired {
+			t.Errorf("Purchase(%s) after expiry = %s, want expired", p.ID, stored.Status)
+		}
+	}
+	for _, id := range []string{"pu_again", "pu_e1", "pu_e2"} {
+		if !seen[id] {
+			t.Errorf("ExpirePurchases did not expire %s (expired: %v)", id, ids(ps))
+		}
+	}
+	ps, err = s.ms.ExpirePurchases(ctx, now, 10)
+	wantIDs(t, "ExpirePurchases(nothing left)", ps, err)
+	// A device that fetched an expired request before its expiry hears
+	// ErrExpired, whatever its clock says.
+	_, err = s.ms.BindPurchase(ctx, "pu_e1", cardA, []byte("offer"), t0)
+	wantErr(t, "BindPurchase(expired)", err, store.ErrExpired)
+	s.create("pu_e3", "", "50000003", cardA, 6)
+	_, err = s.ms.ExpirePurchases(ctx, now, 10)
+	must(t, "ExpirePurchases(pu_e3)", err)
+	_, err = s.ms.AuthorizePurchase(ctx, "pu_e3", cardA, approval("pu_e3"), t0)
+	wantErr(t, "AuthorizePurchase(expired)", err, store.ErrExpired)
+	for id, want := range map[string]store.PurchaseStatus{"pu_late": store.PurchasePending, "pu_auth": store.PurchaseAuthorized,
+		"pu_pushed": store.PurchaseDeclined} {
+		if p := s.read(id); p.Status != want {
+			t.Errorf("Purchase(%s) after expiry = %s, want %s (untouched)", id, p.Status, want)
+		}
+	}
+}
+
+// testRefunds: the checks of CreateRefund, idempotency keys, and
+// FinishRefund moving the purchase to refunded-partially and refunded.
+func testRefunds(t *testing.T, open OpenFunc) {
+	ctx := context.Background()
+	s := newShop(t, open)
+	s.create("pu_paid", "", "11111111", "", 0)
+	s.create("pu_pending", "", "22222222", "", 0)
+	p := s.pay("pu_paid")
+	if p.Status != store.PurchaseApproved || p.Amount != 1000 {
+		t.Fatalf("paid purchase = %+v, want approved, 1000", p)
+	}
+	refund := func(id string, amount int64, key string, created int) store.Refund {
+		return store.Refund{ID: id, Purchase: "pu_paid", Merchant: "m_shop", Amount: amount, IdemKey: key,
+			Digest: []byte(fmt.Sprintf("%d", amount)), Created: t0.Add(time.Duration(created) * time.Second).In(zone)}
+	}
+
+	r1 := refund("rf_1", 300, "k1", 1)
+	got, replayed, err := s.ms.CreateRefund(ctx, r1)
+	if err != nil || replayed || got.ID != "rf_1" || got.Status != store.RefundPending || got.Amount != 300 ||
+		got.Merchant != "m_shop" || got.IdemKey != "k1" {
+		t.Fatalf("CreateRefund(rf_1) = %+v, %v, %v; want it pending, not replayed", got, replayed, err)
+	}
+	wantTime(t, "CreateRefund(rf_1).Created", got.Created, r1.Created)
+	wantTime(t, "CreateRefund(rf_1).Updated", got.Updated, r1.Created)
+
+	replay := refund("rf_replay", 300, "k1", 2)
+	got, replayed, err = s.ms.CreateRefund(ctx, replay)
+	if err != nil || !replayed || got.ID != "rf_1" {
+		t.Errorf("CreateRefund(same key, same digest) = %s, %v, %v; want rf_1, true, nil", got.ID, replayed, err)
+	}
+	cases := []struct {
+		name string
+		edit func(*store.Refund)
+		want error
+	}{
+		{"same key, other digest", func(r *store.Refund) { r.IdemKey, r.Digest = "k1", []byte("other") }, store.ErrConflict},
+		{"too large", func(r *store.Refund) { r.Amount = 701 }, store.ErrRefundTooLarge},
+		{"other merchant", func(r *store.Refund) { r.Merchant = "m_other" }, store.ErrNotFound},
+		{"unknown purchase", func(r *store.Refund) { r.Purchase = "pu_none" }, store.ErrNotFound},
+		{"not paid", func(r *store.Refund) { r.Purchase = "pu_pending" }, store.ErrConflict},
+		{"duplicate id", func(r *store.Refund) { r.ID = "rf_1" }, store.ErrConflict},
+	}
+	for i, c := range cases {
+		r := refund(fmt.Sprintf("rf_c%d", i), 100, fmt.Sprintf("kc%d", i), 3)
+		c.edit(&r)
+		_, _, err := s.ms.CreateRefund(ctx, r)
+		wantErr(t, "CreateRefund("+c.name+")", err, c.want)
+	}
+	for _, amount := range []int64{0, -5} {
+		if _, _, err := s.ms.CreateRefund(ctx, refund("rf_bad", amount, "", 3)); err == nil {
+			t.Errorf("CreateRefund(amount %d) = nil, want an error", amount)
+		}
+	}
+	if rs, err := s.ms.Refunds(ctx, "pu_paid"); err != nil || len(rs) != 1 {
+		t.Fatalf("Refunds after refusals = %d, %v; want 1 (no damage)", len(rs), err)
+	}
+
+	r2 := refund("rf_2", 700, "", 4)
+	_, _, err = s.ms.CreateRefund(ctx, r2)
+	must(t, "CreateRefund(rf_2, the rest)", err)
+	_, _, err = s.ms.CreateRefund(ctx, refund("rf_3", 1, "", 5))
+	wantErr(t, "CreateRefund(above, with refunds pending)", err, store.ErrRefundTooLarge)
+
+	t1 := t0.Add(time.Minute)
+	rs, err := s.ms.PendingRefunds(ctx, t1, 10)
+	if err != nil || len(rs) != 2 || rs[0].ID != "rf_1" || rs[1].ID != "rf_2" {
+		t.Errorf("PendingRefunds = %+v, %v; want rf_1, rf_2", rs, err)
+	}
+	rs, err = s.ms.PendingRefunds(ctx, r1.Created, 10)
+	if err != nil || len(rs) != 0 {
+		t.Errorf("PendingRefunds(before rf_1) = %+v, %v; want none", rs, err)
+	}
+
+	failed, err := s.ms.FinishRefund(ctx, "rf_2", 0, "merchant balance short", t1)
+	if err != nil || failed.Status != store.RefundFailed || failed.Reason != "merchant balance short" {
+		t.Errorf("FinishRefund(rf_2, failed) = %+v, %v; want failed with the reason", failed, err)
+	}
+	wantTime(t, "FinishRefund(rf_2).Updated", failed.Updated, t1)
+	if p := s.read("pu_paid"); p.Status != store.PurchaseApproved || p.Refunded != 0 {
+		t.Errorf("purchase after a failed refund = %s, refunded %d; want approved, 0", p.Status, p.Refunded)
+	}
+	r4 := refund("rf_4", 700, "", 6)
+	_, _, err = s.ms.CreateRefund(ctx, r4)
+	must(t, "CreateRefund(rf_4, the failed one's amount is free again)", err)
+
+	done, err := s.ms.FinishRefund(ctx, "rf_1", 7, "", t1)
+	if err != nil || done.Status != store.RefundDone || done.Transfer != 7 {
+		t.Errorf("FinishRefund(rf_1) = %+v, %v; want done with transfer 7", done, err)
+	}
+	if p := s.read("pu_paid"); p.Status != store.PurchaseRefundedPartially || p.Refunded != 300 || !p.Updated.Equal(t1) {
+		t.Errorf("purchase after refunding 300 = %s, refunded %d, updated %v; want refunded-partially, 300, %v",
+			p.Status, p.Refunded, p.Updated, t1)
+	}
+	again, err := s.ms.FinishRefund(ctx, "rf_1", 8, "", t1)
+	wantErr(t, "FinishRefund(rf_1 again)", err, store.ErrConflict)
+	if again.Status != store.RefundDone || again.Transfer != 7 {
+		t.Errorf("FinishRefund(rf_1 again) = %+v; want it as stored", again)
+	}
+	_, err = s.ms.FinishRefund(ctx, "rf_none", 1, "", t1)
+	wantErr(t, "FinishRefund(unknown)", err, store.ErrNotFound)
+	if p := s.read("pu_paid"); p.Refunded != 300 {
+		t.Errorf("purchase after refused finishes: refunded %d, want 300", p.Refunded)
+	}
+
+	_, err = s.ms.FinishRefund(ctx, "rf_4", 9, "", t1)
+	must(t, "FinishRefund(rf_4)", err)
+	if p := s.read("pu_paid"); p.Status != store.PurchaseRefunded || p.Refunded != 1000 {
+		t.Errorf("purchase after refunding all = %s, refunded %d; want refunded, 1000", p.Status, p.Refunded)
+	}
+	_, _, err = s.ms.CreateRefund(ctx, refund("rf_5", 1, "", 7))
+	wantErr(t, "CreateRefund(all refunded)", err, store.ErrConflict)
+	got, replayed, err = s.ms.CreateRefund(ctx, replay)
+	if err != nil || !replayed || got.ID != "rf_1" || got.Status != store.RefundDone {
+		t.Errorf("CreateRefund(replay after all refunded) = %+v, %v, %v; want rf_1 done, replayed", got, replayed, err)
+	}
+
+	rs, err = s.ms.Refunds(ctx, "pu_paid")
+	if err != nil || len(rs) != 3 {
+		t.Fatalf("Refunds = %d, %v; want 3", len(rs), err)
+	}
+	for i, want := range []struct {
+		id     string
+		status store.RefundStatus
+	}{{"rf_1", store.RefundDone}, {"rf_2", store.RefundFailed}, {"rf_4", store.RefundDone}} {
+		if rs[i].ID != want.id || rs[i].Status != want.status || rs[i].Purchase != "pu_paid" {
+			t.Errorf("Refunds[%d] = %s %s, want %s %s", i, rs[i].ID, rs[i].Status, want.id, want.status)
+		}
+	}
+	if rs, err := s.ms.Refunds(ctx, "pu_pending"); err != nil || len(rs) != 0 {
+		t.Errorf("Refunds(pu_pending) = %v, %v; want none", rs, err)
+	}
+	if rs, err := s.ms.PendingRefunds(ctx, t0.Add(time.Hour), 10); err != nil || len(rs) != 0 {
+		t.Errorf("PendingRefunds(all finished) = %v, %v; want none", rs, err)
+	}
+}
+
+// both returns the Merchants of two Stores on one database: two server
+// instances.
+func both(t *testing.T, open OpenFunc) (shop, store.Merchants) {
+	s := newShop(t, open)
+	return s, open(t).(store.Merchants)
+}
+
+// successes counts the nil errors of a race, and reports any error but
+// refused; what formats the call with the goroutine's number.
+func successes(t testing.TB, what string, errs []error, refused error) int {
+	t.Helper()
+	ok := 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case !errors.Is(err, refused):
+			t.Errorf(what+" = %v, want nil or %v", i, err, refused)
+		}
+	}
+	return ok
+}
+
+// testRaceAuthorizePurchase: goroutines on two Stores authorize n
+// purchases of an item with a stock of k: exactly k succeed, the others
+// get ErrSoldOut, and the stock ends at 0.
+func testRaceAuthorizePurchase(t *testing.T, open OpenFunc) {
+	ctx := context.Background()
+	s, other := both(t, open)
+	const n, k = 8, 2 // the shop's stocked item has 2
+	for i := range n {
+		id := fmt.Sprintf("pu_%d", i)
+		s.create(id, stocked, fmt.Sprintf("1000000%d", i), cardA, 0)
+		_, err := s.ms.BindPurchase(ctx, id, cardA, []byte("offer"), t0)
+		must(t, "BindPurchase("+id+")", err)
+	}
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		ms := []store.Merchants{s.ms, other}[i%2]
+		wg.Go(func() {
+			id := fmt.Sprintf("pu_%d", i)
+			_, errs[i] = ms.AuthorizePurchase(ctx, id, cardA, approval(id), t0)
+		})
+	}
+	wg.Wait()
+	if ok := successes(t, "AuthorizePurchase(pu_%d)", errs, store.ErrSoldOut); ok != k {
+		t.Errorf("%d of %d authorizations succeeded, want %d (the stock)", ok, n, k)
+	}
+	if got := s.stock(stocked); got != 0 {
+		t.Errorf("stock after the race = %d, want 0", got)
+	}
+	ps, err := s.ms.AuthorizedPurchases(ctx, t0.Add(time.Hour), n)
+	if err != nil || len(ps) != k {
+		t.Errorf("AuthorizedPurchases = %v, %v; want %d", ids(ps), err, k)
+	}
+}
+
+// testRaceRefund: goroutines on two Stores refund more than a purchase's
+// amount in parts: the refunds created stay within it, the others get
+// ErrRefundTooLarge.
+func testRaceRefund(t *testing.T, open OpenFunc) {
+	ctx := context.Background()
+	s, other := both(t, open)
+	s.create("pu_paid", "", "11111111", "", 0)
+	s.pay("pu_paid")
+	const n, part = 8, 300 // 1000 allows 3 parts
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		ms := []store.Merchants{s.ms, other}[i%2]
+		wg.Go(func() {
+			_, _, errs[i] = ms.CreateRefund(ctx, store.Refund{ID: fmt.Sprintf("rf_%d", i), Purchase: "pu_paid",
+				Merchant: "m_shop", Amount: part, Digest: []byte("d"), Created: t0})
+		})
+	}
+	wg.Wait()
+	ok := successes(t, "CreateRefund(rf_%d)", errs, store.ErrRefundTooLarge)
+	rs, err := s.ms.Refunds(ctx, "pu_paid")
+	must(t, "Refunds", err)
+	var sum int64
+	for _, r := range rs {
+		sum += r.Amount
+	}
+	if ok != 3 || len(rs) != 3 || sum > 1000 {
+		t.Errorf("after the race: %d succeeded, %d refunds of %d in all; want 3, 3, at most 1000", ok, len(rs), sum)
+	}
+}
+
+// testRaceBindPurchase: goroutines on two Stores bind one request to two
+// cards: one card wins; every binding with it returns the same offer, and
+// every binding with the other gets ErrConflict.
+func testRaceBindPurchase(t *testing.T, open OpenFunc) {
+	ctx := context.Background()
+	s, other := both(t, open)
+	s.create("pu_1", "", "11111111", "", 0)
+	const n = 8
+	got := make([]store.Purchase, n)
+	errs := make([]error, n)
+	cards := []string{cardA, cardB}
+	var wg sync.WaitGroup
+	for i := range n {
+		ms := []store.Merchants{s.ms, other}[i%2]
+		card := cards[(i/2)%2]
+		wg.Go(func() {
+			got[i], errs[i] = ms.BindPurchase(ctx, "pu_1", card, []byte(fmt.Sprintf("offer %d", i)), t0)
+		})
+	}
+	wg.Wait()
+	stored := s.read("pu_1")
+	if stored.Card != cardA && stored.Card != cardB {
+		t.Fatalf("Purchase(pu_1).Card = %q after the race, want one of the two cards", stored.Card)
+	}
+	for i, err := range errs {
+		card := cards[(i/2)%2]
+		switch {
+		case card != stored.Card:
+			wantErr(t, fmt.Sprintf("BindPurchase(#%d, losing card)", i), err, store.ErrConflict)
+		case err != nil:
+			t.Errorf("BindPurchase(#%d, winning card) = %v, want nil", i, err)
+		case got[i].Card != stored.Card || !bytes.Equal(got[i].Offer, stored.Offer):
+			t.Errorf("BindPurchase(#%d) = card %s offer %q; want the stored %s %q", i, got[i].Card, got[i].Offer,
+				stored.Card, stored.Offer)
+		}
+	}
+}
