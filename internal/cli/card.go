@@ -24,7 +24,7 @@ func cardCommand() *command {
 	return &command{
 		name:    "card",
 		summary: "issue, inspect and talk to virtual smart cards",
-		subs:    []*command{cardNewCommand(), cardInfoCommand(), cardAPDUCommand(), cardAttachCommand()},
+		subs:    []*command{cardNewCommand(), cardInfoCommand(), cardPayCommand(), cardAPDUCommand(), cardAttachCommand()},
 	}
 }
 

@@ -33,7 +33,7 @@ func deviceCommand() *command {
 	return &command{
 		name:    "device",
 		summary: "provision a device; authenticate and pay through it",
-		subs:    []*command{deviceProvisionCommand(), deviceAuthCommand(), deviceBuyCommand()},
+		subs:    []*command{deviceProvisionCommand(), deviceAuthCommand(), deviceBuyCommand(), deviceLoadCommand(), deviceUnloadCommand()},
 	}
 }
 

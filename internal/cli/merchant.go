@@ -22,7 +22,7 @@ import (
 func merchantCommand() *command {
 	return &command{
 		name:    "merchant",
-		summary: "sell through the server: merchants, items, purchase requests, refunds",
+		summary: "sell through the server: merchants, items, purchase requests, refunds, e-money",
 		subs: []*command{
 			merchantCreateCommand(),
 			{name: "item", summary: "add items to the catalogue and list them",
@@ -31,6 +31,7 @@ func merchantCommand() *command {
 			merchantStatusCommand(),
 			merchantRefundCommand(),
 			merchantRefundsCommand(),
+			merchantRedeemCommand(),
 			merchantBalanceCommand(),
 			merchantStatementCommand(),
 		},
@@ -642,6 +643,107 @@ func decodeRefunds(b []byte) ([]refundView, error) {
 		return nil, err
 	}
 	return bare, nil
+}
+
+const merchantRedeemHelp = `
+Redeems a card's purse debit receipt (POST /v1/purse-redemptions): FILE
+is the JSON that 'cardlink card pay --out FILE' wrote at the point of
+sale ("-" reads it from standard input). The server checks the card and
+its signature, that the receipt pays this merchant in its account's
+currency, and moves the amount from the e-money float into the merchant's
+account. A receipt is paid once: presenting it again is refused, naming
+the first redemption.
+
+example:
+  cardlink merchant redeem --receipt receipt.json
+` + merchantKeyHelp
+
+// redemptionView is the API's view of a purse redemption.
+type redemptionView struct {
+	ID          string `json:"id"`
+	Card        string `json:"card"`
+	Counter     uint32 `json:"counter"`
+	Transaction string `json:"transaction_id"`
+	Amount      int64  `json:"amount"`
+	Currency    string `json:"currency"`
+	Status      string `json:"status"`
+	Transfer    int64  `json:"transfer"`
+	Created     string `json:"created"`
+}
+
+func merchantRedeemCommand() *command {
+	c := &command{name: "redeem", summary: "redeem a card's e-money receipt into the merchant's account"}
+	c.run = func(e *env, args []string) error {
+		fs := newFlags(e, "cardlink merchant redeem", "cardlink merchant redeem --receipt FILE", merchantRedeemHelp)
+		path := fs.String("receipt", "", "the receipt 'cardlink card pay' wrote; - for standard input (required)")
+		api := addAPIFlags(fs, merchantKeyKind)
+		if err := parse(fs, args); err != nil {
+			return err
+		}
+		if err := required(fs, "receipt"); err != nil {
+			return err
+		}
+		if err := noArgs(fs); err != nil {
+			return err
+		}
+		var b []byte
+		var err error
+		if *path == "-" {
+			b, err = io.ReadAll(io.LimitReader(e.stdin, 64<<10))
+		} else {
+			b, err = os.ReadFile(*path)
+		}
+		if err != nil {
+			return fmt.Errorf("reading receipt: %w", err)
+		}
+		// Send what the card signed as it is, but only a receipt: the
+		// server refuses unknown fields, and a wrong file should say so.
+		var rc redemptionBody
+		dec := json.NewDecoder(strings.NewReader(string(b)))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&rc); err != nil || rc.Card == "" || rc.Transaction == "" || rc.Signature == "" {
+			return withHint(fmt.Errorf("merchant redeem: %s is not a purse receipt", *path),
+				"give the file 'cardlink card pay --out FILE' wrote")
+		}
+		cl, err := api.client("merchant redeem")
+		if err != nil {
+			return err
+		}
+		var r redemptionView
+		call := apiCall{method: http.MethodPost, path: "/v1/purse-redemptions", body: rc, what: "redeeming receipt"}
+		if _, err := cl.doJSON(e.ctx, call, &r); err != nil {
+			return redeemError(err)
+		}
+		amt := money.Amount{Minor: r.Amount, Currency: money.Currency(r.Currency)}
+		fmt.Fprintf(e.stdout, "redemption %s %s: %s from card %s, counter %d\n", r.ID, r.Status, amt, r.Card, r.Counter)
+		fmt.Fprintf(e.stdout, "transaction %s, transfer %d\n", r.Transaction, r.Transfer)
+		return nil
+	}
+	return c
+}
+
+// redeemError replaces the generic hint of the redemption problems with
+// what to do about them.
+func redeemError(err error) error {
+	var ae *apiError
+	if !errors.As(err, &ae) {
+		return err
+	}
+	switch ae.problem.slug() {
+	case "already-redeemed":
+		return withHint(ae, "a receipt is paid once, and this one was: nothing moved (see 'cardlink merchant balance')")
+	case "receipt-refused":
+		return withHint(ae, "a receipt is redeemed by the merchant it names, in its account's currency; a changed receipt fails the card's signature")
+	case "card-unknown":
+		return withHint(ae, "the server issued no such card: the receipt is not from one of its cards")
+	case "card-revoked":
+		return withHint(ae, "the card was revoked: its receipts are not redeemed")
+	case "not-implemented":
+		return withHint(ae, "this server runs no e-money service")
+	case "invalid-request":
+		return withHint(ae, "the receipt is damaged: give the file 'cardlink card pay' wrote, unchanged")
+	}
+	return err
 }
 
 // accountView is the API's view of a ledger account.

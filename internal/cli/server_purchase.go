@@ -12,6 +12,7 @@ import (
 	"cardlink/internal/server/ledger"
 	"cardlink/internal/server/pki"
 	"cardlink/internal/server/purchase"
+	"cardlink/internal/server/purse"
 	"cardlink/internal/store"
 )
 
@@ -29,10 +30,11 @@ type purchaseDeps struct {
 }
 
 // wirePurchases opens the ledger over the store, builds the purchase
-// service, hands both to the device listener's and the API's configs and
-// starts the sweep loop. A store that keeps no
+// service and, when the store keeps purses, the e-money service (loads
+// signed with the issuer's key), hands them to the device listener's and
+// the API's configs and starts their sweep loops. A store that keeps no
 // ledger or no merchants serves no purchases (logged). stop ends the sweep
-// loop and closes the ledger: call it after the listeners stopped.
+// loops and closes the ledger: call it after the listeners stopped.
 func wirePurchases(ctx context.Context, d purchaseDeps, srv *server.Config, ac *api.Config) (stop func(), err error) {
 	sl, ok := d.store.(store.Ledger)
 	if !ok {
@@ -58,9 +60,23 @@ func wirePurchases(ctx context.Context, d purchaseDeps, srv *server.Config, ac *
 	}
 	srv.Purchases = svc
 	ac.Purchases, ac.Ledger = svc, lg
+	var ps *purse.Service
+	if _, ok := d.store.(store.Purses); ok {
+		ps, err = purse.New(purse.Config{Store: d.store, Ledger: lg, Auth: d.auth, SignLoad: d.issuer.SignLoad, Logger: d.log})
+		if err != nil {
+			lg.Close()
+			return nil, err
+		}
+		srv.Purses, ac.Purses = ps, ps
+	} else {
+		d.log.Warn("the store keeps no purses: e-money is off", "store", d.store)
+	}
 	runCtx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { svc.Run(runCtx, sweepInterval) })
+	if ps != nil {
+		wg.Go(func() { ps.Run(runCtx, sweepInterval) })
+	}
 	return func() {
 		cancel()
 		wg.Wait()

@@ -139,36 +139,10 @@ func (s *session) buy(ctx context.Context, info wallet.Info, card *wallet.Client
 	if !ok {
 		return res, fmt.Errorf("receiving: %v instead of a TransactionOffer", m.Type())
 	}
-	t, err := txn.Parse(offer.Transaction)
-	if err != nil {
-		s.send(&protocol.Error{Code: protocol.CodeMalformed})
-		return res, fmt.Errorf("reading the offered transaction: %w", err)
-	}
-	res.Transaction = t
-	if want := method(opts.AuthOptions); !offer.CVMs.Has(want) {
-		// The card would sign, and spend a counter value, for nothing.
-		res.Code = protocol.CodeCVMNotAccepted
-		return res, s.send(&protocol.Error{Code: protocol.CodeCVMNotAccepted})
-	}
-
-	if opts.Confirm != nil {
-		cctx, cancel := context.WithTimeout(ctx, time.Duration(offer.TTL)*time.Second)
-		yes, err := opts.Confirm(cctx, t)
-		cancel()
-		if err != nil {
-			return res, fmt.Errorf("confirming with the holder: %w", err)
-		}
-		if !yes {
-			if err := s.send(&protocol.Error{Code: protocol.CodeHolderDeclined}); err != nil {
-				return res, err
-			}
-			r, err := s.result(t)
-			if err != nil {
-				return res, err
-			}
-			res.Code = r.Code
-			return res, nil
-		}
+	t, code, err := s.confirmOffer(ctx, offer, opts.AuthOptions, opts.Confirm)
+	res.Transaction, res.Code = t, code
+	if err != nil || code != protocol.CodeOK {
+		return res, err
 	}
 
 	if err := verifyOnCard(ctx, card, opts.AuthOptions); err != nil {
@@ -198,6 +172,45 @@ func (s *session) buy(ctx context.Context, info wallet.Info, card *wallet.Client
 	}
 	res.Code, res.CVM, res.TriesLeft = r.Code, r.CVM, int(r.TriesLeft)
 	return res, storeGoods(ctx, card, r.Goods, &res)
+}
+
+// confirmOffer reads the offered transaction and has the holder confirm
+// it. It returns CodeOK when the card may now verify the holder and sign;
+// CodeCVMNotAccepted when the offer does not accept the verification of
+// opts (the card would sign, and spend a counter value, for nothing: the
+// server is told); or the server's answer to the holder's decline. An
+// offer that does not parse is refused (CodeMalformed) and returned as an
+// error.
+func (s *session) confirmOffer(ctx context.Context, offer *protocol.TransactionOffer, opts AuthOptions,
+	confirm func(context.Context, txn.Transaction) (bool, error)) (txn.Transaction, protocol.Code, error) {
+	t, err := txn.Parse(offer.Transaction)
+	if err != nil {
+		s.send(&protocol.Error{Code: protocol.CodeMalformed})
+		return t, protocol.CodeOK, fmt.Errorf("reading the offered transaction: %w", err)
+	}
+	if want := method(opts); !offer.CVMs.Has(want) {
+		return t, protocol.CodeCVMNotAccepted, s.send(&protocol.Error{Code: protocol.CodeCVMNotAccepted})
+	}
+	if confirm == nil {
+		return t, protocol.CodeOK, nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, time.Duration(offer.TTL)*time.Second)
+	yes, err := confirm(cctx, t)
+	cancel()
+	if err != nil {
+		return t, protocol.CodeOK, fmt.Errorf("confirming with the holder: %w", err)
+	}
+	if yes {
+		return t, protocol.CodeOK, nil
+	}
+	if err := s.send(&protocol.Error{Code: protocol.CodeHolderDeclined}); err != nil {
+		return t, protocol.CodeOK, err
+	}
+	r, err := s.result(t)
+	if err != nil {
+		return t, protocol.CodeOK, err
+	}
+	return t, r.Code, nil
 }
 
 // result reads the TransactionResult of t.

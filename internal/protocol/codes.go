@@ -35,6 +35,7 @@ const (
 	CodeHolderDeclined       Code = 22 // the card holder declined on the device
 	CodeTransactionExpired   Code = 23 // the transaction's deadline passed
 	CodeInsufficientFunds    Code = 24 // the holder's account cannot pay it
+	CodePurseState           Code = 25 // the purse state the device reported does not match the server's loads
 )
 
 // codeText are short, user-safe texts: they may be shown on the device.
@@ -64,6 +65,7 @@ var codeText = [...]string{
 	CodeHolderDeclined:       "declined by card holder",
 	CodeTransactionExpired:   "transaction expired",
 	CodeInsufficientFunds:    "insufficient funds",
+	CodePurseState:           "purse out of step with the server",
 }
 
 // String returns the code's short, user-safe text, or "Code(n)" for a code

@@ -137,6 +137,9 @@ const (
 	TypeServerKeys          Type = 9
 	TypeOfferRequest        Type = 10
 	TypeTransactionResult   Type = 11
+	TypePurseRequest        Type = 12
+	TypePurseLoad           Type = 13
+	TypeLoadReceipt         Type = 14
 )
 
 // String returns the message type's name, or "Type(n)".
@@ -164,6 +167,12 @@ func (t Type) String() string {
 		return "OfferRequest"
 	case TypeTransactionResult:
 		return "TransactionResult"
+	case TypePurseRequest:
+		return "PurseRequest"
+	case TypePurseLoad:
+		return "PurseLoad"
+	case TypeLoadReceipt:
+		return "LoadReceipt"
 	}
 	return "Type(" + strconv.Itoa(int(t)) + ")"
 }
@@ -193,6 +202,12 @@ func newMessage(t Type) Message {
 		return new(OfferRequest)
 	case TypeTransactionResult:
 		return new(TransactionResult)
+	case TypePurseRequest:
+		return new(PurseRequest)
+	case TypePurseLoad:
+		return new(PurseLoad)
+	case TypeLoadReceipt:
+		return new(LoadReceipt)
 	}
 	return nil
 }

@@ -47,7 +47,10 @@ func samples() []Message {
 		&TransactionApproval{ID: seq(16, 1), Counter: 70001, CVM: txn.CVMOfflinePIN, Signature: seq(71, 0x30)},
 		&OfferRequest{Reference: "12345674", CardNumber: card, CertID: CertID(cert)},
 		&TransactionResult{ID: seq(16, 1), Code: CodeOK, CVM: txn.CVMOfflinePIN, Goods: [][]byte{seq(180, 0xE6)}},
-		&ServerKeys{Keys: [][]byte{seq(32, 0x40), seq(32, 0x60)}},
+		&PurseRequest{Kind: PurseKindLoad, CardNumber: card, CertID: CertID(cert), Amount: 5000, Currency: "EUR", Seq: 3, Balance: 1250},
+		&PurseLoad{ID: seq(16, 2), Load: seq(118, 0xE5)},
+		&LoadReceipt{ID: seq(16, 2), Counter: 70002, Signature: seq(71, 0x30), Balance: 6250},
+		&ServerKeys{Keys: [][]byte{seq(32, 0x40), seq(32, 0x60)}}, // last: TestAuthExchangeBudget takes it
 	}
 }
 
@@ -78,6 +81,11 @@ func more() []Message {
 		&TransactionResult{ID: seq(16, 0), Code: 999}, // a code from a newer peer
 		&TransactionApproval{ID: seq(16, 0), Counter: 1, CVM: txn.CVMNone, Signature: seq(8, 0), PINBlock: seq(16, 0), Biometric: seq(1, 0)},
 		&ServerKeys{Keys: [][]byte{make([]byte, ServerKeyLen)}},
+		&PurseRequest{Kind: PurseKindUnload, CardNumber: card, CertID: CertID(cert), Amount: 1, Currency: "USD"}, // seq and balance 0
+		&PurseRequest{Kind: PurseKindLoad, CardNumber: "0000000000000000", CertID: CertID(seq(MaxCertificate, 0)), Certificate: seq(MaxCertificate, 0),
+			Amount: 1<<63 - 1, Currency: "ZZZ", Seq: 1<<32 - 2, Balance: 1<<63 - 1},
+		&PurseLoad{ID: seq(16, 0), Load: seq(MaxSignedLoad, 0)},
+		&LoadReceipt{ID: seq(16, 0), Counter: 1, Signature: seq(MinSignature, 0)},
 		&ServerKeys{Keys: [][]byte{seq(32, 0), seq(32, 1), seq(32, 2), seq(32, 3), seq(32, 4), seq(32, 5), seq(32, 6), seq(32, 7)}},
 	}
 }
@@ -151,7 +159,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"version 0", []byte{0, byte(TypeHello), 0xa0}, ErrVersion},
 		{"version 2", []byte{2, byte(TypeHello), 0xa0}, ErrVersion},
 		{"type 0", msg(0, "a0"), ErrUnknownType},
-		{"type 12", msg(12, "a0"), ErrUnknownType},
+		{"type 15", msg(15, "a0"), ErrUnknownType},
 		{"type 255", msg(255, "a0"), ErrUnknownType},
 		{"no body", msg(TypeHello, ""), ErrMalformed},
 		{"trailing bytes", msg(TypeHello, "a0 00"), ErrMalformed},
@@ -303,6 +311,21 @@ func TestEncodeInvalid(t *testing.T) {
 		{"result goods declined", &TransactionResult{ID: seq(16, 0), Code: CodeInsufficientFunds, Goods: [][]byte{{1}}}},
 		{"result goods too many", &TransactionResult{ID: seq(16, 0), Goods: [][]byte{{1}, {2}}}},
 		{"result good too long", &TransactionResult{ID: seq(16, 0), Goods: [][]byte{seq(MaxGood+1, 0)}}},
+		{"purse kind 0", &PurseRequest{CardNumber: card, CertID: CertID(cert), Amount: 1, Currency: "EUR"}},
+		{"purse kind 3", &PurseRequest{Kind: 3, CardNumber: card, CertID: CertID(cert), Amount: 1, Currency: "EUR"}},
+		{"purse no card", &PurseRequest{Kind: 1, CertID: CertID(cert), Amount: 1, Currency: "EUR"}},
+		{"purse amount 0", &PurseRequest{Kind: 1, CardNumber: card, CertID: CertID(cert), Currency: "EUR"}},
+		{"purse amount over int64", &PurseRequest{Kind: 1, CardNumber: card, CertID: CertID(cert), Amount: 1 << 63, Currency: "EUR"}},
+		{"purse balance over int64", &PurseRequest{Kind: 1, CardNumber: card, CertID: CertID(cert), Amount: 1, Balance: 1 << 63, Currency: "EUR"}},
+		{"purse currency lower", &PurseRequest{Kind: 1, CardNumber: card, CertID: CertID(cert), Amount: 1, Currency: "eur"}},
+		{"purse currency short", &PurseRequest{Kind: 1, CardNumber: card, CertID: CertID(cert), Amount: 1, Currency: "EU"}},
+		{"purse seq exhausted", &PurseRequest{Kind: 1, CardNumber: card, CertID: CertID(cert), Amount: 1, Currency: "EUR", Seq: 1<<32 - 1}},
+		{"purse load no id", &PurseLoad{Load: seq(10, 0)}},
+		{"purse load too long", &PurseLoad{ID: seq(16, 0), Load: seq(MaxSignedLoad+1, 0)}},
+		{"purse load empty", &PurseLoad{ID: seq(16, 0)}},
+		{"load receipt counter 0", &LoadReceipt{ID: seq(16, 0), Signature: seq(70, 0)}},
+		{"load receipt no signature", &LoadReceipt{ID: seq(16, 0), Counter: 1}},
+		{"load receipt balance over int64", &LoadReceipt{ID: seq(16, 0), Counter: 1, Signature: seq(70, 0), Balance: 1 << 63}},
 		{"no server keys", &ServerKeys{}},
 		{"server key short", &ServerKeys{Keys: [][]byte{seq(31, 0)}}},
 		{"server keys duplicate", &ServerKeys{Keys: [][]byte{seq(32, 0), seq(32, 0)}}},
@@ -350,6 +373,7 @@ func TestCodeNumbers(t *testing.T) {
 		{CodeHolderDeclined, 22, "declined by card holder"},
 		{CodeTransactionExpired, 23, "transaction expired"},
 		{CodeInsufficientFunds, 24, "insufficient funds"},
+		{CodePurseState, 25, "purse out of step with the server"},
 	}
 	for _, w := range want {
 		if uint16(w.c) != w.n || w.c.String() != w.text {
@@ -387,6 +411,9 @@ func TestTypeNumbers(t *testing.T) {
 		{TypeServerKeys, 9, "ServerKeys"},
 		{TypeOfferRequest, 10, "OfferRequest"},
 		{TypeTransactionResult, 11, "TransactionResult"},
+		{TypePurseRequest, 12, "PurseRequest"},
+		{TypePurseLoad, 13, "PurseLoad"},
+		{TypeLoadReceipt, 14, "LoadReceipt"},
 	}
 	for _, w := range want {
 		if uint8(w.t) != w.n || w.t.String() != w.name || newMessage(w.t).Type() != w.t {

@@ -46,7 +46,12 @@
 // holder's decline (Error with CodeHolderDeclined) of that transaction
 // only; any other approval is answered CodeTransactionUnknown.
 //
-// It imports auth, purchase, channel, protocol, txn and store; it must
+// E-money (package purse, Config.Purses) works alike: a PurseRequest
+// gets a TransactionOffer (or, for a load signed before, the PurseLoad),
+// the connection then takes the approval or decline of that operation,
+// and a LoadReceipt is taken at any time.
+//
+// It imports auth, purchase, purse, channel, protocol, txn and store; it must
 // not import a store backend, the HTTP API, the device or the card.
 package server
 
@@ -69,6 +74,7 @@ import (
 	"cardlink/internal/protocol"
 	"cardlink/internal/server/auth"
 	"cardlink/internal/server/purchase"
+	"cardlink/internal/server/purse"
 	"cardlink/internal/store"
 	"cardlink/internal/txn"
 )
@@ -89,6 +95,10 @@ type Config struct {
 	// TransactionApproval, and a holder's decline); nil answers an
 	// OfferRequest with CodeUnexpectedMessage.
 	Purchases *purchase.Service
+	// Purses, if set, serves e-money loads and unloads (PurseRequest,
+	// then the approval or decline of the operation offered, and
+	// LoadReceipt); nil answers them with CodeUnexpectedMessage.
+	Purses *purse.Service
 
 	// MaxConns bounds the connections served at once; further ones wait
 	// in the listener's backlog. 0 means DefaultMaxConns.
@@ -292,6 +302,9 @@ type connState struct {
 	// offered is the id of the transaction offered on this connection and
 	// not yet answered, or nil: only its approval or decline is taken.
 	offered []byte
+	// purseOffered is the id of the purse operation offered on this
+	// connection and not yet answered, or nil.
+	purseOffered []byte
 }
 
 // handle answers one message: the reply (nil for none) and whether the
@@ -330,7 +343,42 @@ func (s *Server) handle(ctx context.Context, log *slog.Logger, cs *connState, m 
 		}
 		cs.offered = t.ID[:]
 		return o, true
+	case *protocol.PurseRequest:
+		if s.cfg.Purses == nil {
+			break
+		}
+		r, err := s.cfg.Purses.Request(ctx, sess, m)
+		if err != nil {
+			return s.refuse(log, "purse request", err)
+		}
+		if o, ok := r.(*protocol.TransactionOffer); ok {
+			t, err := txn.Parse(o.Transaction)
+			if err != nil {
+				log.Error("purse request failed", "err", fmt.Errorf("parsing own offer: %w", err))
+				return &protocol.Error{Code: protocol.CodeInternal}, false
+			}
+			cs.purseOffered = t.ID[:]
+		}
+		return r, true
+	case *protocol.LoadReceipt:
+		if s.cfg.Purses == nil {
+			break
+		}
+		r, err := s.cfg.Purses.Receipt(ctx, sess, m)
+		if err != nil {
+			return s.refuse(log, "load receipt", err)
+		}
+		log.Info("load receipt", "code", r.Code.String())
+		return r, true
 	case *protocol.TransactionApproval:
+		if s.cfg.Purses != nil && cs.purseOffered != nil && bytes.Equal(cs.purseOffered, m.ID) {
+			cs.purseOffered = nil
+			r, err := s.cfg.Purses.Approve(ctx, sess, m)
+			if err != nil {
+				return s.refuse(log, "purse approval", err)
+			}
+			return r, true
+		}
 		if s.cfg.Purchases == nil {
 			break
 		}
@@ -346,6 +394,15 @@ func (s *Server) handle(ctx context.Context, log *slog.Logger, cs *connState, m 
 		log.Info("transaction", "code", r.Code.String(), "cvm", r.CVM)
 		return r, true
 	case *protocol.Error:
+		if m.Code == protocol.CodeHolderDeclined && cs.purseOffered != nil && s.cfg.Purses != nil {
+			id := cs.purseOffered
+			cs.purseOffered = nil
+			r, err := s.cfg.Purses.Decline(ctx, sess, id)
+			if err != nil {
+				return s.refuse(log, "purse decline", err)
+			}
+			return r, true
+		}
 		if m.Code == protocol.CodeHolderDeclined && cs.offered != nil && s.cfg.Purchases != nil {
 			id := cs.offered
 			cs.offered = nil

@@ -26,7 +26,7 @@ type AccountKind string
 const (
 	KindHolder   AccountKind = "holder"   // a card holder's money
 	KindMerchant AccountKind = "merchant" // what a merchant is owed
-	KindFloat    AccountKind = "float"    // issuer float: mirrors e-money outstanding; may go negative
+	KindFloat    AccountKind = "float"    // issuer float: holds what purses hold (loads credit it, redemptions and unloads debit it); limit 0
 	KindFees     AccountKind = "fees"     // fees collected
 	KindFunding  AccountKind = "funding"  // money from outside the ledger (deposits, withdrawals); may go negative
 )
@@ -38,7 +38,7 @@ type Account struct {
 	Kind     AccountKind    // what it stands for
 	Currency money.Currency // every leg on it is in this currency
 	Balance  int64          // minor units; set only by transfers (0 when created)
-	Limit    int64          // lowest allowed balance: 0 for a holder, negative for the float
+	Limit    int64          // lowest allowed balance: 0 for holders and the float, very negative for funding
 	Created  time.Time      // when it was created
 }
 
@@ -94,9 +94,9 @@ type Ledger interface {
 	CreateAccount(ctx context.Context, a Account, now time.Time) error
 	// Account returns the account with this ID, or ErrNotFound.
 	Account(ctx context.Context, id string) (Account, error)
-	// PostTransfers posts ts in one database transaction, each transfer
-	// alone in a savepoint, at now, and commits once. A transfer is
-	// refused alone (its Result.Err: ErrLimit, ErrNotFound for an unknown
+	// PostTransfers posts ts in one database transaction at now, as if
+	// one at a time in an order the backend picks (PostgreSQL: key
+	// order), and commits once. A transfer is refused alone (its Result.Err: ErrLimit, ErrNotFound for an unknown
 	// account, ErrCurrency, ErrConflict for a key posted with another
 	// digest) and the others still post. A transfer whose key was posted
 	// with the same digest is not posted again: its Result is the first

@@ -20,6 +20,7 @@ import (
 	"cardlink/internal/server/auth"
 	"cardlink/internal/server/ledger"
 	"cardlink/internal/server/purchase"
+	"cardlink/internal/server/purse"
 	"cardlink/internal/store"
 )
 
@@ -54,6 +55,9 @@ type Config struct {
 	// Purchases posts with. Nil: the account, balance, statement and
 	// deposit endpoints answer 501 not-implemented.
 	Ledger *ledger.Ledger
+	// Purses redeems purse debit receipts. Nil: that endpoint answers
+	// 501 not-implemented.
+	Purses *purse.Service
 }
 
 // handler serves the API; its methods are the endpoints.
@@ -69,6 +73,7 @@ type handler struct {
 
 	purchases *purchase.Service // nil: refunds and deposits are not served
 	ledger    *ledger.Ledger    // nil: accounts and statements are not served
+	purses    *purse.Service    // nil: purse redemptions are not served
 }
 
 // access says which API key a route needs.
@@ -109,6 +114,7 @@ func newHandler(cfg Config) *handler {
 
 		purchases: cfg.Purchases,
 		ledger:    cfg.Ledger,
+		purses:    cfg.Purses,
 	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
@@ -144,6 +150,7 @@ func newHandler(cfg Config) *handler {
 		{"POST", "/v1/cards/{number}/deposits", operator, h.createDeposit},
 		{"GET", "/v1/accounts/{id}", operator, h.getAccount},
 		{"GET", "/v1/accounts/{id}/statement", operator, h.getAccountStatement},
+		{"POST", "/v1/purse-redemptions", merchant, h.createRedemption},
 	}
 	for _, rt := range h.routes {
 		h.mux.Handle(rt.method+" "+rt.path, h.guard(rt))

@@ -555,19 +555,26 @@ func (h *handler) item(ctx context.Context, ms store.Merchants, merchant, id str
 }
 
 func (h *handler) getPurchase(w http.ResponseWriter, r *http.Request) {
-	m := merchantOf(r)
+	if _, p, ok := h.pathPurchase(w, r); ok {
+		writeJSON(w, http.StatusOK, purchaseViewOf(p))
+	}
+}
+
+// pathPurchase reads the merchant's purchase named by the path's {id}; when
+// ok is false it has answered with a problem.
+func (h *handler) pathPurchase(w http.ResponseWriter, r *http.Request) (store.Merchants, store.Purchase, bool) {
 	ms, ok := h.merchants(w, r)
 	if !ok {
-		return
+		return nil, store.Purchase{}, false
 	}
-	p, err := ms.Purchase(r.Context(), m.ID, r.PathValue("id"))
+	p, err := ms.Purchase(r.Context(), merchantOf(r).ID, r.PathValue("id"))
 	if errors.Is(err, store.ErrNotFound) {
 		writeProblem(w, probNotFound, "No such purchase request.")
-		return
+		return nil, store.Purchase{}, false
 	}
 	if err != nil {
 		h.internal(w, r, "reading purchase", err)
-		return
+		return nil, store.Purchase{}, false
 	}
-	writeJSON(w, http.StatusOK, purchaseViewOf(p))
+	return ms, p, true
 }

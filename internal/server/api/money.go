@@ -273,16 +273,19 @@ func (h *handler) getAccount(w http.ResponseWriter, r *http.Request) {
 
 // getBalance shows the merchant its own account.
 func (h *handler) getBalance(w http.ResponseWriter, r *http.Request) {
-	m := merchantOf(r)
-	_, sl, ok := h.ledgerOrFail(w)
-	if !ok {
-		return
+	if _, sl, ok := h.ledgerOrFail(w); ok && hasAccount(w, r) {
+		h.writeAccount(w, r, sl, merchantOf(r).Account)
 	}
-	if m.Account == "" {
+}
+
+// hasAccount reports whether the merchant has a ledger account, answering
+// with a problem when not.
+func hasAccount(w http.ResponseWriter, r *http.Request) bool {
+	if merchantOf(r).Account == "" {
 		writeProblem(w, probNotFound, "You have no ledger account (create the merchant with a currency).")
-		return
+		return false
 	}
-	h.writeAccount(w, r, sl, m.Account)
+	return true
 }
 
 func (h *handler) writeAccount(w http.ResponseWriter, r *http.Request, sl store.Ledger, id string) {
@@ -308,16 +311,9 @@ func (h *handler) getAccountStatement(w http.ResponseWriter, r *http.Request) {
 
 // getStatement shows the merchant its own account's statement.
 func (h *handler) getStatement(w http.ResponseWriter, r *http.Request) {
-	m := merchantOf(r)
-	l, _, ok := h.ledgerOrFail(w)
-	if !ok {
-		return
+	if l, _, ok := h.ledgerOrFail(w); ok && hasAccount(w, r) {
+		h.writeStatement(w, r, l, merchantOf(r).Account)
 	}
-	if m.Account == "" {
-		writeProblem(w, probNotFound, "You have no ledger account (create the merchant with a currency).")
-		return
-	}
-	h.writeStatement(w, r, l, m.Account)
 }
 
 func (h *handler) writeStatement(w http.ResponseWriter, r *http.Request, l *ledger.Ledger, id string) {
@@ -444,18 +440,8 @@ func (h *handler) createRefund(w http.ResponseWriter, r *http.Request) {
 // listRefunds lists the refunds of one of the merchant's purchases,
 // oldest first.
 func (h *handler) listRefunds(w http.ResponseWriter, r *http.Request) {
-	m := merchantOf(r)
-	ms, ok := h.merchants(w, r)
+	ms, p, ok := h.pathPurchase(w, r)
 	if !ok {
-		return
-	}
-	p, err := ms.Purchase(r.Context(), m.ID, r.PathValue("id"))
-	if errors.Is(err, store.ErrNotFound) {
-		writeProblem(w, probNotFound, "No such purchase request.")
-		return
-	}
-	if err != nil {
-		h.internal(w, r, "reading purchase", err)
 		return
 	}
 	rs, err := ms.Refunds(r.Context(), p.ID)

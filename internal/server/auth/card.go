@@ -67,6 +67,11 @@ type Verdict struct {
 	TriesLeft uint8  // with CodePINIncorrect or CodeBiometricMismatch
 	MatchedBy string // with CodeOK: "server" for a server-matched biometric, else empty
 	Cause     error  // with a refusal, why, for the logs (never for the device); may be nil
+	// CounterDeferred, with CodeOK from VerifySignatureDeferred, says the
+	// card's counter was not advanced: the caller must advance it (to the
+	// envelope's Counter, refusing the signature if it did not grow) in
+	// the store transaction that acts on the signature.
+	CounterDeferred bool
 }
 
 // VerifySignature runs the checks of Verify on a card's signature sig
@@ -92,47 +97,68 @@ func (s *Service) VerifySignature(ctx context.Context, sess *Session, env *txn.E
 	return s.verifySignature(ctx, sess, env, sig, pinBlock, bio, accepted, s.now())
 }
 
+// VerifySignatureDeferred is VerifySignature for a caller that advances
+// the card's counter itself, in the store transaction that acts on the
+// signature (store.CountingAuthorizer), saving a durable commit. When the
+// holder verification is the card's own (offline PIN, card biometric) and
+// the counter read from the store is below the envelope's, a verdict of
+// CodeOK comes with CounterDeferred set and the counter not advanced. In
+// every other case — an online PIN or a server-matched biometric, whose
+// checks count tries in the store, or any refusal after the signature
+// verified — the counter is advanced here, as by VerifySignature.
+func (s *Service) VerifySignatureDeferred(ctx context.Context, sess *Session, env *txn.Envelope, sig, pinBlock, bio []byte, accepted protocol.CVMSet) (Verdict, error) {
+	return s.verifySignatureCounter(ctx, sess, env, sig, pinBlock, bio, accepted, s.now(), true)
+}
+
 func (s *Service) verifySignature(ctx context.Context, sess *Session, env *txn.Envelope, sig, pinBlock, bio []byte, accepted protocol.CVMSet, now time.Time) (Verdict, error) {
+	return s.verifySignatureCounter(ctx, sess, env, sig, pinBlock, bio, accepted, now, false)
+}
+
+func (s *Service) verifySignatureCounter(ctx context.Context, sess *Session, env *txn.Envelope, sig, pinBlock, bio []byte, accepted protocol.CVMSet, now time.Time, deferCounter bool) (Verdict, error) {
 	refuse := func(code protocol.Code, cause error) (Verdict, error) {
 		return Verdict{Code: code, Cause: cause}, nil
 	}
-	card, err := s.store.Card(ctx, env.CardNumber)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return refuse(protocol.CodeCardUnknown, nil)
-	case err != nil:
-		return Verdict{}, err
-	case card.Revoked():
-		return refuse(protocol.CodeCardRevoked, nil)
-	case card.Cloned():
-		return refuse(protocol.CodeCounterNotIncreasing, errors.New("card flagged as possibly cloned"))
-	}
-	cert, code, err := s.checkCert(ctx, card, now)
+	card, code, cause, err := s.checkSignature(ctx, env, sig, now)
 	if err != nil {
 		return Verdict{}, err
 	}
 	if code != protocol.CodeOK {
-		return refuse(code, nil)
-	}
-	if !txn.VerifyEnvelope(cert.key, env, sig) {
-		return refuse(protocol.CodeSignatureInvalid, nil)
+		return refuse(code, cause)
 	}
 
 	// The signature is the card's: its counter is now at least this high,
 	// whatever the holder verification below says.
-	err = s.store.AdvanceCounter(ctx, card.Number, env.Counter, now)
-	switch {
-	case errors.Is(err, store.ErrCounterReplay):
-		s.log.LogAttrs(ctx, slog.LevelWarn, "card counter did not grow: possibly cloned",
-			slog.String("card", mask(card.Number)), slog.Uint64("counter", uint64(env.Counter)),
-			slog.Uint64("stored", uint64(card.Counter)), slog.String("device", sess.Device.ID))
-		return refuse(protocol.CodeCounterNotIncreasing, fmt.Errorf("counter %d, stored %d", env.Counter, card.Counter))
-	case errors.Is(err, store.ErrRevoked):
-		return refuse(protocol.CodeCardRevoked, nil)
-	case errors.Is(err, store.ErrNotFound):
-		return refuse(protocol.CodeCardUnknown, nil)
-	case err != nil:
-		return Verdict{}, err
+	advance := func() (Verdict, bool, error) {
+		err := s.store.AdvanceCounter(ctx, card.Number, env.Counter, now)
+		switch {
+		case errors.Is(err, store.ErrCounterReplay):
+			s.log.LogAttrs(ctx, slog.LevelWarn, "card counter did not grow: possibly cloned",
+				slog.String("card", mask(card.Number)), slog.Uint64("counter", uint64(env.Counter)),
+				slog.Uint64("stored", uint64(card.Counter)), slog.String("device", sess.Device.ID))
+			return Verdict{Code: protocol.CodeCounterNotIncreasing, Cause: fmt.Errorf("counter %d, stored %d", env.Counter, card.Counter)}, false, nil
+		case errors.Is(err, store.ErrRevoked):
+			return Verdict{Code: protocol.CodeCardRevoked}, false, nil
+		case errors.Is(err, store.ErrNotFound):
+			return Verdict{Code: protocol.CodeCardUnknown}, false, nil
+		case err != nil:
+			return Verdict{}, false, err
+		}
+		return Verdict{}, true, nil
+	}
+	deferred := deferCounter && env.CVM != txn.CVMOnlinePIN && len(bio) == 0 && env.Counter > card.Counter
+	if !deferred {
+		if v, ok, err := advance(); !ok {
+			return v, err
+		}
+	} else {
+		// A refusal from here on advances the counter first, as
+		// VerifySignature would have.
+		refuse = func(code protocol.Code, cause error) (Verdict, error) {
+			if v, ok, err := advance(); !ok {
+				return v, err
+			}
+			return Verdict{Code: code, Cause: cause}, nil
+		}
 	}
 
 	// What the holder verification counts as: what the card signed, or a
@@ -158,7 +184,7 @@ func (s *Service) verifySignature(ctx context.Context, sess *Session, env *txn.E
 			return v, err
 		}
 	}
-	v := Verdict{Code: protocol.CodeOK, CVM: cvm}
+	v := Verdict{Code: protocol.CodeOK, CVM: cvm, CounterDeferred: deferred}
 	if serverBio {
 		if bv, err := s.serverBiometric(ctx, card.Number, bio, now); err != nil || bv.Code != protocol.CodeOK {
 			return bv, err
@@ -166,6 +192,45 @@ func (s *Service) verifySignature(ctx context.Context, sess *Session, env *txn.E
 		v.MatchedBy = "server"
 	}
 	return v, nil
+}
+
+// VerifyCardSignature checks a card signature made away from any
+// session — a purse debit receipt a merchant redeems, a load receipt —
+// with the card checks of VerifySignature: the card is known
+// (CodeCardUnknown), not revoked in the store or on the CRL
+// (CodeCardRevoked) nor flagged as cloned (CodeCounterNotIncreasing),
+// its certificate valid now (CodeCertificateInvalid), and sig verifies
+// over env (CodeSignatureInvalid). Unlike VerifySignature it neither
+// requires nor advances the card's counter and checks no holder
+// verification: the caller decides what env.Counter and env.CVM mean.
+// The cause says why, for the logs. Errors are internal.
+func (s *Service) VerifyCardSignature(ctx context.Context, env *txn.Envelope, sig []byte) (code protocol.Code, cause error, err error) {
+	_, code, cause, err = s.checkSignature(ctx, env, sig, s.now())
+	return code, cause, err
+}
+
+// checkSignature runs the card and signature checks shared by
+// VerifySignature and VerifyCardSignature.
+func (s *Service) checkSignature(ctx context.Context, env *txn.Envelope, sig []byte, now time.Time) (store.Card, protocol.Code, error, error) {
+	card, err := s.store.Card(ctx, env.CardNumber)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return card, protocol.CodeCardUnknown, nil, nil
+	case err != nil:
+		return card, protocol.CodeInternal, nil, err
+	case card.Revoked():
+		return card, protocol.CodeCardRevoked, nil, nil
+	case card.Cloned():
+		return card, protocol.CodeCounterNotIncreasing, errors.New("card flagged as possibly cloned"), nil
+	}
+	cert, code, err := s.checkCert(ctx, card, now)
+	if err != nil || code != protocol.CodeOK {
+		return card, code, nil, err
+	}
+	if !txn.VerifyEnvelope(cert.key, env, sig) {
+		return card, protocol.CodeSignatureInvalid, nil, nil
+	}
+	return card, protocol.CodeOK, nil, nil
 }
 
 // onlinePIN checks an online PIN block; CodeOK when the PIN matched.

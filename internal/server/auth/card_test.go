@@ -104,3 +104,69 @@ func TestVerifySignature(t *testing.T) {
 		t.Errorf("DefaultCVMs() = %v, want %v", got, DefaultCVMs)
 	}
 }
+
+// TestVerifySignatureDeferred: with the card's own holder verification an
+// accepted signature leaves the counter to the caller (CounterDeferred);
+// a refusal after the signature verified advances it all the same; a
+// counter that did not grow is refused at once.
+func TestVerifySignatureDeferred(t *testing.T) {
+	r := newRig(t, nil)
+	sess := r.session()
+	env := r.env
+	if _, code, err := r.svc.CheckCard(r.ctx, sess, env.CardNumber, protocol.CertID(env.CardCert.Raw), env.CardCert.Raw); err != nil || code != protocol.CodeOK {
+		t.Fatalf("CheckCard() = %v, %v", code, err)
+	}
+	offer, err := env.Transaction(1234, 1).Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := func() uint32 {
+		t.Helper()
+		c, err := r.st.Card(r.ctx, env.CardNumber)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Counter
+	}
+	steps := []struct {
+		name         string
+		sign         bool // a new signature; else the last one again
+		accepted     protocol.CVMSet
+		want         protocol.Code
+		wantDeferred bool
+		wantAdvanced bool // the stored counter is the signature's afterwards
+	}{
+		{"accepted", true, DefaultCVMs, protocol.CodeOK, true, false},
+		{"CVM refused", true, protocol.CVMs(txn.CVMOnlinePIN), protocol.CodeCVMNotAccepted, false, true},
+		{"counter used", false, DefaultCVMs, protocol.CodeCounterNotIncreasing, false, true},
+	}
+	var s struct {
+		counter uint32
+		cvm     txn.CVM
+		sig     []byte
+	}
+	for _, st := range steps {
+		if st.sign {
+			if err := env.Client.VerifyPIN(r.ctx, env.PIN); err != nil {
+				t.Fatal(err)
+			}
+			sig, err := env.Client.SignTransaction(r.ctx, offer, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.counter, s.cvm, s.sig = sig.Counter, sig.CVM, sig.Sig
+		}
+		before := stored()
+		e := txn.Envelope{Purpose: txn.PurposeTransaction, CardNumber: env.CardNumber, Counter: s.counter, CVM: s.cvm, Payload: offer}
+		v, err := r.svc.VerifySignatureDeferred(r.ctx, sess, &e, s.sig, nil, nil, st.accepted)
+		if err != nil || v.Code != st.want || v.CounterDeferred != st.wantDeferred {
+			t.Errorf("%s: VerifySignatureDeferred() = %+v, %v; want %v, CounterDeferred %v", st.name, v, err, st.want, st.wantDeferred)
+		}
+		switch got := stored(); {
+		case st.wantAdvanced && got != s.counter:
+			t.Errorf("%s: stored counter = %d, want %d", st.name, got, s.counter)
+		case !st.wantAdvanced && got != before:
+			t.Errorf("%s: stored counter = %d, want %d (left to the caller)", st.name, got, before)
+		}
+	}
+}

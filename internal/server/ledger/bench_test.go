@@ -39,6 +39,14 @@ func BenchmarkTransfer(b *testing.B) {
 	}
 }
 
+// BenchmarkTransferWide is BenchmarkTransfer with four times the callers
+// (128 per GOMAXPROCS): batches grow with the callers waiting.
+func BenchmarkTransferWide(b *testing.B) {
+	for _, be := range backends() {
+		b.Run(be.name, func(b *testing.B) { benchTransferN(b, be, ledger.Options{}, 4*benchCallers) })
+	}
+}
+
 // BenchmarkTransferNoGroup is BenchmarkTransfer with one commit per
 // transfer (MaxBatch 1), for the ratio.
 func BenchmarkTransferNoGroup(b *testing.B) {
@@ -48,6 +56,11 @@ func BenchmarkTransferNoGroup(b *testing.B) {
 }
 
 func benchTransfer(b *testing.B, be backend, opt ledger.Options) {
+	benchTransferN(b, be, opt, benchCallers)
+}
+
+// benchTransferN runs callers goroutines per GOMAXPROCS.
+func benchTransferN(b *testing.B, be backend, opt ledger.Options, callers int) {
 	ctx := context.Background()
 	l := newLedger(b, be.open(b), opt)
 	mustAccount(b, l, "float", store.KindFloat, -1e15)
@@ -69,7 +82,7 @@ func benchTransfer(b *testing.B, be backend, opt ledger.Options) {
 	var lat []time.Duration
 	before := l.Stats()
 	b.ReportAllocs()
-	b.SetParallelism(benchCallers)
+	b.SetParallelism(callers)
 	b.ResetTimer()
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {

@@ -6,36 +6,44 @@
 // # Model
 //
 // An account (store.Account) has a kind (holder, merchant, issuer float,
-// fees), a currency, a balance in minor units and a lower limit: 0 for a
-// holder, negative for the issuer float, which mirrors the e-money
-// outstanding. A transfer has an idempotency key, two or more legs on
+// fees, funding), a currency, a balance in minor units and a lower limit:
+// 0 for a holder and for the issuer float, which holds the e-money
+// outstanding, and very negative for funding, where deposits come from. A transfer has an idempotency key, two or more legs on
 // distinct accounts that sum to zero, all in the transfer's currency, and
 // a memo. No balance goes below its limit: the backend checks it in the
-// same database transaction as the update, with a guarded
-// "UPDATE … SET balance = balance + d WHERE … AND balance + d >= lower_limit"
-// (a CHECK constraint is the backstop). Legs are applied in account order,
-// so that two server instances on one PostgreSQL lock rows in one order.
+// same database transaction as the update, on balances that transaction
+// holds locked, and the UPDATE is still guarded ("… SET balance = new
+// WHERE balance = locked AND new >= lower_limit"; a CHECK constraint is
+// the backstop).
 //
 // # Group commit
 //
-// Transfer hands the transfer to one batcher goroutine and waits. The
+// Transfer hands the transfer to the batcher goroutine and waits. The
 // batcher takes every transfer waiting (up to Options.MaxBatch, after at
-// most Options.MaxDelay), posts them in ONE database transaction, each in
-// its own SAVEPOINT so that a refused transfer (below a limit, unknown
-// account, key reused with other content) rolls back alone, commits once,
-// and only after the commit returned answers every caller of the batch.
-// A transfer acknowledged is therefore durable (SQLite synchronous=FULL,
-// PostgreSQL fsync on), and one fsync is shared by the whole batch. While
-// a batch commits, the next one gathers, so batches grow with load and no
-// delay is needed (MaxDelay 0, the default). A failed commit fails every
-// transfer of its batch. A key posted before with the same content
-// returns the first posting (Posted.Replayed); with other content it is
-// refused with store.ErrConflict.
+// most Options.MaxDelay), posts them in ONE database transaction, as if
+// one at a time, so that a refused transfer (below a limit, unknown
+// account, key reused with other content) is refused alone and the others
+// post, commits once, and only after the commit returned answers every
+// caller of the batch. A transfer acknowledged is therefore durable
+// (SQLite synchronous=FULL, PostgreSQL fsync on), and one fsync is shared
+// by the whole batch. While a batch commits, the next one gathers, so
+// batches grow with load and no delay is needed (MaxDelay 0, the
+// default). A failed commit fails every transfer of its batch. A key
+// posted before with the same content returns the first posting
+// (Posted.Replayed); with other content it is refused with
+// store.ErrConflict.
 //
-// The SQLite backend runs the batch on its one writer connection (BEGIN
-// IMMEDIATE, synchronous=FULL). The PostgreSQL backend calls the
-// ledger_post function once per transfer — its BEGIN … EXCEPTION block
-// is the savepoint — and pipelines the whole batch in one round trip.
+// Both backends post a batch set-wise, without a savepoint per transfer:
+// they read (PostgreSQL: lock, FOR UPDATE, in account order) the balances
+// of every account the batch names, apply the transfers to them in Go one
+// by one, refusing those that would break a limit, and write the outcome
+// with a few multi-row statements: the transfers, the entries, and one
+// compare-and-set UPDATE of the changed balances, still guarded by the
+// limits. SQLite holds its only write lock (BEGIN IMMEDIATE) for the
+// whole batch. PostgreSQL inserts the keys first (ON CONFLICT DO NOTHING,
+// in key order, which finds replays and serialises a key posted by two
+// instances at once), then locks the accounts (in ID order, so that two
+// instances never deadlock), in two round trips per batch.
 //
 // It imports store (the repository interface), money and the standard
 // library; it must not import a store backend, nor the API or protocol
@@ -50,9 +58,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"cardlink/internal/money"
 	"cardlink/internal/store"
@@ -64,7 +74,8 @@ import (
 var (
 	// ErrInvalid: the transfer is malformed (no key, unknown currency,
 	// fewer than two legs, a zero amount, an account twice, legs that do
-	// not sum to zero). Nothing was sent to the store.
+	// not sum to zero, a key, memo or account that is not UTF-8 or holds
+	// NUL). Nothing was sent to the store.
 	ErrInvalid = errors.New("ledger: invalid transfer")
 	// ErrClosed: the ledger is closed.
 	ErrClosed = errors.New("ledger: closed")
@@ -216,6 +227,10 @@ func prepare(t Transfer) (store.Transfer, error) {
 	if t.Key == "" {
 		return bad("empty idempotency key")
 	}
+	// A string PostgreSQL's text refuses would fail the whole batch.
+	if !goodText(t.Key) || !goodText(t.Memo) {
+		return bad("key or memo not UTF-8 or holding NUL")
+	}
 	if _, err := money.ParseCurrency(string(t.Currency)); err != nil {
 		return bad("%v", err)
 	}
@@ -226,6 +241,9 @@ func prepare(t Transfer) (store.Transfer, error) {
 	slices.SortFunc(legs, func(a, b Leg) int { return cmp.Compare(a.Account, b.Account) })
 	var sum int64
 	for i, g := range legs {
+		if !goodText(g.Account) {
+			return bad("account %q not UTF-8 or holding NUL", g.Account)
+		}
 		if g.Amount == 0 {
 			return bad("zero amount on account %q", g.Account)
 		}
@@ -253,6 +271,12 @@ func prepare(t Transfer) (store.Transfer, error) {
 		h.Write(binary.BigEndian.AppendUint64(nil, uint64(g.Amount)))
 	}
 	return store.Transfer{Key: t.Key, Currency: t.Currency, Legs: legs, Memo: t.Memo, Digest: h.Sum(nil)}, nil
+}
+
+// goodText reports whether s is valid UTF-8 without NUL, as a text column
+// of both backends takes it unchanged.
+func goodText(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
 }
 
 // run is the batcher: it gathers waiting requests into batches and posts

@@ -106,6 +106,9 @@ func TestInvalid(t *testing.T) {
 		{"ZeroLegs", ledger.Transfer{Key: "k", Currency: "EUR", Legs: []ledger.Leg{{Account: "h1", Amount: 0}, {Account: "m", Amount: 0}}}},
 		{"NotZeroSum", ledger.Transfer{Key: "k", Currency: "EUR", Legs: []ledger.Leg{{Account: "h1", Amount: -5}, {Account: "m", Amount: 4}}}},
 		{"SameAccount", ledger.Transfer{Key: "k", Currency: "EUR", Legs: []ledger.Leg{{Account: "h1", Amount: -5}, {Account: "h1", Amount: 5}}}},
+		{"KeyNotUTF8", move("k\xff", "h1", "m", 1)},
+		{"MemoNUL", ledger.Transfer{Key: "k", Currency: "EUR", Memo: "a\x00b", Legs: move("k", "h1", "m", 1).Legs}},
+		{"AccountNotUTF8", move("k", "h1", "m\xc3", 1)},
 		{"Overflow", ledger.Transfer{Key: "k", Currency: "EUR", Legs: []ledger.Leg{{Account: "a", Amount: 1 << 62}, {Account: "b", Amount: 1 << 62}, {Account: "c", Amount: -(1 << 62)}, {Account: "d", Amount: -(1 << 62)}}}},
 	}
 	for _, tt := range tests {

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/binary"
 	"slices"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"cardlink/internal/money"
 )
@@ -31,11 +33,15 @@ func FuzzPrepare(f *testing.F) {
 	f.Add("k", "", slices.Concat(leg(0, -5), leg(1, 3), leg(2, 2)))
 	f.Add("k", "", slices.Concat(leg(0, 1<<62), leg(1, 1<<62), leg(2, -(1<<62)), leg(3, -(1<<62))))
 	f.Add("", "x", slices.Concat(leg(0, -1), leg(0, 1)))
+	f.Add("k\xff", "x\x00", slices.Concat(leg(0, -5), leg(1, 5)))
 	f.Fuzz(func(t *testing.T, key, memo string, legs []byte) {
 		tr := transferFrom(key, memo, legs)
 		st, err := prepare(tr)
 		if err != nil {
 			return
+		}
+		if !utf8.ValidString(st.Key+st.Memo) || strings.ContainsRune(st.Key+st.Memo, 0) {
+			t.Fatalf("prepare(%+v) accepted a key or memo not UTF-8 or holding NUL", tr)
 		}
 		if len(st.Legs) < 2 {
 			t.Fatalf("prepare(%+v) accepted %d legs", tr, len(st.Legs))

@@ -44,7 +44,10 @@ const (
 // its deadline.
 //
 // Then it records the approval (AuthorizePurchase, taking one off the
-// item's stock; a sold-out item declines the purchase with
+// item's stock — with a store.CountingAuthorizer, and a holder
+// verification made by the card, it advances the card's counter in the
+// same transaction: AuthorizePurchaseCounting after
+// auth.Service.VerifySignatureDeferred; a sold-out item declines the purchase with
 // CodeTransactionDeclined), posts the payment (settle) and answers CodeOK
 // with the signed e-goods of the item, or CodeInsufficientFunds when the
 // ledger refused the transfer (the purchase is then declined). An
@@ -79,7 +82,14 @@ func (s *Service) Approve(ctx context.Context, sess *auth.Session, a *protocol.T
 	}
 
 	env := txn.Envelope{Purpose: txn.PurposeTransaction, CardNumber: p.Card, Counter: a.Counter, CVM: a.CVM, Payload: p.Offer}
-	v, err := s.cfg.Auth.VerifySignature(ctx, sess, &env, a.Signature, a.PINBlock, a.Biometric, s.cfg.Auth.DefaultCVMs())
+	// With a store that can, the card's counter is advanced in the
+	// transaction that records the approval: one commit fewer.
+	verify, authorize := s.cfg.Auth.VerifySignature, s.ms.AuthorizePurchase
+	ca, counting := s.ms.(store.CountingAuthorizer)
+	if counting {
+		verify = s.cfg.Auth.VerifySignatureDeferred
+	}
+	v, err := verify(ctx, sess, &env, a.Signature, a.PINBlock, a.Biometric, s.cfg.Auth.DefaultCVMs())
 	if err != nil {
 		return nil, fmt.Errorf("approving %s: %w", id, err)
 	}
@@ -90,8 +100,20 @@ func (s *Service) Approve(ctx context.Context, sess *auth.Session, a *protocol.T
 	}
 
 	approval := store.PurchaseApproval{Counter: a.Counter, CVM: uint8(v.CVM), Signature: a.Signature, Device: sess.Device.ID, MatchedBy: v.MatchedBy}
-	p, err = s.ms.AuthorizePurchase(ctx, id, p.Card, approval, s.now())
+	if v.CounterDeferred {
+		authorize = ca.AuthorizePurchaseCounting
+	}
+	p, err = authorize(ctx, id, env.CardNumber, approval, s.now())
 	switch {
+	case errors.Is(err, store.ErrCounterReplay):
+		// Another signature with this counter or a higher one was
+		// accepted meanwhile: the store flagged the card.
+		s.log.LogAttrs(ctx, slog.LevelWarn, "card counter did not grow: possibly cloned",
+			slog.String("card", auth.MaskCard(env.CardNumber)), slog.Uint64("counter", uint64(a.Counter)),
+			slog.String("device", sess.Device.ID))
+		return s.approveResult(ctx, sess, env.CardNumber, id, a.ID, protocol.CodeCounterNotIncreasing, err), nil
+	case errors.Is(err, store.ErrRevoked):
+		return s.approveResult(ctx, sess, env.CardNumber, id, a.ID, protocol.CodeCardRevoked, err), nil
 	case errors.Is(err, store.ErrNotFound):
 		// Declined, expired or approved meanwhile (another instance).
 		return s.approveResult(ctx, sess, env.CardNumber, id, a.ID, protocol.CodeTransactionUnknown, err), nil

@@ -1,9 +1,13 @@
 package postgres
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -43,71 +47,256 @@ func (s *Store) Account(ctx context.Context, id string) (store.Account, error) {
 	return a, nil
 }
 
-// PostTransfers implements store.Ledger: one transaction, one call of
-// the ledger_post function per transfer (each in its own subtransaction,
-// a savepoint), all pipelined in one round trip, and one commit. The
-// guarded UPDATE takes each account's row lock, so concurrent transactions
-// (other server instances) on one account wait for each other and re-check
-// the guard on the new balance.
+// PostTransfers implements store.Ledger with a few set-based statements
+// per batch instead of one subtransaction per transfer, in two round trips
+// plus one per repeated key. In one transaction (READ COMMITTED), for each
+// round of transfers with distinct keys (a batch that repeats a key has a
+// round per repetition):
+//
+//  1. it inserts every transfer with one INSERT … SELECT FROM unnest(…)
+//     ON CONFLICT (idem_key) DO NOTHING, in key order, and locks every
+//     account the round names with one SELECT … ORDER BY id FOR UPDATE,
+//     pipelined in one round trip (with the BEGIN);
+//  2. a key that was not inserted exists: its transfer is a replay or a
+//     conflict (one more statement, only then);
+//  3. in Go, on the locked balances, it applies the new transfers one by
+//     one, in key order, refusing alone any whose leg names an unknown
+//     account, another currency or would go below the limit;
+//  4. it writes the outcome with one UPDATE … FROM unnest(…) of the
+//     changed balances (a compare-and-set on the locked balance, still
+//     guarded by the limit, that fails the transaction if any row does not
+//     match), one INSERT of all entries and, if some were refused, one
+//     DELETE of their transfer rows, pipelined in one round trip (with the
+//     COMMIT).
+//
+// The row locks make step 3 exact: no other transaction (another server
+// instance) changes these balances until the commit, and one that waits
+// for them reads the new balances. Every transaction takes its keys in key
+// order and then its account locks in ID order, so two instances never
+// deadlock (a later round's keys are keys of the first round, which this
+// transaction already holds).
 func (s *Store) PostTransfers(ctx context.Context, ts []store.Transfer, now time.Time) ([]store.Result, error) {
 	now = now.UTC().Truncate(time.Microsecond)
 	res := make([]store.Result, len(ts))
-	err := s.tx(ctx, func(tx pgx.Tx) error {
-		var b pgx.Batch
-		for _, t := range ts {
-			accounts := make([]string, len(t.Legs))
-			amounts := make([]int64, len(t.Legs))
-			for i, l := range t.Legs {
-				accounts[i], amounts[i] = l.Account, l.Amount
-			}
-			b.Queue(`SELECT o_id, o_posted, o_status, o_account FROM ledger_post($1, $2, $3, $4, $5, $6, $7)`,
-				t.Key, blob(t.Digest), string(t.Currency), t.Memo, now, accounts, amounts)
-		}
-		br := tx.SendBatch(ctx, &b)
-		for i, t := range ts {
-			var id *int64
-			var posted *time.Time
-			var status string
-			var account *string
-			if err := br.QueryRow().Scan(&id, &posted, &status, &account); err != nil {
-				br.Close()
-				return fmt.Errorf("posting %q: %w", t.Key, err)
-			}
-			res[i] = result(t, id, posted, status, account)
-		}
-		if err := br.Close(); err != nil {
-			return fmt.Errorf("posting transfers: %w", err)
-		}
-		return nil
-	})
+	c, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("posting transfers: %w", err)
+	}
+	// Release closes the connection if it is still in a transaction.
+	defer c.Release()
+	rounds := ledgerRounds(ts)
+	for n, round := range rounds {
+		if err := postRound(ctx, c.Conn(), ts, round, now, n == 0, n == len(rounds)-1, res); err != nil {
+			if _, rerr := c.Exec(ctx, `ROLLBACK`); rerr != nil {
+				c.Conn().Close(ctx)
+			}
+			return nil, fmt.Errorf("posting transfers: %w", err)
+		}
 	}
 	return res, nil
 }
 
-// result turns one row of ledger_post into a Result.
-func result(t store.Transfer, id *int64, posted *time.Time, status string, account *string) store.Result {
-	var acct string
-	if account != nil {
-		acct = *account
-	}
-	switch status {
-	case "ok", "replayed":
-		if id == nil || posted == nil {
-			return store.Result{Err: fmt.Errorf("posting %q: ledger_post returned %s without a transfer", t.Key, status)}
+// postRound posts ts[i] for i in round (distinct keys, in key order) and
+// sets res[i]. The first round begins the transaction, the last commits
+// it.
+func postRound(ctx context.Context, c *pgx.Conn, ts []store.Transfer, round []int, now time.Time, first, last bool, res []store.Result) error {
+	keys := make([]string, len(round))
+	digests := make([][]byte, len(round))
+	curs := make([]string, len(round))
+	memos := make([]string, len(round))
+	var ids []string
+	for j, i := range round {
+		t := ts[i]
+		keys[j], digests[j], curs[j], memos[j] = t.Key, blob(t.Digest), string(t.Currency), t.Memo
+		for _, l := range t.Legs {
+			ids = append(ids, l.Account)
 		}
-		return store.Result{Posted: store.Posted{ID: *id, Key: t.Key, Time: posted.UTC(), Replayed: status == "replayed"}}
-	case "conflict":
-		return store.Result{Err: fmt.Errorf("transfer %q was posted with other content: %w", t.Key, store.ErrConflict)}
-	case "notfound":
-		return store.Result{Err: fmt.Errorf("posting %q: account %q: %w", t.Key, acct, store.ErrNotFound)}
-	case "currency":
-		return store.Result{Err: fmt.Errorf("posting %q: account %q is not in %s: %w", t.Key, acct, t.Currency, store.ErrCurrency)}
-	case "limit":
-		return store.Result{Err: fmt.Errorf("posting %q: account %q: %w", t.Key, acct, store.ErrLimit)}
 	}
-	return store.Result{Err: fmt.Errorf("posting %q: %s: %s", t.Key, status, acct)}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+
+	var b pgx.Batch
+	if first {
+		b.Queue(`BEGIN`)
+	}
+	b.Queue(`INSERT INTO ledger_transfers (idem_key, digest, currency, memo, posted)
+		SELECT k, d, c, m, $5 FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[]) AS u(k, d, c, m)
+		ON CONFLICT (idem_key) DO NOTHING RETURNING idem_key, id`, keys, digests, curs, memos, now)
+	b.Queue(`SELECT id, currency, balance, lower_limit FROM ledger_accounts
+		WHERE id = ANY($1) ORDER BY id FOR UPDATE`, ids)
+	br := c.SendBatch(ctx, &b)
+	if first {
+		if _, err := br.Exec(); err != nil {
+			br.Close()
+			return fmt.Errorf("beginning transaction: %w", err)
+		}
+	}
+	inserted := make(map[string]int64, len(round))
+	rows, _ := br.Query()
+	for rows.Next() {
+		var k string
+		var id int64
+		if err := rows.Scan(&k, &id); err != nil {
+			rows.Close()
+			br.Close()
+			return fmt.Errorf("inserting transfers: %w", err)
+		}
+		inserted[k] = id
+	}
+	if err := rows.Err(); err != nil {
+		br.Close()
+		return fmt.Errorf("inserting transfers: %w", err)
+	}
+	accts := make(map[string]*ledgerAccount, len(ids))
+	rows, _ = br.Query()
+	for rows.Next() {
+		a := new(ledgerAccount)
+		var id string
+		if err := rows.Scan(&id, &a.currency, &a.balance, &a.limit); err != nil {
+			rows.Close()
+			br.Close()
+			return fmt.Errorf("locking accounts: %w", err)
+		}
+		a.locked = a.balance
+		accts[id] = a
+	}
+	if err := rows.Err(); err != nil {
+		br.Close()
+		return fmt.Errorf("locking accounts: %w", err)
+	}
+	if err := br.Close(); err != nil {
+		return fmt.Errorf("locking accounts: %w", err)
+	}
+
+	if len(inserted) < len(round) {
+		if err := replays(ctx, c, ts, round, inserted, res); err != nil {
+			return err
+		}
+	}
+
+	var p ledgerPlan
+	for _, i := range round {
+		id, ok := inserted[ts[i].Key]
+		if !ok {
+			continue // answered by replays
+		}
+		res[i] = p.apply(ts[i], id, now, accts)
+	}
+	b = pgx.Batch{}
+	if len(p.touched) > 0 {
+		ups := make([]string, len(p.touched))
+		olds := make([]int64, len(p.touched))
+		news := make([]int64, len(p.touched))
+		for j, id := range p.touched {
+			a := accts[id]
+			ups[j], olds[j], news[j] = id, a.locked, a.balance
+		}
+		// A row that does not match fails the cast, and so the
+		// transaction: impossible while the rows are locked.
+		b.Queue(`WITH u AS (
+				UPDATE ledger_accounts a SET balance = u.b
+				FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS u(id, o, b)
+				WHERE a.id = u.id AND a.balance = u.o AND u.b >= a.lower_limit
+				RETURNING 1)
+			SELECT CASE WHEN count(*) = $4 THEN 1
+				ELSE ('ledger: ' || count(*) || ' of ' || $4 || ' locked balances updated')::int END
+			FROM u`, ups, olds, news, len(ups))
+		et := make([]int64, len(p.entries))
+		ea := make([]string, len(p.entries))
+		em := make([]int64, len(p.entries))
+		eb := make([]int64, len(p.entries))
+		for j, e := range p.entries {
+			et[j], ea[j], em[j], eb[j] = e.transfer, e.account, e.amount, e.balance
+		}
+		b.Queue(`INSERT INTO ledger_entries (transfer, account, amount, balance, posted)
+			SELECT t, a, m, b, $5 FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[]) AS u(t, a, m, b)`,
+			et, ea, em, eb, now)
+	}
+	if len(p.refused) > 0 {
+		b.Queue(`DELETE FROM ledger_transfers WHERE id = ANY($1)`, p.refused)
+	}
+	if last {
+		b.Queue(`COMMIT`)
+	}
+	if b.Len() == 0 {
+		return nil
+	}
+	br = c.SendBatch(ctx, &b)
+	defer br.Close()
+	if len(p.touched) > 0 {
+		if _, err := br.Exec(); err != nil {
+			return fmt.Errorf("updating balances: %w", err)
+		}
+		if _, err := br.Exec(); err != nil {
+			return fmt.Errorf("inserting entries: %w", err)
+		}
+	}
+	if len(p.refused) > 0 {
+		if _, err := br.Exec(); err != nil {
+			return fmt.Errorf("deleting refused transfers: %w", err)
+		}
+	}
+	if last {
+		tag, err := br.Exec()
+		if err != nil {
+			return fmt.Errorf("committing: %w", err)
+		}
+		if tag.String() != "COMMIT" {
+			return fmt.Errorf("committing: %s", tag)
+		}
+	}
+	return br.Close()
+}
+
+// replays answers the transfers of round whose key was not inserted: the
+// key exists, posted before (by this batch's earlier round, another batch
+// or another instance that committed meanwhile).
+func replays(ctx context.Context, tx *pgx.Conn, ts []store.Transfer, round []int, inserted map[string]int64, res []store.Result) error {
+	var keys []string
+	for _, i := range round {
+		if _, ok := inserted[ts[i].Key]; !ok {
+			keys = append(keys, ts[i].Key)
+		}
+	}
+	type prior struct {
+		id     int64
+		digest []byte
+		posted time.Time
+	}
+	found := make(map[string]prior, len(keys))
+	rows, err := tx.Query(ctx, `SELECT idem_key, id, digest, posted FROM ledger_transfers WHERE idem_key = ANY($1)`, keys)
+	if err != nil {
+		return fmt.Errorf("reading transfers: %w", err)
+	}
+	for rows.Next() {
+		var k string
+		var p prior
+		if err := rows.Scan(&k, &p.id, &p.digest, &p.posted); err != nil {
+			rows.Close()
+			return fmt.Errorf("reading transfers: %w", err)
+		}
+		found[k] = p
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("reading transfers: %w", err)
+	}
+	for _, i := range round {
+		t := ts[i]
+		if _, ok := inserted[t.Key]; ok {
+			continue
+		}
+		p, ok := found[t.Key]
+		switch {
+		case !ok:
+			// Cannot happen: ON CONFLICT found a committed row.
+			return fmt.Errorf("reading transfer %q: %w", t.Key, store.ErrNotFound)
+		case !bytes.Equal(p.digest, t.Digest):
+			res[i] = store.Result{Err: fmt.Errorf("transfer %q was posted with other content: %w", t.Key, store.ErrConflict)}
+		default:
+			res[i] = store.Result{Posted: store.Posted{ID: p.id, Key: t.Key, Time: p.posted.UTC(), Replayed: true}}
+		}
+	}
+	return nil
 }
 
 // Entries implements store.Ledger.
@@ -152,4 +341,87 @@ func (s *Store) Entries(ctx context.Context, account string, from, to time.Time)
 		return 0, nil, fmt.Errorf("reading entries of %q: %w", account, err)
 	}
 	return opening, es, nil
+}
+
+// The batch planner below is the same in the sqlite backend: both apply a
+// batch to balances the transaction holds locked, in Go, then write the
+// outcome set-wise.
+
+// ledgerAccount is an account row as a batch sees it.
+type ledgerAccount struct {
+	currency string
+	locked   int64 // the balance when locked
+	balance  int64 // the balance after the transfers applied so far
+	limit    int64
+	touched  bool
+}
+
+// ledgerEntry is one entry to insert.
+type ledgerEntry struct {
+	transfer int64
+	account  string
+	amount   int64
+	balance  int64
+}
+
+// ledgerPlan applies transfers one at a time to locked balances and
+// collects what to write.
+type ledgerPlan struct {
+	entries []ledgerEntry
+	refused []int64  // IDs of refused transfers
+	touched []string // accounts changed, in order of first change
+}
+
+// apply applies t (whose row has ID id) to accts if every leg names a
+// known account in t's currency that stays within its limit; otherwise it
+// refuses t alone, naming the first failing leg in account order.
+func (p *ledgerPlan) apply(t store.Transfer, id int64, now time.Time, accts map[string]*ledgerAccount) store.Result {
+	for _, l := range t.Legs {
+		a := accts[l.Account]
+		var err error
+		switch {
+		case a == nil:
+			err = fmt.Errorf("posting %q: account %q: %w", t.Key, l.Account, store.ErrNotFound)
+		case a.currency != string(t.Currency):
+			err = fmt.Errorf("posting %q: account %q is in %s, not %s: %w", t.Key, l.Account, a.currency, t.Currency, store.ErrCurrency)
+		case l.Amount > 0 && a.balance > math.MaxInt64-l.Amount:
+			err = fmt.Errorf("posting %q: account %q: balance overflows", t.Key, l.Account)
+		case l.Amount < 0 && a.balance < a.limit-l.Amount:
+			err = fmt.Errorf("posting %q: account %q: %w", t.Key, l.Account, store.ErrLimit)
+		}
+		if err != nil {
+			p.refused = append(p.refused, id)
+			return store.Result{Err: err}
+		}
+	}
+	for _, l := range t.Legs {
+		a := accts[l.Account]
+		a.balance += l.Amount
+		if !a.touched {
+			a.touched = true
+			p.touched = append(p.touched, l.Account)
+		}
+		p.entries = append(p.entries, ledgerEntry{transfer: id, account: l.Account, amount: l.Amount, balance: a.balance})
+	}
+	return store.Result{Posted: store.Posted{ID: id, Key: t.Key, Time: now}}
+}
+
+// ledgerRounds splits the indexes of ts into rounds of distinct keys: the
+// n-th round holds the n-th transfer with each key. Each round is in key
+// order, the order in which transactions take key locks.
+func ledgerRounds(ts []store.Transfer) [][]int {
+	var rounds [][]int
+	seen := make(map[string]int, len(ts))
+	for i, t := range ts {
+		n := seen[t.Key]
+		seen[t.Key] = n + 1
+		if n == len(rounds) {
+			rounds = append(rounds, make([]int, 0, len(ts)))
+		}
+		rounds[n] = append(rounds[n], i)
+	}
+	for _, r := range rounds {
+		slices.SortFunc(r, func(a, b int) int { return cmp.Compare(ts[a].Key, ts[b].Key) })
+	}
+	return rounds
 }

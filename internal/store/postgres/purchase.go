@@ -17,10 +17,15 @@ import (
 // locked (SELECT … FOR UPDATE) before what the change depends on is read,
 // so that instances sharing the database agree.
 
+// pending is the pending status as an SQL literal: the partial indexes on
+// pending requests (WHERE status = 'pending') serve a query that names the
+// literal, under a generic plan too, not one with a parameter.
+const pending = `'` + string(store.PurchasePending) + `'`
+
 // PendingPurchase implements store.Merchants.
 func (s *Store) PendingPurchase(ctx context.Context, reference string, now time.Time) (store.Purchase, error) {
 	p, err := scanPurchase(s.pool.QueryRow(ctx, `SELECT `+purchaseRow+` FROM purchases
-		WHERE reference = $1 AND status = $2 AND expires > $3`, reference, store.PurchasePending, now.UTC()))
+		WHERE reference = $1 AND status = `+pending+` AND expires > $2`, reference, now.UTC()))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return store.Purchase{}, fmt.Errorf("reading pending purchase by reference: %w", store.ErrNotFound)
 	}
@@ -33,8 +38,8 @@ func (s *Store) PendingPurchase(ctx context.Context, reference string, now time.
 // PendingPurchasesForCard implements store.Merchants.
 func (s *Store) PendingPurchasesForCard(ctx context.Context, card string, now time.Time, limit int) ([]store.Purchase, error) {
 	return list(ctx, s.pool, scanPurchase, "listing pending purchases of card", `SELECT `+purchaseRow+` FROM purchases
-		WHERE card = $1 AND status = $2 AND expires > $3 ORDER BY created, id LIMIT $4`,
-		card, store.PurchasePending, now.UTC(), limit)
+		WHERE card = $1 AND status = `+pending+` AND expires > $2 ORDER BY created, id LIMIT $3`,
+		card, now.UTC(), limit)
 }
 
 // AuthorizedPurchases implements store.Merchants.
@@ -50,9 +55,9 @@ func (s *Store) AuthorizedPurchases(ctx context.Context, before time.Time, limit
 // planner may run it again per row and change more than limit.
 func (s *Store) ExpirePurchases(ctx context.Context, now time.Time, limit int) ([]store.Purchase, error) {
 	return list(ctx, s.pool, scanPurchase, "expiring purchases", `UPDATE purchases SET status = $1, reason = 'expired', updated = $2
-		WHERE id = ANY (ARRAY (SELECT id FROM purchases WHERE status = $3 AND expires <= $2 ORDER BY expires, id LIMIT $4
-			FOR UPDATE SKIP LOCKED)) AND status = $3
-		RETURNING `+purchaseRow, store.PurchaseExpired, now.UTC(), store.PurchasePending, limit)
+		WHERE id = ANY (ARRAY (SELECT id FROM purchases WHERE status = `+pending+` AND expires <= $2 ORDER BY expires, id LIMIT $3
+			FOR UPDATE SKIP LOCKED)) AND status = `+pending+`
+		RETURNING `+purchaseRow, store.PurchaseExpired, now.UTC(), limit)
 }
 
 // querier is the pool or a transaction.
@@ -97,21 +102,25 @@ func lockPurchase(ctx context.Context, tx pgx.Tx, id string) (store.Purchase, er
 // BindPurchase implements store.Merchants. Of two instances binding one
 // request to two cards, the conditional UPDATE of the second waits for the
 // first, then matches no row: it reads the winner's card.
+//
+// The binding, the usual case, is the conditional UPDATE alone (one round
+// trip); when it matches no row a transaction reads the reason.
 func (s *Store) BindPurchase(ctx context.Context, id, card string, offer []byte, now time.Time) (store.Purchase, error) {
+	p, err := scanPurchase(s.pool.QueryRow(ctx, `UPDATE purchases SET card = $1, offer = $2
+		WHERE id = $3 AND status = $4 AND expires > $5 AND card IN ('', $1) AND offer IS NULL
+		RETURNING `+purchaseRow, card, blob(offer), id, store.PurchasePending, now.UTC()))
+	if err == nil {
+		return p, nil
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return store.Purchase{}, fmt.Errorf("binding purchase %q: %w", id, err)
+	}
 	var got store.Purchase
-	err := s.tx(ctx, func(tx pgx.Tx) error {
-		p, err := scanPurchase(tx.QueryRow(ctx, `UPDATE purchases SET card = $1, offer = $2
-			WHERE id = $3 AND status = $4 AND expires > $5 AND card IN ('', $1) AND offer IS NULL
-			RETURNING `+purchaseRow, card, blob(offer), id, store.PurchasePending, now.UTC()))
-		if err == nil {
-			got = p
-			return nil
-		}
-		if !errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("binding purchase %q: %w", id, err)
-		}
-		// Refused: the read names the reason, or finds a retry.
-		if p, err = lockPurchase(ctx, tx, id); err != nil {
+	err = s.tx(ctx, func(tx pgx.Tx) error {
+		// Refused: the read names the reason, or finds a retry (or a
+		// binding that won since).
+		p, err := lockPurchase(ctx, tx, id)
+		if err != nil {
 			return fmt.Errorf("binding: %w", err)
 		}
 		if err := lifecycle.BindRefused(p, card, now); err != nil {
@@ -128,28 +137,86 @@ func (s *Store) BindPurchase(ctx context.Context, id, card string, offer []byte,
 func (s *Store) AuthorizePurchase(ctx context.Context, id, card string, a store.PurchaseApproval, now time.Time) (store.Purchase, error) {
 	var got store.Purchase
 	err := s.tx(ctx, func(tx pgx.Tx) error {
-		p, err := lockPurchase(ctx, tx, id)
-		if err != nil {
-			return fmt.Errorf("authorizing: %w", err)
-		}
-		if err := lifecycle.AuthorizeRefused(p, card, now); err != nil {
-			return err
-		}
-		if p.Item != "" {
-			if err := takeStock(ctx, tx, p.Item); err != nil {
-				return fmt.Errorf("authorizing purchase %q: %w", id, err)
-			}
-		}
-		got, err = scanPurchase(tx.QueryRow(ctx, `UPDATE purchases SET status = $1, approval_counter = $2,
-			approval_cvm = $3, approval_signature = $4, approval_device = $5, approval_matched_by = $6, updated = $7
-			WHERE id = $8 RETURNING `+purchaseRow, store.PurchaseAuthorized, int64(a.Counter), int16(a.CVM),
-			blob(a.Signature), a.Device, a.MatchedBy, now.UTC(), id))
-		if err != nil {
-			return fmt.Errorf("authorizing purchase %q: %w", id, err)
-		}
-		return nil
+		var err error
+		got, err = authorize(ctx, tx, id, card, a, now)
+		return err
 	})
 	return got, err
+}
+
+var _ store.CountingAuthorizer = (*Store)(nil)
+
+// AuthorizePurchaseCounting implements store.CountingAuthorizer: the
+// counter's conditional UPDATE (which locks the card's row), then
+// AuthorizePurchase's statements, in one transaction; a refused
+// authorization keeps the counter (commit).
+func (s *Store) AuthorizePurchaseCounting(ctx context.Context, id, card string, a store.PurchaseApproval, now time.Time) (store.Purchase, error) {
+	var got store.Purchase
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		if err := advanceIn(ctx, tx, card, a.Counter, now); err != nil {
+			return err
+		}
+		var err error
+		got, err = authorize(ctx, tx, id, card, a, now)
+		if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrExpired) || errors.Is(err, store.ErrSoldOut) {
+			// Refusals decided in Go or by a guarded UPDATE: no
+			// statement failed, the transaction can commit the counter.
+			return commit{err}
+		}
+		return err
+	})
+	return got, err
+}
+
+// advanceIn is AdvanceCounter in tx: ErrCounterReplay comes as a commit
+// (the clone flag stays).
+func advanceIn(ctx context.Context, tx pgx.Tx, number string, counter uint32, now time.Time) error {
+	res, err := tx.Exec(ctx, advanceSQL, counter, number, counter)
+	if err != nil {
+		return fmt.Errorf("advancing card counter: %w", err)
+	}
+	if res.RowsAffected() == 1 {
+		return nil
+	}
+	var revoked *time.Time
+	err = tx.QueryRow(ctx, `SELECT revoked_at FROM cards WHERE number = $1`, number).Scan(&revoked)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return fmt.Errorf("advancing card counter: %w", store.ErrNotFound)
+	case err != nil:
+		return fmt.Errorf("advancing card counter: %w", err)
+	case revoked != nil:
+		return fmt.Errorf("advancing card counter: %w", store.ErrRevoked)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE cards SET cloned_at = COALESCE(cloned_at, $1) WHERE number = $2`,
+		now.UTC(), number); err != nil {
+		return fmt.Errorf("flagging card: %w", err)
+	}
+	return commit{fmt.Errorf("advancing card counter: %w", store.ErrCounterReplay)}
+}
+
+// authorize is AuthorizePurchase in tx.
+func authorize(ctx context.Context, tx pgx.Tx, id, card string, a store.PurchaseApproval, now time.Time) (store.Purchase, error) {
+	p, err := lockPurchase(ctx, tx, id)
+	if err != nil {
+		return store.Purchase{}, fmt.Errorf("authorizing: %w", err)
+	}
+	if err := lifecycle.AuthorizeRefused(p, card, now); err != nil {
+		return store.Purchase{}, err
+	}
+	if p.Item != "" {
+		if err := takeStock(ctx, tx, p.Item); err != nil {
+			return store.Purchase{}, fmt.Errorf("authorizing purchase %q: %w", id, err)
+		}
+	}
+	got, err := scanPurchase(tx.QueryRow(ctx, `UPDATE purchases SET status = $1, approval_counter = $2,
+		approval_cvm = $3, approval_signature = $4, approval_device = $5, approval_matched_by = $6, updated = $7
+		WHERE id = $8 RETURNING `+purchaseRow, store.PurchaseAuthorized, int64(a.Counter), int16(a.CVM),
+		blob(a.Signature), a.Device, a.MatchedBy, now.UTC(), id))
+	if err != nil {
+		return store.Purchase{}, fmt.Errorf("authorizing purchase %q: %w", id, err)
+	}
+	return got, nil
 }
 
 // takeStock takes one off the item's stock, ErrSoldOut if it is 0; an
@@ -172,8 +239,22 @@ func takeStock(ctx context.Context, tx pgx.Tx, item string) error {
 	return nil
 }
 
-// CompletePurchase implements store.Merchants.
+// CompletePurchase implements store.Merchants. The approval, the usual
+// case, is one conditional UPDATE (one round trip); a decline, which may
+// give stock back, and a refusal's reason take a transaction.
 func (s *Store) CompletePurchase(ctx context.Context, id string, transfer int64, reason string, now time.Time) (store.Purchase, error) {
+	if reason == "" {
+		p, err := scanPurchase(s.pool.QueryRow(ctx, `UPDATE purchases SET status = $1, transfer = $2, reason = '', updated = $3
+			WHERE id = $4 AND status = $5 RETURNING `+purchaseRow, store.PurchaseApproved, transfer, now.UTC(), id,
+			store.PurchaseAuthorized))
+		if err == nil {
+			return p, nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return store.Purchase{}, fmt.Errorf("completing purchase %q: %w", id, err)
+		}
+		// Not authorized (or unknown): the transaction below says which.
+	}
 	var got store.Purchase
 	err := s.tx(ctx, func(tx pgx.Tx) error {
 		p, err := lockPurchase(ctx, tx, id)

@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
+	"strconv"
 	"time"
 
 	"cardlink/internal/money"
@@ -46,89 +50,239 @@ func (s *Store) Account(ctx context.Context, id string) (store.Account, error) {
 	return a, nil
 }
 
-// PostTransfers implements store.Ledger: one BEGIN IMMEDIATE transaction,
-// a SAVEPOINT per transfer, one commit (one fsync of the WAL).
+// PostTransfers implements store.Ledger with a few set-based statements
+// per batch instead of a savepoint and five statements per transfer. In
+// one BEGIN IMMEDIATE transaction, which holds the database's only write
+// lock until the commit:
+//
+//  1. it reads every account the batch names, every transfer with one of
+//     its keys and the last transfer ID (three statements);
+//  2. in Go it applies the transfers one by one, in batch order: a known
+//     key is a replay or a conflict; a transfer whose leg names an unknown
+//     account, another currency or would go below the limit is refused
+//     alone; the others get the next transfer IDs and change the balances;
+//  3. it writes the outcome: one INSERT of the posted transfers, one of
+//     their entries (the rows go as a JSON array to json_each, so that the
+//     statements' text is the same for every batch), one UPDATE of the
+//     changed balances (a compare-and-set, still guarded by the limit),
+//     and commits once (one fsync of the WAL).
+//
+// Nothing else writes between the reads and the commit, so step 2 is
+// exact and no savepoint is needed.
 func (s *Store) PostTransfers(ctx context.Context, ts []store.Transfer, now time.Time) ([]store.Result, error) {
+	now = now.UTC().Truncate(time.Microsecond)
 	res := make([]store.Result, len(ts))
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		for i, t := range ts {
-			if _, err := tx.ExecContext(ctx, `SAVEPOINT t`); err != nil {
-				return fmt.Errorf("opening savepoint: %w", err)
-			}
-			p, err := postOne(ctx, tx, t, now)
-			if err != nil {
-				if _, rerr := tx.ExecContext(ctx, `ROLLBACK TO t`); rerr != nil {
-					return fmt.Errorf("rolling back to savepoint: %w", rerr)
-				}
-			}
-			if _, rerr := tx.ExecContext(ctx, `RELEASE t`); rerr != nil {
-				return fmt.Errorf("releasing savepoint: %w", rerr)
-			}
-			res[i] = store.Result{Posted: p, Err: err}
-		}
-		return nil
-	})
+	err := s.tx(ctx, func(tx *sql.Tx) error { return postBatch(ctx, tx, ts, now, res) })
 	if err != nil {
 		return nil, fmt.Errorf("posting transfers: %w", err)
 	}
 	return res, nil
 }
 
-// postOne posts t inside the open savepoint; on error the caller rolls
-// back to it.
-func postOne(ctx context.Context, tx *sql.Tx, t store.Transfer, now time.Time) (store.Posted, error) {
-	now = now.UTC().Truncate(time.Microsecond)
-	var id int64
-	err := tx.QueryRowContext(ctx, `INSERT INTO ledger_transfers (idem_key, digest, currency, memo, posted)
-		VALUES (?, ?, ?, ?, ?) ON CONFLICT (idem_key) DO NOTHING RETURNING id`,
-		t.Key, blob(t.Digest), string(t.Currency), t.Memo, now.UnixMicro()).Scan(&id)
-	if errors.Is(err, sql.ErrNoRows) {
-		var digest []byte
-		var posted int64
-		if err := tx.QueryRowContext(ctx, `SELECT id, digest, posted FROM ledger_transfers WHERE idem_key = ?`,
-			t.Key).Scan(&id, &digest, &posted); err != nil {
-			return store.Posted{}, fmt.Errorf("reading transfer %q: %w", t.Key, err)
+// postBatch posts ts in the open write transaction and sets res.
+func postBatch(ctx context.Context, tx *sql.Tx, ts []store.Transfer, now time.Time, res []store.Result) error {
+	var ids, keys []string
+	for _, t := range ts {
+		keys = append(keys, t.Key)
+		for _, l := range t.Legs {
+			ids = append(ids, l.Account)
 		}
-		if !bytes.Equal(digest, t.Digest) {
-			return store.Posted{}, fmt.Errorf("transfer %q was posted with other content: %w", t.Key, store.ErrConflict)
-		}
-		return store.Posted{ID: id, Key: t.Key, Time: time.UnixMicro(posted).UTC(), Replayed: true}, nil
 	}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+
+	accts := make(map[string]*ledgerAccount, len(ids))
+	rows, err := tx.QueryContext(ctx, `SELECT id, currency, balance, lower_limit FROM ledger_accounts
+		WHERE id IN (SELECT CAST(unhex(value) AS TEXT) FROM json_each(?))`, jsonStrings(ids))
 	if err != nil {
-		return store.Posted{}, fmt.Errorf("inserting transfer %q: %w", t.Key, err)
+		return fmt.Errorf("reading accounts: %w", err)
 	}
-	for _, l := range t.Legs {
-		var bal int64
-		err := tx.QueryRowContext(ctx, `UPDATE ledger_accounts SET balance = balance + ?1
-			WHERE id = ?2 AND currency = ?3 AND balance + ?1 >= lower_limit RETURNING balance`,
-			l.Amount, l.Account, string(t.Currency)).Scan(&bal)
-		if errors.Is(err, sql.ErrNoRows) {
-			return store.Posted{}, legRefused(ctx, tx, t, l)
+	for rows.Next() {
+		a := new(ledgerAccount)
+		var id string
+		if err := rows.Scan(&id, &a.currency, &a.balance, &a.limit); err != nil {
+			rows.Close()
+			return fmt.Errorf("reading accounts: %w", err)
 		}
-		if err != nil {
-			return store.Posted{}, fmt.Errorf("updating account %q: %w", l.Account, err)
+		a.locked = a.balance
+		accts[id] = a
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("reading accounts: %w", err)
+	}
+
+	// Keys posted before, and then by this batch.
+	type prior struct {
+		id     int64
+		digest []byte
+		posted time.Time
+	}
+	known := make(map[string]prior, len(keys))
+	rows, err = tx.QueryContext(ctx, `SELECT idem_key, id, digest, posted FROM ledger_transfers
+		WHERE idem_key IN (SELECT CAST(unhex(value) AS TEXT) FROM json_each(?))`, jsonStrings(keys))
+	if err != nil {
+		return fmt.Errorf("reading transfers: %w", err)
+	}
+	for rows.Next() {
+		var k string
+		var p prior
+		var posted int64
+		if err := rows.Scan(&k, &p.id, &p.digest, &posted); err != nil {
+			rows.Close()
+			return fmt.Errorf("reading transfers: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO ledger_entries (transfer, account, amount, balance, posted)
-			VALUES (?, ?, ?, ?, ?)`, id, l.Account, l.Amount, bal, now.UnixMicro()); err != nil {
-			return store.Posted{}, fmt.Errorf("inserting entry: %w", err)
+		p.posted = time.UnixMicro(posted).UTC()
+		known[k] = p
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("reading transfers: %w", err)
+	}
+	var next int64
+	if err := tx.QueryRowContext(ctx, `SELECT max(
+		COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'ledger_transfers'), 0),
+		COALESCE((SELECT max(id) FROM ledger_transfers), 0))`).Scan(&next); err != nil {
+		return fmt.Errorf("reading transfer sequence: %w", err)
+	}
+
+	var p ledgerPlan
+	var posted []int // indexes into ts of the transfers posted now
+	for i, t := range ts {
+		if k, ok := known[t.Key]; ok {
+			if !bytes.Equal(k.digest, t.Digest) {
+				res[i] = store.Result{Err: fmt.Errorf("transfer %q was posted with other content: %w", t.Key, store.ErrConflict)}
+			} else {
+				res[i] = store.Result{Posted: store.Posted{ID: k.id, Key: t.Key, Time: k.posted, Replayed: true}}
+			}
+			continue
+		}
+		res[i] = p.apply(t, next+1, now, accts)
+		if res[i].Err == nil {
+			next++
+			posted = append(posted, i)
+			known[t.Key] = prior{id: next, digest: t.Digest, posted: now}
 		}
 	}
-	return store.Posted{ID: id, Key: t.Key, Time: now.UTC()}, nil
+	if len(posted) == 0 {
+		return nil
+	}
+	// Any failure below fails the whole transaction, so no statement needs
+	// rolling back alone: OR FAIL, and foreign keys checked at the commit
+	// (the pragma ends with the transaction). The statement journal SQLite
+	// still keeps for multi-row writes stays in memory (temp_store, a
+	// setting of the writer connection that only moves temporary files to
+	// memory).
+	if _, err := tx.ExecContext(ctx, `PRAGMA defer_foreign_keys = ON`); err != nil {
+		return fmt.Errorf("deferring foreign keys: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `PRAGMA temp_store = MEMORY`); err != nil {
+		return fmt.Errorf("setting temp_store: %w", err)
+	}
+
+	// The rows go as JSON arrays to fixed statements: a multi-row VALUES
+	// would be parsed anew for every batch size.
+	us := now.UnixMicro()
+	js := make([]byte, 0, 128*len(posted))
+	js = append(js, '[')
+	for j, i := range posted {
+		if j > 0 {
+			js = append(js, ',')
+		}
+		t := ts[i]
+		js = append(js, '[')
+		js = strconv.AppendInt(js, res[i].Posted.ID, 10)
+		js = append(js, ',')
+		js = appendText(js, t.Key)
+		js = append(js, ',', '"')
+		js = hex.AppendEncode(js, t.Digest)
+		js = append(js, '"', ',')
+		js = appendText(js, string(t.Currency))
+		js = append(js, ',')
+		js = appendText(js, t.Memo)
+		js = append(js, ']')
+	}
+	js = append(js, ']')
+	if _, err := tx.ExecContext(ctx, `INSERT OR FAIL INTO ledger_transfers (id, idem_key, digest, currency, memo, posted)
+		SELECT value ->> 0, CAST(unhex(value ->> 1) AS TEXT), unhex(value ->> 2),
+			CAST(unhex(value ->> 3) AS TEXT), CAST(unhex(value ->> 4) AS TEXT), ?2
+		FROM json_each(?1)`,
+		string(js), us); err != nil {
+		return fmt.Errorf("inserting transfers: %w", err)
+	}
+	js = js[:0]
+	js = append(js, '[')
+	for j, e := range p.entries {
+		if j > 0 {
+			js = append(js, ',')
+		}
+		js = append(js, '[')
+		js = strconv.AppendInt(js, e.transfer, 10)
+		js = append(js, ',')
+		js = appendText(js, e.account)
+		js = append(js, ',')
+		js = strconv.AppendInt(js, e.amount, 10)
+		js = append(js, ',')
+		js = strconv.AppendInt(js, e.balance, 10)
+		js = append(js, ']')
+	}
+	js = append(js, ']')
+	if _, err := tx.ExecContext(ctx, `INSERT OR FAIL INTO ledger_entries (transfer, account, amount, balance, posted)
+		SELECT value ->> 0, CAST(unhex(value ->> 1) AS TEXT), value ->> 2, value ->> 3, ?2 FROM json_each(?1)`,
+		string(js), us); err != nil {
+		return fmt.Errorf("inserting entries: %w", err)
+	}
+	// One UPDATE of every changed balance: [id, old, new] triples.
+	js = js[:0]
+	js = append(js, '[')
+	for j, id := range p.touched {
+		if j > 0 {
+			js = append(js, ',')
+		}
+		a := accts[id]
+		js = append(js, '[')
+		js = appendText(js, id)
+		js = append(js, ',')
+		js = strconv.AppendInt(js, a.locked, 10)
+		js = append(js, ',')
+		js = strconv.AppendInt(js, a.balance, 10)
+		js = append(js, ']')
+	}
+	js = append(js, ']')
+	r, err := tx.ExecContext(ctx, `UPDATE OR FAIL ledger_accounts AS a SET balance = u.value ->> 2
+		FROM json_each(?) AS u
+		WHERE a.id = CAST(unhex(u.value ->> 0) AS TEXT) AND a.balance = u.value ->> 1 AND u.value ->> 2 >= a.lower_limit`, string(js))
+	if err != nil {
+		return fmt.Errorf("updating balances: %w", err)
+	}
+	if n, err := r.RowsAffected(); err != nil || n != int64(len(p.touched)) {
+		// Impossible while this transaction holds the write lock.
+		return fmt.Errorf("updating balances: %d of %d accounts updated (%v)", n, len(p.touched), err)
+	}
+	return nil
 }
 
-// legRefused says why the guarded update of leg l matched no row.
-func legRefused(ctx context.Context, tx *sql.Tx, t store.Transfer, l store.Leg) error {
-	var cur string
-	err := tx.QueryRowContext(ctx, `SELECT currency FROM ledger_accounts WHERE id = ?`, l.Account).Scan(&cur)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return fmt.Errorf("posting %q: account %q: %w", t.Key, l.Account, store.ErrNotFound)
-	case err != nil:
-		return fmt.Errorf("posting %q: reading account %q: %w", t.Key, l.Account, err)
-	case cur != string(t.Currency):
-		return fmt.Errorf("posting %q: account %q is in %s, not %s: %w", t.Key, l.Account, cur, t.Currency, store.ErrCurrency)
+// jsonStrings encodes ss as a JSON array for json_each, each string as
+// appendText does.
+func jsonStrings(ss []string) string {
+	b := make([]byte, 0, 24*len(ss))
+	b = append(b, '[')
+	for i, s := range ss {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendText(b, s)
 	}
-	return fmt.Errorf("posting %q: account %q: %w", t.Key, l.Account, store.ErrLimit)
+	return string(append(b, ']'))
+}
+
+// appendText appends s to b as a JSON string of its bytes in hex, which
+// SQL turns back into s with CAST(unhex(…) AS TEXT): any bytes, valid
+// UTF-8 or not, come back unchanged (JSON would replace invalid UTF-8).
+func appendText(b []byte, s string) []byte {
+	b = append(b, '"')
+	b = hex.AppendEncode(b, []byte(s))
+	return append(b, '"')
 }
 
 // Entries implements store.Ledger.
@@ -174,4 +328,67 @@ func (s *Store) Entries(ctx context.Context, account string, from, to time.Time)
 		return 0, nil, fmt.Errorf("reading entries of %q: %w", account, err)
 	}
 	return opening, es, nil
+}
+
+// The batch planner below is the same in the postgres backend: both apply a
+// batch to balances the transaction holds locked, in Go, then write the
+// outcome set-wise.
+
+// ledgerAccount is an account row as a batch sees it.
+type ledgerAccount struct {
+	currency string
+	locked   int64 // the balance when locked
+	balance  int64 // the balance after the transfers applied so far
+	limit    int64
+	touched  bool
+}
+
+// ledgerEntry is one entry to insert.
+type ledgerEntry struct {
+	transfer int64
+	account  string
+	amount   int64
+	balance  int64
+}
+
+// ledgerPlan applies transfers one at a time to locked balances and
+// collects what to write.
+type ledgerPlan struct {
+	entries []ledgerEntry
+	refused []int64  // IDs of refused transfers
+	touched []string // accounts changed, in order of first change
+}
+
+// apply applies t (whose row has ID id) to accts if every leg names a
+// known account in t's currency that stays within its limit; otherwise it
+// refuses t alone, naming the first failing leg in account order.
+func (p *ledgerPlan) apply(t store.Transfer, id int64, now time.Time, accts map[string]*ledgerAccount) store.Result {
+	for _, l := range t.Legs {
+		a := accts[l.Account]
+		var err error
+		switch {
+		case a == nil:
+			err = fmt.Errorf("posting %q: account %q: %w", t.Key, l.Account, store.ErrNotFound)
+		case a.currency != string(t.Currency):
+			err = fmt.Errorf("posting %q: account %q is in %s, not %s: %w", t.Key, l.Account, a.currency, t.Currency, store.ErrCurrency)
+		case l.Amount > 0 && a.balance > math.MaxInt64-l.Amount:
+			err = fmt.Errorf("posting %q: account %q: balance overflows", t.Key, l.Account)
+		case l.Amount < 0 && a.balance < a.limit-l.Amount:
+			err = fmt.Errorf("posting %q: account %q: %w", t.Key, l.Account, store.ErrLimit)
+		}
+		if err != nil {
+			p.refused = append(p.refused, id)
+			return store.Result{Err: err}
+		}
+	}
+	for _, l := range t.Legs {
+		a := accts[l.Account]
+		a.balance += l.Amount
+		if !a.touched {
+			a.touched = true
+			p.touched = append(p.touched, l.Account)
+		}
+		p.entries = append(p.entries, ledgerEntry{transfer: id, account: l.Account, amount: l.Amount, balance: a.balance})
+	}
+	return store.Result{Posted: store.Posted{ID: id, Key: t.Key, Time: now}}
 }

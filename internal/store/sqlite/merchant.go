@@ -169,7 +169,8 @@ func (s *Store) CreatePurchase(ctx context.Context, p store.Purchase) (store.Pur
 	var got store.Purchase
 	updated := cmp.Or(p.Updated, p.Created)
 	var replayed bool
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	// Group commit: merchants create requests at the rate of purchases.
+	err := s.gtx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if p.IdemKey != "" {
 			old, err := scanPurchase(tx.QueryRowContext(ctx, `SELECT `+purchaseRow+`
 				FROM purchases WHERE merchant = ? AND idem_key = ?`, p.Merchant, p.IdemKey))

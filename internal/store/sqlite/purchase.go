@@ -13,12 +13,19 @@ import (
 
 // The purchase lifecycle and refunds. Every change is one write
 // transaction (the single writer serialises them), with the same
-// conditional updates as the PostgreSQL backend.
+// conditional updates as the PostgreSQL backend, committed with the other
+// changes waiting at the same time (group commit, Store.gtx).
+
+// pending is the pending status as an SQL literal. The partial indexes on
+// pending requests (WHERE status = 'pending') serve a query only when it
+// names the literal: with a bound parameter SQLite prepares the statement
+// again at every run to check the value against the index.
+const pending = `'` + string(store.PurchasePending) + `'`
 
 // PendingPurchase implements store.Merchants.
 func (s *Store) PendingPurchase(ctx context.Context, reference string, now time.Time) (store.Purchase, error) {
 	p, err := scanPurchase(s.r.QueryRowContext(ctx, `SELECT `+purchaseRow+` FROM purchases
-		WHERE reference = ? AND status = ? AND expires > ?`, reference, store.PurchasePending, now.UnixMicro()))
+		WHERE reference = ? AND status = `+pending+` AND expires > ?`, reference, now.UnixMicro()))
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Purchase{}, fmt.Errorf("reading pending purchase by reference: %w", store.ErrNotFound)
 	}
@@ -31,8 +38,8 @@ func (s *Store) PendingPurchase(ctx context.Context, reference string, now time.
 // PendingPurchasesForCard implements store.Merchants.
 func (s *Store) PendingPurchasesForCard(ctx context.Context, card string, now time.Time, limit int) ([]store.Purchase, error) {
 	return list(ctx, s.r, scanPurchase, "listing pending purchases of card", `SELECT `+purchaseRow+` FROM purchases
-		WHERE card = ? AND status = ? AND expires > ? ORDER BY created, id LIMIT ?`,
-		card, store.PurchasePending, now.UnixMicro(), limit)
+		WHERE card = ? AND status = `+pending+` AND expires > ? ORDER BY created, id LIMIT ?`,
+		card, now.UnixMicro(), limit)
 }
 
 // AuthorizedPurchases implements store.Merchants.
@@ -45,11 +52,11 @@ func (s *Store) AuthorizedPurchases(ctx context.Context, before time.Time, limit
 // ExpirePurchases implements store.Merchants.
 func (s *Store) ExpirePurchases(ctx context.Context, now time.Time, limit int) ([]store.Purchase, error) {
 	var ps []store.Purchase
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.gtx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
 		ps, err = list(ctx, tx, scanPurchase, "expiring purchases", `UPDATE purchases SET status = ?1, reason = 'expired', updated = ?2
-			WHERE id IN (SELECT id FROM purchases WHERE status = ?3 AND expires <= ?2 ORDER BY expires, id LIMIT ?4)
-			RETURNING `+purchaseRow, store.PurchaseExpired, now.UnixMicro(), store.PurchasePending, limit)
+			WHERE id IN (SELECT id FROM purchases WHERE status = `+pending+` AND expires <= ?2 ORDER BY expires, id LIMIT ?3)
+			RETURNING `+purchaseRow, store.PurchaseExpired, now.UnixMicro(), limit)
 		return err
 	})
 	return ps, err
@@ -97,10 +104,10 @@ func lockPurchase(ctx context.Context, tx *sql.Tx, id string) (store.Purchase, e
 // BindPurchase implements store.Merchants.
 func (s *Store) BindPurchase(ctx context.Context, id, card string, offer []byte, now time.Time) (store.Purchase, error) {
 	var got store.Purchase
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.gtx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		p, err := scanPurchase(tx.QueryRowContext(ctx, `UPDATE purchases SET card = ?1, offer = ?2
-			WHERE id = ?3 AND status = ?4 AND expires > ?5 AND card IN ('', ?1) AND offer IS NULL
-			RETURNING `+purchaseRow, card, blob(offer), id, store.PurchasePending, now.UnixMicro()))
+			WHERE id = ?3 AND status = `+pending+` AND expires > ?4 AND card IN ('', ?1) AND offer IS NULL
+			RETURNING `+purchaseRow, card, blob(offer), id, now.UnixMicro()))
 		if err == nil {
 			got = p
 			return nil
@@ -124,29 +131,90 @@ func (s *Store) BindPurchase(ctx context.Context, id, card string, offer []byte,
 // AuthorizePurchase implements store.Merchants.
 func (s *Store) AuthorizePurchase(ctx context.Context, id, card string, a store.PurchaseApproval, now time.Time) (store.Purchase, error) {
 	var got store.Purchase
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		p, err := lockPurchase(ctx, tx, id)
-		if err != nil {
-			return fmt.Errorf("authorizing: %w", err)
-		}
-		if err := lifecycle.AuthorizeRefused(p, card, now); err != nil {
-			return err
-		}
-		if p.Item != "" {
-			if err := takeStock(ctx, tx, p.Item); err != nil {
-				return fmt.Errorf("authorizing purchase %q: %w", id, err)
-			}
-		}
-		got, err = scanPurchase(tx.QueryRowContext(ctx, `UPDATE purchases SET status = ?, approval_counter = ?,
-			approval_cvm = ?, approval_signature = ?, approval_device = ?, approval_matched_by = ?, updated = ?
-			WHERE id = ? RETURNING `+purchaseRow, store.PurchaseAuthorized, int64(a.Counter), int64(a.CVM),
-			blob(a.Signature), a.Device, a.MatchedBy, now.UnixMicro(), id))
-		if err != nil {
-			return fmt.Errorf("authorizing purchase %q: %w", id, err)
-		}
-		return nil
+	err := s.gtx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		var err error
+		got, err = authorize(ctx, tx, id, card, a, now)
+		return err
 	})
 	return got, err
+}
+
+var _ store.CountingAuthorizer = (*Store)(nil)
+
+// AuthorizePurchaseCounting implements store.CountingAuthorizer: the
+// counter's conditional UPDATE, then AuthorizePurchase's statements, in
+// one transaction; a refused authorization keeps the counter (commit).
+func (s *Store) AuthorizePurchaseCounting(ctx context.Context, id, card string, a store.PurchaseApproval, now time.Time) (store.Purchase, error) {
+	var got store.Purchase
+	err := s.gtx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if err := advanceIn(ctx, tx, card, a.Counter, now); err != nil {
+			return err
+		}
+		var err error
+		got, err = authorize(ctx, tx, id, card, a, now)
+		return keepCounter(err)
+	})
+	return got, err
+}
+
+// keepCounter makes the refusals of authorize, which changed nothing, a
+// commit of the counter advanced before; other errors roll back.
+func keepCounter(err error) error {
+	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrExpired) || errors.Is(err, store.ErrSoldOut) {
+		return commit{err}
+	}
+	return err
+}
+
+// advanceIn is AdvanceCounter in tx: ErrCounterReplay comes as a commit
+// (the clone flag stays).
+func advanceIn(ctx context.Context, tx *sql.Tx, number string, counter uint32, now time.Time) error {
+	res, err := tx.ExecContext(ctx, advanceSQL, counter, number, counter)
+	if err != nil {
+		return fmt.Errorf("advancing card counter: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 1 {
+		return err
+	}
+	var revoked sql.NullInt64
+	err = tx.QueryRowContext(ctx, `SELECT revoked_at FROM cards WHERE number = ?`, number).Scan(&revoked)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return fmt.Errorf("advancing card counter: %w", store.ErrNotFound)
+	case err != nil:
+		return fmt.Errorf("advancing card counter: %w", err)
+	case revoked.Valid:
+		return fmt.Errorf("advancing card counter: %w", store.ErrRevoked)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE cards SET cloned_at = COALESCE(cloned_at, ?) WHERE number = ?`,
+		now.UnixMicro(), number); err != nil {
+		return fmt.Errorf("flagging card: %w", err)
+	}
+	return commit{fmt.Errorf("advancing card counter: %w", store.ErrCounterReplay)}
+}
+
+// authorize is AuthorizePurchase in tx.
+func authorize(ctx context.Context, tx *sql.Tx, id, card string, a store.PurchaseApproval, now time.Time) (store.Purchase, error) {
+	p, err := lockPurchase(ctx, tx, id)
+	if err != nil {
+		return store.Purchase{}, fmt.Errorf("authorizing: %w", err)
+	}
+	if err := lifecycle.AuthorizeRefused(p, card, now); err != nil {
+		return store.Purchase{}, err
+	}
+	if p.Item != "" {
+		if err := takeStock(ctx, tx, p.Item); err != nil {
+			return store.Purchase{}, fmt.Errorf("authorizing purchase %q: %w", id, err)
+		}
+	}
+	got, err := scanPurchase(tx.QueryRowContext(ctx, `UPDATE purchases SET status = ?, approval_counter = ?,
+		approval_cvm = ?, approval_signature = ?, approval_device = ?, approval_matched_by = ?, updated = ?
+		WHERE id = ? RETURNING `+purchaseRow, store.PurchaseAuthorized, int64(a.Counter), int64(a.CVM),
+		blob(a.Signature), a.Device, a.MatchedBy, now.UnixMicro(), id))
+	if err != nil {
+		return store.Purchase{}, fmt.Errorf("authorizing purchase %q: %w", id, err)
+	}
+	return got, nil
 }
 
 // takeStock takes one off the item's stock, ErrSoldOut if it is 0; an
@@ -172,7 +240,7 @@ func takeStock(ctx context.Context, tx *sql.Tx, item string) error {
 // CompletePurchase implements store.Merchants.
 func (s *Store) CompletePurchase(ctx context.Context, id string, transfer int64, reason string, now time.Time) (store.Purchase, error) {
 	var got store.Purchase
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.gtx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		p, err := lockPurchase(ctx, tx, id)
 		if err != nil {
 			return fmt.Errorf("completing: %w", err)
@@ -204,11 +272,11 @@ func (s *Store) CompletePurchase(ctx context.Context, id string, transfer int64,
 // DeclinePurchase implements store.Merchants.
 func (s *Store) DeclinePurchase(ctx context.Context, id, card, reason string, now time.Time) (store.Purchase, error) {
 	var got store.Purchase
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.gtx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
 		got, err = scanPurchase(tx.QueryRowContext(ctx, `UPDATE purchases SET status = ?1, reason = ?2, updated = ?3
-			WHERE id = ?4 AND status = ?5 AND (?6 = '' OR card = ?6) RETURNING `+purchaseRow,
-			store.PurchaseDeclined, reason, now.UnixMicro(), id, store.PurchasePending, card))
+			WHERE id = ?4 AND status = `+pending+` AND (?5 = '' OR card = ?5) RETURNING `+purchaseRow,
+			store.PurchaseDeclined, reason, now.UnixMicro(), id, card))
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("declining purchase %q: no pending request (bound to the card): %w", id, store.ErrNotFound)
 		}
@@ -245,7 +313,7 @@ func (s *Store) CreateRefund(ctx context.Context, r store.Refund) (store.Refund,
 	}
 	var got store.Refund
 	var replayed bool
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.gtx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		p, err := lockPurchase(ctx, tx, r.Purchase)
 		if err != nil {
 			return fmt.Errorf("creating refund: %w", err)
@@ -293,7 +361,7 @@ func (s *Store) CreateRefund(ctx context.Context, r store.Refund) (store.Refund,
 // FinishRefund implements store.Merchants.
 func (s *Store) FinishRefund(ctx context.Context, id string, transfer int64, reason string, now time.Time) (store.Refund, error) {
 	var got store.Refund
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.gtx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		r, err := scanRefund(tx.QueryRowContext(ctx, `SELECT `+refundColumns+` FROM refunds WHERE id = ?`, id))
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("finishing refund %q: %w", id, store.ErrNotFound)

@@ -7,6 +7,11 @@
 // reads use a pool of read-only connections. Another process (or another
 // Store) on the same file waits up to busyTimeout for the write lock.
 //
+// The purchase lifecycle's writes use group commit: the writes waiting at
+// once run one after the other in one transaction, each in a SAVEPOINT so
+// that a refused one rolls back alone, and share its commit (one fsync);
+// each caller is answered only after that commit.
+//
 // It registers the "sqlite" scheme with package store: "sqlite:/path/file.db".
 // It must not import server packages: policy is the caller's.
 package sqlite
@@ -23,6 +28,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"modernc.org/sqlite"
@@ -43,6 +49,12 @@ var migrations embed.FS
 type Store struct {
 	w *sql.DB // the one writer connection
 	r *sql.DB // read-only connections
+
+	// Group commit (gtx): requests go to the committer goroutine on
+	// group; quit stops it, done says it has.
+	group      chan *groupWrite
+	quit, done chan struct{}
+	closeOnce  sync.Once
 }
 
 var _ store.Store = (*Store)(nil)
@@ -73,7 +85,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	}
 	params := "?_busy_timeout=" + strconv.FormatInt(busyTimeout.Milliseconds(), 10) +
 		"&_journal_mode=WAL&_synchronous=FULL&_foreign_keys=1"
-	w, err := sql.Open("sqlite", path+params+"&_txlock=immediate")
+	w, err := openDB(path + params + "&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("opening sqlite store: %w", err)
 	}
@@ -87,7 +99,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("opening sqlite store %s: %w", path, err)
 	}
 	// Readers open after the writer made the file and set WAL mode.
-	r, err := sql.Open("sqlite", path+params+"&_query_only=1")
+	r, err := openDB(path + params + "&_query_only=1")
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("opening sqlite store: %w", err)
@@ -96,11 +108,17 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	r.SetMaxOpenConns(n)
 	r.SetMaxIdleConns(n)
 	s.r = r
+	s.group, s.quit, s.done = make(chan *groupWrite), make(chan struct{}), make(chan struct{})
+	go s.commitGroups()
 	return s, nil
 }
 
-// Close closes the database.
+// Close closes the database, after the group commit under way.
 func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.quit)
+		<-s.done
+	})
 	return errors.Join(s.r.Close(), s.w.Close())
 }
 
@@ -166,6 +184,146 @@ func (s *Store) tx(ctx context.Context, f func(*sql.Tx) error) error {
 		return fmt.Errorf("committing: %w", err)
 	}
 	return keep.err
+}
+
+// maxGroup caps the writes of one group commit.
+const maxGroup = 128
+
+// errClosed: the store is closed.
+var errClosed = errors.New("sqlite store closed")
+
+// groupWrite is one write waiting for a group commit.
+type groupWrite struct {
+	ctx  context.Context
+	f    func(context.Context, *sql.Tx) error
+	done chan error // buffered: the committer never blocks on it
+}
+
+// gtx runs f in a write transaction as tx does, but grouped with the other
+// gtx writes waiting at the same time (group commit): they run one after
+// the other on the writer connection in one BEGIN IMMEDIATE transaction,
+// f in a SAVEPOINT of its own, and commit together. If f returns an error
+// (other than a commit), only its savepoint rolls back; if the commit
+// fails, every f that succeeded gets the commit's error and nothing of the
+// group is written. gtx returns only after the commit, so what it
+// acknowledges is durable (synchronous=FULL).
+//
+// f gets a context without ctx's cancellation (its values stay): an
+// interrupted statement would roll back the whole group. It must change
+// nothing outside tx but its own results, read through tx only (the
+// writes of the group are not committed yet) and never call the Store
+// (the writer connection is the group's: it would wait for ever). If ctx ends before f ran, f
+// does not run; after that, gtx returns ctx's error and f's outcome is
+// unknown.
+func (s *Store) gtx(ctx context.Context, f func(context.Context, *sql.Tx) error) error {
+	w := &groupWrite{ctx: ctx, f: f, done: make(chan error, 1)}
+	select {
+	case s.group <- w:
+	case <-s.quit:
+		return errClosed
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the writer: %w", ctx.Err())
+	}
+	select {
+	case err := <-w.done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("writing: outcome unknown: %w", ctx.Err())
+	}
+}
+
+// commitGroups is the committer: it takes every write waiting (up to
+// maxGroup) and runs them in one transaction, until quit.
+func (s *Store) commitGroups() {
+	defer close(s.done)
+	batch := make([]*groupWrite, 0, maxGroup)
+	for {
+		select {
+		case w := <-s.group:
+			batch = append(batch[:0], w)
+		case <-s.quit:
+			return
+		}
+	gather:
+		for len(batch) < maxGroup {
+			select {
+			case w := <-s.group:
+				batch = append(batch, w)
+			default:
+				break gather
+			}
+		}
+		s.commitGroup(batch)
+		clear(batch)
+	}
+}
+
+// commitGroup runs batch in one transaction and answers each write after
+// the commit.
+func (s *Store) commitGroup(batch []*groupWrite) {
+	errs := make([]error, len(batch))
+	answer := func(failed error) {
+		for i, w := range batch {
+			var keep commit
+			switch {
+			case errs[i] != nil && !errors.As(errs[i], &keep):
+				w.done <- errs[i] // refused, or never ran: nothing of it to commit
+			case failed != nil:
+				w.done <- failed
+			default:
+				w.done <- keep.err // nil, or the outcome it committed
+			}
+		}
+	}
+	ctx := context.Background()
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		answer(fmt.Errorf("beginning transaction: %w", err))
+		return
+	}
+	for i, w := range batch {
+		if err := w.ctx.Err(); err != nil {
+			errs[i] = fmt.Errorf("waiting for the writer: %w", err)
+			continue
+		}
+		if len(batch) == 1 {
+			// Alone: the transaction is its savepoint.
+			errs[i] = w.f(context.WithoutCancel(w.ctx), tx)
+			var keep commit
+			if errs[i] != nil && !errors.As(errs[i], &keep) {
+				tx.Rollback()
+				answer(nil)
+				return
+			}
+			break
+		}
+		if _, err := tx.ExecContext(ctx, `SAVEPOINT w`); err != nil {
+			tx.Rollback()
+			answer(fmt.Errorf("opening savepoint: %w", err))
+			return
+		}
+		errs[i] = w.f(context.WithoutCancel(w.ctx), tx)
+		var keep commit
+		if errs[i] != nil && !errors.As(errs[i], &keep) {
+			if _, err := tx.ExecContext(ctx, `ROLLBACK TO w`); err != nil {
+				// SQLite rolled back the whole transaction (an I/O
+				// error…): nothing of the group is written.
+				tx.Rollback()
+				answer(fmt.Errorf("rolling back to savepoint (after %v): %w", errs[i], err))
+				return
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `RELEASE w`); err != nil {
+			tx.Rollback()
+			answer(fmt.Errorf("releasing savepoint: %w", err))
+			return
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		answer(fmt.Errorf("committing: %w", err))
+		return
+	}
+	answer(nil)
 }
 
 // commit is an outcome that changed state on purpose (ErrCounterReplay

@@ -229,6 +229,7 @@ func testBindPurchase(t *testing.T, open OpenFunc) {
 // testAuthorizePurchase: authorization takes the stock; completion
 // approves, or declines and gives it back; the refusals change nothing.
 func testAuthorizePurchase(t *testing.T, open OpenFunc) {
+	t.Run("Counting", func(t *testing.T) { testAuthorizePurchaseCounting(t, open) })
 	ctx := context.Background()
 	s := newShop(t, open)
 	for _, id := range []string{"pu_1", "pu_2", "pu_3"} {
@@ -594,6 +595,7 @@ func successes(t testing.TB, what string, errs []error, refused error) int {
 // purchases of an item with a stock of k: exactly k succeed, the others
 // get ErrSoldOut, and the stock ends at 0.
 func testRaceAuthorizePurchase(t *testing.T, open OpenFunc) {
+	t.Run("Counting", func(t *testing.T) { testRaceAuthorizePurchaseCounting(t, open) })
 	ctx := context.Background()
 	s, other := both(t, open)
 	const n, k = 8, 2 // the shop's stocked item has 2
@@ -691,5 +693,154 @@ func testRaceBindPurchase(t *testing.T, open OpenFunc) {
 			t.Errorf("BindPurchase(#%d) = card %s offer %q; want the stored %s %q", i, got[i].Card, got[i].Offer,
 				stored.Card, stored.Offer)
 		}
+	}
+}
+
+// counting returns the shop's store as a store.CountingAuthorizer and a
+// store.Store, with cardA and cardB known at counter 0; it skips a
+// backend without the ability.
+func (s shop) counting(t *testing.T) (store.CountingAuthorizer, store.Store) {
+	t.Helper()
+	ca, ok := s.ms.(store.CountingAuthorizer)
+	if !ok {
+		t.Skip("backend is no store.CountingAuthorizer")
+	}
+	st := s.ms.(store.Store)
+	addCard(t, st, cardA)
+	addCard(t, st, cardB)
+	return ca, st
+}
+
+// card returns the card as stored.
+func card(t *testing.T, st store.Store, number string) store.Card {
+	t.Helper()
+	c, err := st.Card(context.Background(), number)
+	must(t, "Card("+number+")", err)
+	return c
+}
+
+// testAuthorizePurchaseCounting: the counter advances with the
+// authorization in one transaction; a counter that did not grow flags the
+// card and authorizes nothing; a refused authorization keeps the counter
+// advanced, as two calls one after the other would.
+func testAuthorizePurchaseCounting(t *testing.T, open OpenFunc) {
+	ctx := context.Background()
+	s := newShop(t, open)
+	ca, st := s.counting(t)
+	for i, id := range []string{"pu_1", "pu_2", "pu_3", "pu_4"} {
+		s.create(id, stocked, fmt.Sprintf("1000000%d", i), "", 0)
+		_, err := s.ms.BindPurchase(ctx, id, cardA, []byte("offer "+id), t0)
+		must(t, "BindPurchase("+id+")", err)
+	}
+	t1 := t0.Add(time.Minute)
+	with := func(id string, counter uint32) store.PurchaseApproval {
+		a := approval(id)
+		a.Counter = counter
+		return a
+	}
+
+	got, err := ca.AuthorizePurchaseCounting(ctx, "pu_1", cardA, with("pu_1", 5), t1)
+	must(t, "AuthorizePurchaseCounting(pu_1, 5)", err)
+	if got.Status != store.PurchaseAuthorized || got.Approval == nil || got.Approval.Counter != 5 {
+		t.Errorf("AuthorizePurchaseCounting(pu_1, 5) = %s, %+v; want authorized with counter 5", got.Status, got.Approval)
+	}
+	if c := card(t, st, cardA); c.Counter != 5 || c.Cloned() {
+		t.Errorf("card after pu_1 = counter %d, cloned %v; want 5, false", c.Counter, c.Cloned())
+	}
+
+	// Refusals of the purchase keep the counter, change nothing else.
+	refused := []struct {
+		name, id, card string
+		counter        uint32
+		now            time.Time
+		want           error
+		wantCounter    uint32
+	}{
+		{"not pending", "pu_1", cardA, 6, t1, store.ErrNotFound, 6},
+		{"other card's purchase", "pu_2", cardB, 1, t1, store.ErrNotFound, 1},
+		{"expired", "pu_2", cardA, 7, t0.Add(10 * time.Minute), store.ErrExpired, 7},
+		{"unknown card", "pu_2", "4000000000000000", 9, t1, store.ErrNotFound, 0},
+	}
+	for _, tt := range refused {
+		_, err := ca.AuthorizePurchaseCounting(ctx, tt.id, tt.card, with(tt.id, tt.counter), tt.now)
+		wantErr(t, "AuthorizePurchaseCounting("+tt.name+")", err, tt.want)
+		if tt.wantCounter == 0 {
+			continue
+		}
+		if c := card(t, st, tt.card); c.Counter != tt.wantCounter || c.Cloned() {
+			t.Errorf("card after %s = counter %d, cloned %v; want %d, false", tt.name, c.Counter, c.Cloned(), tt.wantCounter)
+		}
+	}
+	if p := s.read("pu_2"); p.Status != store.PurchasePending || p.Approval != nil {
+		t.Errorf("pu_2 after refusals = %s, approval %v; want pending, none", p.Status, p.Approval)
+	}
+
+	// A counter that did not grow: the card is flagged, nothing authorized.
+	_, err = ca.AuthorizePurchaseCounting(ctx, "pu_2", cardA, with("pu_2", 7), t1)
+	wantErr(t, "AuthorizePurchaseCounting(counter 7 again)", err, store.ErrCounterReplay)
+	if p, n := s.read("pu_2"), s.stock(stocked); p.Status != store.PurchasePending || p.Approval != nil || n != 1 {
+		t.Errorf("after the replay: pu_2 %s approval %v, stock %d; want pending, none, 1", p.Status, p.Approval, n)
+	}
+	if c := card(t, st, cardA); c.Counter != 7 || !c.Cloned() {
+		t.Errorf("card after the replay = counter %d, cloned %v; want 7, true", c.Counter, c.Cloned())
+	}
+
+	// Sold out: the counter stands, the purchase stays pending.
+	_, err = ca.AuthorizePurchaseCounting(ctx, "pu_2", cardA, with("pu_2", 8), t1)
+	must(t, "AuthorizePurchaseCounting(pu_2, 8)", err)
+	_, err = ca.AuthorizePurchaseCounting(ctx, "pu_3", cardA, with("pu_3", 9), t1)
+	wantErr(t, "AuthorizePurchaseCounting(sold out)", err, store.ErrSoldOut)
+	if c, p := card(t, st, cardA), s.read("pu_3"); c.Counter != 9 || p.Status != store.PurchasePending {
+		t.Errorf("after sold out: counter %d, pu_3 %s; want 9, pending", c.Counter, p.Status)
+	}
+
+	// A revoked card: nothing changes.
+	must(t, "RevokeCard", st.RevokeCard(ctx, cardA, t1))
+	_, err = ca.AuthorizePurchaseCounting(ctx, "pu_4", cardA, with("pu_4", 10), t1)
+	wantErr(t, "AuthorizePurchaseCounting(revoked)", err, store.ErrRevoked)
+	if c, p := card(t, st, cardA), s.read("pu_4"); c.Counter != 9 || p.Status != store.PurchasePending {
+		t.Errorf("after revocation: counter %d, pu_4 %s; want 9, pending", c.Counter, p.Status)
+	}
+}
+
+// testRaceAuthorizePurchaseCounting: goroutines on two Stores authorize
+// one purchase with one signature (counter) at once: exactly one wins;
+// the others find it authorized or the counter used.
+func testRaceAuthorizePurchaseCounting(t *testing.T, open OpenFunc) {
+	ctx := context.Background()
+	s, other := both(t, open)
+	ca, st := s.counting(t)
+	oca, ok := other.(store.CountingAuthorizer)
+	if !ok {
+		t.Skip("backend is no store.CountingAuthorizer")
+	}
+	s.create("pu_r", unlimited, "10000000", cardA, 0)
+	_, err := s.ms.BindPurchase(ctx, "pu_r", cardA, []byte("offer"), t0)
+	must(t, "BindPurchase(pu_r)", err)
+	const n = 8
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		c := []store.CountingAuthorizer{ca, oca}[i%2]
+		wg.Go(func() {
+			_, errs[i] = c.AuthorizePurchaseCounting(ctx, "pu_r", cardA, approval("pu_r"), t0)
+		})
+	}
+	wg.Wait()
+	won := 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			won++
+		case errors.Is(err, store.ErrCounterReplay), errors.Is(err, store.ErrNotFound):
+		default:
+			t.Errorf("AuthorizePurchaseCounting #%d = %v, want nil, ErrCounterReplay or ErrNotFound", i, err)
+		}
+	}
+	if won != 1 {
+		t.Errorf("%d of %d authorizations succeeded, want 1", won, n)
+	}
+	if c, p := card(t, st, cardA), s.read("pu_r"); c.Counter != approval("pu_r").Counter || p.Status != store.PurchaseAuthorized {
+		t.Errorf("after the race: counter %d, pu_r %s; want %d, authorized", c.Counter, p.Status, approval("pu_r").Counter)
 	}
 }

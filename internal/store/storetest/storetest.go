@@ -60,6 +60,7 @@ func Run(t *testing.T, open OpenFunc) {
 		{"AuthorizePurchase", testAuthorizePurchase}, {"DeclineAndExpire", testDeclineAndExpire},
 		{"Refunds", testRefunds}, {"RaceAuthorizePurchase", testRaceAuthorizePurchase},
 		{"RaceRefund", testRaceRefund}, {"RaceBindPurchase", testRaceBindPurchase},
+		{"Purses", testPurses}, {"RaceRedemption", testRaceRedemption}, {"RaceLoadSeq", testRaceLoadSeq},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
