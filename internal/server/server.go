@@ -115,6 +115,12 @@ type Config struct {
 type Server struct {
 	cfg Config
 	log *slog.Logger
+
+	// The key pairs derived from the store's last key set, by private
+	// key: deriving a public key is a scalar multiplication per key and
+	// connection.
+	keyMu    sync.Mutex
+	lastKeys []noise.DHKey
 }
 
 // New returns a server for cfg. It panics if cfg.Auth or cfg.Store is nil
@@ -521,7 +527,10 @@ func RetireKey(ctx context.Context, st store.ServerKeys, pub []byte, now time.Ti
 	return nil
 }
 
-// keys loads the server's current static keys from the store.
+// keys loads the server's current static keys from the store, on every
+// connection so that a rotation or retirement is seen at once. The key
+// pairs are derived again only when the private keys differ from the last
+// set's; the slice returned is shared and must not be modified.
 func (s *Server) keys(ctx context.Context) ([]noise.DHKey, error) {
 	sk, err := s.cfg.Store.ServerKeys(ctx)
 	if err != nil {
@@ -529,6 +538,11 @@ func (s *Server) keys(ctx context.Context) ([]noise.DHKey, error) {
 	}
 	if len(sk) == 0 {
 		return nil, errors.New("loading server keys: none in the store (run EnsureKey)")
+	}
+	s.keyMu.Lock()
+	defer s.keyMu.Unlock()
+	if slices.EqualFunc(sk, s.lastKeys, func(k store.ServerKey, d noise.DHKey) bool { return bytes.Equal(k.Private, d.Private) }) {
+		return s.lastKeys, nil
 	}
 	keys := make([]noise.DHKey, 0, len(sk))
 	for _, k := range sk {
@@ -538,6 +552,7 @@ func (s *Server) keys(ctx context.Context) ([]noise.DHKey, error) {
 		}
 		keys = append(keys, dk)
 	}
+	s.lastKeys = keys
 	return keys, nil
 }
 

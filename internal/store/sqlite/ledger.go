@@ -51,9 +51,12 @@ func (s *Store) Account(ctx context.Context, id string) (store.Account, error) {
 }
 
 // PostTransfers implements store.Ledger with a few set-based statements
-// per batch instead of a savepoint and five statements per transfer. In
-// one BEGIN IMMEDIATE transaction, which holds the database's only write
-// lock until the commit:
+// per batch instead of a savepoint and five statements per transfer. The
+// batch is one write of the group commit (gtx), so it shares its BEGIN
+// IMMEDIATE transaction, which holds the database's only write lock until
+// the commit, and its fsync with the purchase writes waiting at the same
+// time; it runs in its own savepoint, which rolls back alone if the batch
+// fails as a whole. In it:
 //
 //  1. it reads every account the batch names, every transfer with one of
 //     its keys and the last transfer ID (three statements);
@@ -64,15 +67,16 @@ func (s *Store) Account(ctx context.Context, id string) (store.Account, error) {
 //  3. it writes the outcome: one INSERT of the posted transfers, one of
 //     their entries (the rows go as a JSON array to json_each, so that the
 //     statements' text is the same for every batch), one UPDATE of the
-//     changed balances (a compare-and-set, still guarded by the limit),
-//     and commits once (one fsync of the WAL).
+//     changed balances (a compare-and-set, still guarded by the limit).
 //
-// Nothing else writes between the reads and the commit, so step 2 is
-// exact and no savepoint is needed.
+// Nothing else writes between the reads and the writes (the group's
+// writes run one after the other on the one writer connection, and the
+// earlier ones are visible to the reads), so step 2 is exact and needs no
+// savepoint per transfer.
 func (s *Store) PostTransfers(ctx context.Context, ts []store.Transfer, now time.Time) ([]store.Result, error) {
 	now = now.UTC().Truncate(time.Microsecond)
 	res := make([]store.Result, len(ts))
-	err := s.tx(ctx, func(tx *sql.Tx) error { return postBatch(ctx, tx, ts, now, res) })
+	err := s.gtx(ctx, func(ctx context.Context, tx *sql.Tx) error { return postBatch(ctx, tx, ts, now, res) })
 	if err != nil {
 		return nil, fmt.Errorf("posting transfers: %w", err)
 	}
@@ -167,18 +171,12 @@ func postBatch(ctx context.Context, tx *sql.Tx, ts []store.Transfer, now time.Ti
 	if len(posted) == 0 {
 		return nil
 	}
-	// Any failure below fails the whole transaction, so no statement needs
-	// rolling back alone: OR FAIL, and foreign keys checked at the commit
-	// (the pragma ends with the transaction). The statement journal SQLite
-	// still keeps for multi-row writes stays in memory (temp_store, a
-	// setting of the writer connection that only moves temporary files to
-	// memory).
-	if _, err := tx.ExecContext(ctx, `PRAGMA defer_foreign_keys = ON`); err != nil {
-		return fmt.Errorf("deferring foreign keys: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, `PRAGMA temp_store = MEMORY`); err != nil {
-		return fmt.Errorf("setting temp_store: %w", err)
-	}
+	// Any failure below fails the whole batch (its savepoint rolls back),
+	// so no statement needs rolling back alone: OR FAIL. The foreign keys
+	// are checked at once, and pass: the transfers are inserted before
+	// their entries, and every account was read above. (Deferring them
+	// with PRAGMA defer_foreign_keys would expire every statement prepared
+	// on the writer connection, to be parsed again.)
 
 	// The rows go as JSON arrays to fixed statements: a multi-row VALUES
 	// would be parsed anew for every batch size.

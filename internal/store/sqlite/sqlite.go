@@ -7,10 +7,11 @@
 // reads use a pool of read-only connections. Another process (or another
 // Store) on the same file waits up to busyTimeout for the write lock.
 //
-// The purchase lifecycle's writes use group commit: the writes waiting at
-// once run one after the other in one transaction, each in a SAVEPOINT so
-// that a refused one rolls back alone, and share its commit (one fsync);
-// each caller is answered only after that commit.
+// The purchase lifecycle's writes and the ledger's batches use group
+// commit: the writes waiting at once run one after the other in one
+// transaction, each in a SAVEPOINT so that a refused one rolls back alone,
+// and share its commit (one fsync); each caller is answered only after
+// that commit.
 //
 // It registers the "sqlite" scheme with package store: "sqlite:/path/file.db".
 // It must not import server packages: policy is the caller's.
@@ -85,7 +86,9 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	}
 	params := "?_busy_timeout=" + strconv.FormatInt(busyTimeout.Milliseconds(), 10) +
 		"&_journal_mode=WAL&_synchronous=FULL&_foreign_keys=1"
-	w, err := openDB(path + params + "&_txlock=immediate")
+	// The statement journals SQLite keeps for multi-row writes stay in
+	// memory on the writer (temp_store moves only temporary files).
+	w, err := openDB(path + params + "&_txlock=immediate&_pragma=temp_store(MEMORY)")
 	if err != nil {
 		return nil, fmt.Errorf("opening sqlite store: %w", err)
 	}
