@@ -172,8 +172,13 @@ func buyResult(w io.Writer, res device.BuyResult, ref string) error {
 		}
 		return errors.New(msg)
 	}
-	fmt.Fprintf(w, "paid %s to %s: %s\n", t.Amount, t.Merchant, res.CVM)
-	fmt.Fprintf(w, "card %s counter %d\n", res.CardNumber, res.Counter)
+	if res.PaidBefore {
+		fmt.Fprintf(w, "paid before; goods delivered again\n")
+		fmt.Fprintf(w, "card %s\n", res.CardNumber)
+	} else {
+		fmt.Fprintf(w, "paid %s to %s: %s\n", t.Amount, t.Merchant, res.CVM)
+		fmt.Fprintf(w, "card %s counter %d\n", res.CardNumber, res.Counter)
+	}
 	for _, it := range res.Goods {
 		fmt.Fprintf(w, "stored on the card: %s %q (%d bytes)\n", it.Kind, it.Title, len(it.Content))
 	}

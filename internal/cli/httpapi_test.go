@@ -290,6 +290,12 @@ func TestBuyResult(t *testing.T) {
 			wantOut: "paid 2.00 EUR to Corner Cafe: offline PIN\ncard 9470000000000002 counter 7\nstored on the card: voucher \"Tea\" (3 bytes)\n",
 		},
 		{
+			name: "paid before, goods again",
+			res: device.BuyResult{CardNumber: "9470000000000002", Code: protocol.CodeOK, CVM: txn.CVMOfflinePIN, PaidBefore: true,
+				Goods: []txn.Item{{Kind: txn.ItemVoucher, Title: "Tea", Content: []byte("T-1")}}},
+			wantOut: "paid before; goods delivered again\ncard 9470000000000002\nstored on the card: voucher \"Tea\" (3 bytes)\n",
+		},
+		{
 			name:    "declined by the holder",
 			res:     device.BuyResult{Transaction: tr, Code: protocol.CodeHolderDeclined},
 			wantErr: "2.00 EUR to Corner Cafe not paid: declined by card holder",

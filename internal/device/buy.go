@@ -45,7 +45,13 @@ type BuyResult struct {
 	TriesLeft int        // with CodePINIncorrect, online PIN tries left
 	Counter   uint32     // the card's counter in the signature sent; 0 if the card did not sign
 	Goods     []txn.Item // e-goods delivered and stored on the card
-	ServerKey []byte     // the pinned server key the channel was made with
+	// PaidBefore, with CodeOK, says the card paid this purchase before
+	// (the server's first answer was lost) and did not sign now: the
+	// server answered the OfferRequest with the purchase's result again
+	// and its goods were stored. Transaction is then the zero value and
+	// Counter 0.
+	PaidBefore bool
+	ServerKey  []byte // the pinned server key the channel was made with
 	// ServerKeys are the keys a server key update told the device to pin,
 	// as in Result.
 	ServerKeys [][]byte
@@ -69,7 +75,10 @@ func (r BuyResult) OK() bool { return r.Code == protocol.CodeOK }
 // under the session's key), sends the approval and returns the server's
 // verdict. The e-goods the server delivers are stored on the card (STORE
 // ITEM; one already there is a retried delivery and is fine) and listed
-// in Goods.
+// in Goods. When the card paid the purchase of opts.Reference before and
+// the answer was lost, the server answers the OfferRequest with that
+// purchase's TransactionResult: the goods are stored as above, nothing is
+// confirmed or signed, and the result has PaidBefore set.
 //
 // It returns a BuyResult whenever the server answered the approval (or
 // the decline) with a TransactionResult, whatever its code. A refusal of
@@ -134,6 +143,14 @@ func (s *session) buy(ctx context.Context, info wallet.Info, card *wallet.Client
 	})
 	if err != nil {
 		return res, err
+	}
+	if r, ok := m.(*protocol.TransactionResult); ok && opts.Reference != "" {
+		// Paid before: the server delivers the goods again.
+		res.Code, res.CVM, res.PaidBefore = r.Code, r.CVM, r.Code == protocol.CodeOK
+		if r.Code != protocol.CodeOK {
+			return res, fmt.Errorf("receiving: a TransactionResult with %v instead of a TransactionOffer", r.Code)
+		}
+		return res, storeGoods(ctx, card, r.Goods, &res)
 	}
 	offer, ok := m.(*protocol.TransactionOffer)
 	if !ok {

@@ -525,6 +525,12 @@ func (r *AuthResult) validate() error {
 // the merchant addressed to the card (pushed). The card is named as in a
 // ChallengeRequest, with the same certificate exchange
 // (CodeCertificateNeeded).
+//
+// The answer is a TransactionOffer, or — when Reference names a purchase
+// this card paid already (its TransactionResult was lost on the way) — that
+// purchase's TransactionResult again: CodeOK, the CVM accepted then and
+// its e-goods signed again, with nothing paid or counted anew. Another
+// card asking with that reference gets CodeTransactionUnknown.
 type OfferRequest struct {
 	Reference   string     `cbor:"1,keyasint,omitempty"` // ReferenceLen ASCII digits, or empty
 	CardNumber  CardNumber `cbor:"2,keyasint,omitempty"` // required
@@ -612,7 +618,9 @@ func (a *TransactionApproval) validate() error {
 }
 
 // TransactionResult ends a transaction, server → device: the answer to a
-// TransactionApproval, or to a decline.
+// TransactionApproval, or to a decline; or, again, to an OfferRequest by
+// reference for a purchase the card paid before (see OfferRequest), so
+// that goods lost with the first answer are delivered.
 type TransactionResult struct {
 	ID        []byte  `cbor:"1,keyasint,omitempty"` // the transaction's id, TransactionIDLen bytes
 	Code      Code    `cbor:"2,keyasint,omitempty"` // CodeOK when paid; else why not (CodeHolderDeclined for a decline)

@@ -166,6 +166,23 @@ func (m *mall) balance(t testing.TB, account string) int64 {
 	return b.Minor
 }
 
+// payments counts the purchase payments in account's statement of the
+// last hour.
+func (m *mall) payments(t testing.TB, account string) int {
+	t.Helper()
+	st, err := m.ledger.Statement(context.Background(), account, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range st.Entries {
+		if strings.HasPrefix(e.Key, "purchase:") {
+			n++
+		}
+	}
+	return n
+}
+
 func (m *mall) holder(card *wallettest.Env) string {
 	return ledger.HolderAccount(card.CardNumber, "EUR")
 }
@@ -504,27 +521,19 @@ func TestBuyAttacks(t *testing.T) {
 		if r := d2.approve(a); r.Code != protocol.CodeTransactionUnknown {
 			t.Errorf("replayed approval, new connection = %v, want CodeTransactionUnknown", r.Code)
 		}
+		// Asking for it again gets its result again (TestBuyPaidBefore),
+		// not a second offer.
 		reply := d2.ask(&protocol.OfferRequest{Reference: p.Reference, CardNumber: protocol.CardNumber(m.card.CardNumber), CertID: protocol.CertID(m.card.CardCert.Raw)})
-		if e, ok := reply.(*protocol.Error); !ok || e.Code != protocol.CodeTransactionUnknown {
-			t.Errorf("OfferRequest for a paid purchase = %#v, want Error CodeTransactionUnknown", reply)
+		if r, ok := reply.(*protocol.TransactionResult); !ok || r.Code != protocol.CodeOK || string(r.ID) != string(tx.ID[:]) {
+			t.Errorf("OfferRequest for a paid purchase = %#v, want its TransactionResult again", reply)
 		}
 		if r := d2.approve(a); r.Code != protocol.CodeTransactionUnknown {
-			t.Errorf("replayed approval after a refused offer = %v, want CodeTransactionUnknown", r.Code)
+			t.Errorf("replayed approval after the result again = %v, want CodeTransactionUnknown", r.Code)
 		}
 		if b := m.balance(t, holder); b != 400 {
 			t.Errorf("holder balance = %d, want 400 (paid once)", b)
 		}
-		st, err := m.ledger.Statement(context.Background(), holder, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
-		if err != nil {
-			t.Fatal(err)
-		}
-		payments := 0
-		for _, e := range st.Entries {
-			if strings.HasPrefix(e.Key, "purchase:") {
-				payments++
-			}
-		}
-		if payments != 1 {
+		if payments := m.payments(t, holder); payments != 1 {
 			t.Errorf("%d payments in the holder's statement, want 1", payments)
 		}
 		if c, err := m.st.Card(context.Background(), m.card.CardNumber); err != nil || c.Cloned() {
@@ -541,6 +550,96 @@ func TestBuyAttacks(t *testing.T) {
 		d3.offer(m.card, p2.Reference) // the connection is still served
 		if got := m.status(t, p2.ID); got.Status != store.PurchasePending {
 			t.Errorf("purchase after a stray decline = %s, want pending", got.Status)
+		}
+	})
+}
+
+// TestBuyPaidBefore: the connection drops after the server paid a
+// purchase with an e-good but before the device stored the result (the
+// raw device reads the TransactionResult and throws it away, as if lost).
+// Buy with the same reference gets the result again: the good goes onto
+// the card, nothing is paid twice and the card does not sign. Another card
+// with the reference learns nothing.
+func TestBuyPaidBefore(t *testing.T) {
+	onEachMall(t, func(t *testing.T, m *mall) {
+		ctx := context.Background()
+		voucher := store.Item{ID: "itm_" + rand.Text(), Merchant: m.merchant.ID, Name: "Cinema voucher", Price: 900, Currency: "EUR",
+			Delivery: store.DeliverVoucher, Payload: []byte("VOUCHER-5678"), Created: time.Now()}
+		if err := m.ms.CreateItem(ctx, voucher); err != nil {
+			t.Fatal(err)
+		}
+		other := siblingCard(t, m.card)
+		m.register(t, other)
+		m.fund(t, m.card.CardNumber, 1000)
+		m.fund(t, other.CardNumber, 1000)
+		holder := m.holder(m.card)
+		p := m.newPurchase(t, 900, voucher.ID, "")
+		wantID, _ := purchase.TransactionID(p.ID)
+
+		// Paid, and the answer lost.
+		d := m.raw(t)
+		o, tx := d.offer(m.card, p.Reference)
+		if err := d.c.WriteMessage(encode(t, cardSign(t, m.card, tx.ID, o.Transaction))); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.c.ReadMessage(); err != nil {
+			t.Fatal(err)
+		}
+		d.c.Close()
+		if got := m.status(t, p.ID); got.Status != store.PurchaseApproved {
+			t.Fatalf("purchase after the lost answer = %s, want approved", got.Status)
+		}
+		if items, err := m.card.Client.Items(ctx); err != nil || len(items) != 0 {
+			t.Fatalf("card items after the lost answer = %+v, %v; want none", items, err)
+		}
+		signed, _ := m.card.Client.Counter(ctx)
+		stored, err := m.st.Card(ctx, m.card.CardNumber)
+		if err != nil {
+			t.Fatal(err)
+		}
+
+		// Twice: the second delivery finds the good on the card already.
+		for _, round := range []string{"first", "second"} {
+			res, err := m.buy(t, m.card, device.BuyOptions{AuthOptions: device.AuthOptions{PIN: wallettest.PIN}, Reference: p.Reference})
+			if err != nil || res.Code != protocol.CodeOK || !res.PaidBefore || res.Counter != 0 || res.CVM != txn.CVMOfflinePIN ||
+				len(res.Goods) != 1 || res.Goods[0].ID != wantID || string(res.Goods[0].Content) != "VOUCHER-5678" {
+				t.Errorf("%s: Buy(paid reference) = %+v, %v; want CodeOK, PaidBefore, offline PIN, counter 0 and the voucher", round, res, err)
+			}
+			items, err := m.card.Client.Items(ctx)
+			if err != nil || len(items) != 1 || items[0].ID != wantID || items[0].Kind != txn.ItemVoucher {
+				t.Errorf("%s: card items = %+v, %v; want the voucher with the transaction's id", round, items, err)
+			}
+			if c, _ := m.card.Client.Counter(ctx); c != signed {
+				t.Errorf("%s: card counter = %d, want %d (no new signature)", round, c, signed)
+			}
+		}
+		if c, err := m.st.Card(ctx, m.card.CardNumber); err != nil || c.Counter != stored.Counter || c.Cloned() {
+			t.Errorf("server's card record = counter %d cloned %v, %v; want counter %d, not flagged", c.Counter, c.Cloned(), err, stored.Counter)
+		}
+		if b := m.balance(t, holder); b != 100 {
+			t.Errorf("holder balance = %d, want 100 (paid once)", b)
+		}
+		if payments := m.payments(t, holder); payments != 1 {
+			t.Errorf("%d payments in the holder's statement, want 1", payments)
+		}
+		if got := m.status(t, p.ID); got.Status != store.PurchaseApproved {
+			t.Errorf("purchase = %s, want approved", got.Status)
+		}
+
+		// Another card asking with the reference.
+		before, _ := other.Client.Counter(ctx)
+		res, err := m.buy(t, other, device.BuyOptions{AuthOptions: device.AuthOptions{PIN: wallettest.PIN}, Reference: p.Reference})
+		if perr := (*protocol.Error)(nil); !errors.As(err, &perr) || perr.Code != protocol.CodeTransactionUnknown || res.PaidBefore {
+			t.Errorf("Buy(other card, paid reference) = %+v, %v; want CodeTransactionUnknown", res, err)
+		}
+		if items, err := other.Client.Items(ctx); err != nil || len(items) != 0 {
+			t.Errorf("other card items = %+v, %v; want none", items, err)
+		}
+		if after, _ := other.Client.Counter(ctx); after != before {
+			t.Errorf("other card counter %d → %d, want no signature", before, after)
+		}
+		if b := m.balance(t, m.holder(other)); b != 1000 {
+			t.Errorf("other card's balance = %d, want 1000", b)
 		}
 	})
 }

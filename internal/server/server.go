@@ -41,7 +41,8 @@
 //     the overlap.
 //
 // It also relays purchase approvals to the purchase service (package
-// purchase, Config.Purchases): an OfferRequest gets a TransactionOffer,
+// purchase, Config.Purchases): an OfferRequest gets a TransactionOffer
+// (or, for a purchase the card paid before, its TransactionResult again),
 // and the connection then takes the approval (TransactionApproval) or the
 // holder's decline (Error with CodeHolderDeclined) of that transaction
 // only; any other approval is answered CodeTransactionUnknown.
@@ -338,9 +339,13 @@ func (s *Server) handle(ctx context.Context, log *slog.Logger, cs *connState, m 
 		if s.cfg.Purchases == nil {
 			break
 		}
-		o, err := s.cfg.Purchases.Offer(ctx, sess, m)
+		r, err := s.cfg.Purchases.Offer(ctx, sess, m)
 		if err != nil {
 			return s.refuse(log, "offer", err)
+		}
+		o, ok := r.(*protocol.TransactionOffer)
+		if !ok {
+			return r, true // a paid purchase's result, again
 		}
 		t, err := txn.Parse(o.Transaction)
 		if err != nil {

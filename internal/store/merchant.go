@@ -188,6 +188,12 @@ type Merchants interface {
 	// PendingPurchase returns the pending request with this reference
 	// whose Expires is after now, or ErrNotFound.
 	PendingPurchase(ctx context.Context, reference string, now time.Time) (Purchase, error)
+	// PaidPurchase returns the newest request with this reference bound
+	// to card (Card equal to card) whose status is approved or
+	// refunded-partially: a paid purchase whose result the device asks
+	// for again (one refunded in full is not: its goods are not owed). ErrNotFound if there is none (references
+	// are unique only among pending requests, hence the card).
+	PaidPurchase(ctx context.Context, reference, card string) (Purchase, error)
 	// PendingPurchasesForCard returns the card's pending requests (Card
 	// equal to card) whose Expires is after now, oldest first, at most
 	// limit.

@@ -246,10 +246,18 @@ func (s *shop) newPurchase(t *testing.T, o purchaseOpts) store.Purchase {
 // offer asks for p's transaction for card by its reference.
 func (s *shop) offer(t *testing.T, card *wallettest.Env, reference string) (*protocol.TransactionOffer, error) {
 	t.Helper()
-	return s.svc.Offer(context.Background(), s.sess, &protocol.OfferRequest{
+	m, err := s.svc.Offer(context.Background(), s.sess, &protocol.OfferRequest{
 		Reference: reference, CardNumber: protocol.CardNumber(card.CardNumber),
 		CertID: protocol.CertID(card.CardCert.Raw), Certificate: card.CardCert.Raw,
 	})
+	if err != nil {
+		return nil, err
+	}
+	o, ok := m.(*protocol.TransactionOffer)
+	if !ok {
+		t.Fatalf("Offer(%s) = %T, want a *protocol.TransactionOffer", reference, m)
+	}
+	return o, nil
 }
 
 // mustOffer is offer that fails the test on a refusal.

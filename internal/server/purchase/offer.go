@@ -56,10 +56,18 @@ func PurchaseID(id []byte) (string, bool) {
 	return idPrefix + hex.EncodeToString(id), true
 }
 
-// Offer answers an OfferRequest for the device of sess: the transaction
-// for the holder to approve. A refusal is a *protocol.Error (the card
-// checks as for a challenge; CodeTransactionUnknown when no pending
-// request has the reference, or it is bound to another card;
+// Offer answers an OfferRequest for the device of sess: a
+// *protocol.TransactionOffer, the transaction for the holder to approve,
+// or — for a reference no pending request has, but that names a purchase
+// this card paid (approved or refunded partially, not refunded in full; the newest,
+// store.Merchants.PaidPurchase) — that purchase's *protocol.TransactionResult
+// again: CodeOK, the CVM of the stored approval and the item's e-goods
+// signed again (the same txn.Item ID, the transaction id), so that a
+// device whose connection dropped before the result arrived gets the
+// goods. Nothing is posted and no counter moves. A refusal is a
+// *protocol.Error (the card checks as for a challenge;
+// CodeTransactionUnknown when no pending request has the reference and
+// the card paid none with it, or it is bound to another card;
 // CodeTransactionExpired). Other errors are internal.
 //
 // The checks of the card are auth.Service.CheckCard's. The request is
@@ -74,7 +82,7 @@ func PurchaseID(id []byte) (string, bool) {
 // CodeTransactionUnknown. TTL is the time left until the request's
 // Expires, in whole seconds, rounded down (at least 1); the methods
 // offered are the auth service's DefaultCVMs.
-func (s *Service) Offer(ctx context.Context, sess *auth.Session, req *protocol.OfferRequest) (*protocol.TransactionOffer, error) {
+func (s *Service) Offer(ctx context.Context, sess *auth.Session, req *protocol.OfferRequest) (protocol.Message, error) {
 	number := string(req.CardNumber)
 	_, code, err := s.cfg.Auth.CheckCard(ctx, sess, number, req.CertID, req.Certificate)
 	if err != nil {
@@ -88,7 +96,7 @@ func (s *Service) Offer(ctx context.Context, sess *auth.Session, req *protocol.O
 	if req.Reference != "" {
 		p, err = s.ms.PendingPurchase(ctx, req.Reference, now)
 		if errors.Is(err, store.ErrNotFound) {
-			return nil, s.refuseOffer(ctx, sess, number, "", protocol.CodeTransactionUnknown, fmt.Errorf("no pending request with reference %s", req.Reference))
+			return s.paidBefore(ctx, sess, number, req.Reference)
 		}
 	} else {
 		var ps []store.Purchase
@@ -133,6 +141,34 @@ func (s *Service) Offer(ctx context.Context, sess *auth.Session, req *protocol.O
 	s.log.LogAttrs(ctx, slog.LevelInfo, "transaction offered", slog.String("purchase", p.ID),
 		slog.String("card", auth.MaskCard(number)), slog.String("device", sess.Device.ID), slog.Uint64("ttl", uint64(ttl)))
 	return &protocol.TransactionOffer{Transaction: p.Offer, CVMs: s.cfg.Auth.DefaultCVMs(), TTL: ttl}, nil
+}
+
+// paidBefore answers an OfferRequest with a reference no pending request
+// has: the TransactionResult of the purchase card paid with it, again, or
+// CodeTransactionUnknown.
+func (s *Service) paidBefore(ctx context.Context, sess *auth.Session, card, reference string) (protocol.Message, error) {
+	p, err := s.ms.PaidPurchase(ctx, reference, card)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		// Also when another card paid it: said as for an unknown
+		// reference.
+		return nil, s.refuseOffer(ctx, sess, card, "", protocol.CodeTransactionUnknown, fmt.Errorf("no pending request with reference %s", reference))
+	case err != nil:
+		return nil, fmt.Errorf("offering transaction: %w", err)
+	}
+	id, err := TransactionID(p.ID)
+	if err != nil {
+		return nil, fmt.Errorf("answering again for %s: %w", p.ID, err)
+	}
+	var cvm txn.CVM
+	if p.Approval != nil {
+		cvm = txn.CVM(p.Approval.CVM)
+	}
+	goods := s.goods(ctx, p)
+	s.log.LogAttrs(ctx, slog.LevelInfo, "purchase result sent again", slog.String("purchase", p.ID),
+		slog.String("card", auth.MaskCard(card)), slog.String("device", sess.Device.ID),
+		slog.String("status", string(p.Status)), slog.Int("goods", len(goods)))
+	return &protocol.TransactionResult{ID: id[:], Code: protocol.CodeOK, CVM: cvm, Goods: goods}, nil
 }
 
 // refuseOffer logs a refused OfferRequest and returns its error.

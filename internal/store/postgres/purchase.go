@@ -35,6 +35,21 @@ func (s *Store) PendingPurchase(ctx context.Context, reference string, now time.
 	return p, nil
 }
 
+// PaidPurchase implements store.Merchants. The index on (card,
+// reference, created, id) serves it (migration 0007).
+func (s *Store) PaidPurchase(ctx context.Context, reference, card string) (store.Purchase, error) {
+	p, err := scanPurchase(s.pool.QueryRow(ctx, `SELECT `+purchaseRow+` FROM purchases
+		WHERE card = $1 AND reference = $2 AND status IN ($3, $4)
+		ORDER BY created DESC, id DESC LIMIT 1`, card, reference, store.PurchaseApproved, store.PurchaseRefundedPartially))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return store.Purchase{}, fmt.Errorf("reading paid purchase by reference: %w", store.ErrNotFound)
+	}
+	if err != nil {
+		return store.Purchase{}, fmt.Errorf("reading paid purchase by reference: %w", err)
+	}
+	return p, nil
+}
+
 // PendingPurchasesForCard implements store.Merchants.
 func (s *Store) PendingPurchasesForCard(ctx context.Context, card string, now time.Time, limit int) ([]store.Purchase, error) {
 	return list(ctx, s.pool, scanPurchase, "listing pending purchases of card", `SELECT `+purchaseRow+` FROM purchases

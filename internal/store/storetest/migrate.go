@@ -150,7 +150,7 @@ func upgradeFrom4(t *testing.T, u Upgrader) {
 	_, _, err := ms.CreatePurchase(ctx, p)
 	must(t, "CreatePurchase", err)
 	qs := []string{`DROP TABLE refunds`, `DROP INDEX purchases_pending_card`, `DROP INDEX purchases_pending_expires`,
-		`DROP INDEX purchases_status_updated`}
+		`DROP INDEX purchases_status_updated`, `DROP INDEX purchases_card_reference`}
 	for _, c := range []string{"card", "offer", "approval_counter", "approval_cvm", "approval_signature", "approval_device",
 		"approval_matched_by", "transfer", "refunded", "reason", "updated"} {
 		qs = append(qs, `ALTER TABLE purchases DROP COLUMN `+c)

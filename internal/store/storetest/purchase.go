@@ -115,6 +115,7 @@ func wantIDs(t testing.TB, what string, ps []store.Purchase, err error, want ...
 // testPurchaseReads: Merchant, Item, Purchase for any merchant, the new
 // fields after creation, pending requests by reference and by card.
 func testPurchaseReads(t *testing.T, open OpenFunc) {
+	t.Run("Paid", func(t *testing.T) { testPaidPurchase(t, open) })
 	ctx := context.Background()
 	s := newShop(t, open)
 	if m, err := s.ms.Merchant(ctx, "m_shop"); err != nil || m.Name != "Shop" || m.Account != "merchant:m_shop:EUR" ||
@@ -181,6 +182,73 @@ func testPurchaseReads(t *testing.T, open OpenFunc) {
 	wantIDs(t, "PendingPurchasesForCard(B)", ps, err)
 	ps, err = s.ms.PendingPurchasesForCard(ctx, cardA, p1.Expires, 10)
 	wantIDs(t, "PendingPurchasesForCard(A, at expiry)", ps, err)
+}
+
+// testPaidPurchase: a paid request by reference and card, the newest of
+// those that reuse a reference, and what it never returns (pending,
+// authorized, declined, refunded in full, another card's).
+func testPaidPurchase(t *testing.T, open OpenFunc) {
+	ctx := context.Background()
+	s := newShop(t, open)
+	s.create("pu_old", stocked, "11111111", "", 0)
+	s.pay("pu_old")
+	s.create("pu_new", unlimited, "11111111", "", 5) // the reference is free again once paid
+	s.pay("pu_new")
+	s.create("pu_pend", "", "11111111", cardA, 9) // newer, but pending
+
+	s.create("pu_refund", "", "22222222", "", 0)
+	s.pay("pu_refund")
+	_, _, err := s.ms.CreateRefund(ctx, store.Refund{ID: "rf_part", Purchase: "pu_refund", Merchant: "m_shop",
+		Amount: 400, Digest: []byte("400"), Created: t0})
+	must(t, "CreateRefund(rf_part)", err)
+	_, err = s.ms.FinishRefund(ctx, "rf_part", 98, "", t0)
+	must(t, "FinishRefund(rf_part)", err)
+
+	s.create("pu_full", "", "33333333", "", 0)
+	s.pay("pu_full")
+	_, _, err = s.ms.CreateRefund(ctx, store.Refund{ID: "rf_full", Purchase: "pu_full", Merchant: "m_shop",
+		Amount: 1000, Digest: []byte("1000"), Created: t0})
+	must(t, "CreateRefund(rf_full)", err)
+	_, err = s.ms.FinishRefund(ctx, "rf_full", 97, "", t0)
+	must(t, "FinishRefund(rf_full)", err)
+
+	s.create("pu_declined", "", "44444444", "", 0)
+	_, err = s.ms.BindPurchase(ctx, "pu_declined", cardA, []byte("offer"), t0)
+	must(t, "BindPurchase(pu_declined)", err)
+	_, err = s.ms.DeclinePurchase(ctx, "pu_declined", cardA, "no", t0)
+	must(t, "DeclinePurchase(pu_declined)", err)
+
+	s.create("pu_auth", "", "55555555", "", 0)
+	_, err = s.ms.BindPurchase(ctx, "pu_auth", cardA, []byte("offer"), t0)
+	must(t, "BindPurchase(pu_auth)", err)
+	_, err = s.ms.AuthorizePurchase(ctx, "pu_auth", cardA, approval("pu_auth"), t0)
+	must(t, "AuthorizePurchase(pu_auth)", err)
+
+	cases := []struct {
+		name, ref, card string
+		want            string // "" for ErrNotFound
+		status          store.PurchaseStatus
+	}{
+		{"newest approved", "11111111", cardA, "pu_new", store.PurchaseApproved},
+		{"refunded partially", "22222222", cardA, "pu_refund", store.PurchaseRefundedPartially},
+		{"refunded in full", "33333333", cardA, "", ""}, // its money is back: no goods again
+		{"declined", "44444444", cardA, "", ""},
+		{"authorized", "55555555", cardA, "", ""},
+		{"another card", "11111111", cardB, "", ""},
+		{"unknown", "99999999", cardA, "", ""},
+	}
+	for _, tt := range cases {
+		got, err := s.ms.PaidPurchase(ctx, tt.ref, tt.card)
+		if tt.want == "" {
+			wantErr(t, "PaidPurchase("+tt.name+")", err, store.ErrNotFound)
+			continue
+		}
+		if err != nil || got.ID != tt.want || got.Status != tt.status || got.Card != tt.card || got.Approval == nil ||
+			got.Approval.CVM != approval(tt.want).CVM || got.Item != s.read(tt.want).Item {
+			t.Errorf("PaidPurchase(%s) = %s %s (card %q, approval %+v), %v; want %s %s with its approval",
+				tt.name, got.ID, got.Status, got.Card, got.Approval, err, tt.want, tt.status)
+		}
+	}
 }
 
 // testBindPurchase: binding, its idempotent retry, and the refusals.
