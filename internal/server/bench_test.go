@@ -14,6 +14,7 @@ import (
 	"cardlink/internal/device"
 	"cardlink/internal/protocol"
 	"cardlink/internal/server"
+	"cardlink/internal/server/servertest"
 	"cardlink/internal/store"
 )
 
@@ -21,7 +22,7 @@ import (
 // connect, Noise handshake, Hello, challenge, the card's offline PIN check
 // and signature (the in-process virtual card), verification against a
 // SQLite store, and the result. The card is known to the server.
-func BenchmarkAuthenticate(b *testing.B) { benchAuthenticate(b, openSQLite(b)) }
+func BenchmarkAuthenticate(b *testing.B) { benchAuthenticate(b, servertest.SQLite(b)) }
 
 // BenchmarkAuthenticatePostgres is BenchmarkAuthenticate on PostgreSQL
 // (CARDLINK_TEST_POSTGRES; skipped when unset). Benchmark against a server
@@ -52,11 +53,11 @@ func benchAuthenticate(b *testing.B, st store.Store) {
 // recorded, the ledger posting (group commit, durable) and the result.
 // It reports purchases/s, and the p50 and p99 latency of Buy as the
 // device sees it (the merchant's request is made before the clock starts).
-func BenchmarkBuy(b *testing.B) { benchBuy(b, mallStores[0].open, 1) }
+func BenchmarkBuy(b *testing.B) { benchBuy(b, mallStores[0].Open, 1) }
 
 // BenchmarkBuyPostgres is BenchmarkBuy on PostgreSQL
 // (CARDLINK_TEST_POSTGRES; skipped when unset).
-func BenchmarkBuyPostgres(b *testing.B) { benchBuy(b, mallStores[1].open, 1) }
+func BenchmarkBuyPostgres(b *testing.B) { benchBuy(b, mallStores[1].Open, 1) }
 
 // BenchmarkBuyParallel runs the purchases of 8, 32 and 64 devices at once
 // (sub-benchmarks devices=N), each with its own card, buying again and
@@ -67,12 +68,12 @@ func BenchmarkBuyPostgres(b *testing.B) { benchBuy(b, mallStores[1].open, 1) }
 // (-cpuprofile) carries the label side=device on the device and card
 // work and side=merchant on the creation of the requests, so the server's
 // own share can be read apart (go tool pprof -tagignore side=.).
-func BenchmarkBuyParallel(b *testing.B) { benchBuyParallel(b, mallStores[0].open) }
+func BenchmarkBuyParallel(b *testing.B) { benchBuyParallel(b, mallStores[0].Open) }
 
 // BenchmarkBuyParallelPostgres is BenchmarkBuyParallel on PostgreSQL
 // (CARDLINK_TEST_POSTGRES; skipped when unset): the database's own CPU
 // is in its processes, not in cpu-%.
-func BenchmarkBuyParallelPostgres(b *testing.B) { benchBuyParallel(b, mallStores[1].open) }
+func BenchmarkBuyParallelPostgres(b *testing.B) { benchBuyParallel(b, mallStores[1].Open) }
 
 func benchBuyParallel(b *testing.B, open func(testing.TB) store.Store) {
 	for _, n := range []int{8, 32, 64} {
@@ -94,7 +95,7 @@ func benchBuy(b *testing.B, open func(testing.TB) store.Store, cards int) {
 	for i := range cards {
 		c := m.card
 		if i > 0 {
-			c = siblingCard(b, m.card)
+			c = servertest.Sibling(b, m.card)
 			m.register(b, c)
 		}
 		m.fund(b, c.CardNumber, 1<<40)

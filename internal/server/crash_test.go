@@ -22,7 +22,6 @@ import (
 	"time"
 
 	"cardlink/internal/applet/wallet/wallettest"
-	"cardlink/internal/channel"
 	"cardlink/internal/device"
 	"cardlink/internal/money"
 	"cardlink/internal/protocol"
@@ -31,6 +30,7 @@ import (
 	"cardlink/internal/server/auth"
 	"cardlink/internal/server/ledger"
 	"cardlink/internal/server/purchase"
+	"cardlink/internal/server/servertest"
 	"cardlink/internal/store"
 	"cardlink/internal/store/postgres/pgtest"
 )
@@ -276,7 +276,7 @@ func newCrashShop(t *testing.T, uri string) *crashShop {
 	sh.lg = ledger.New(st.(store.Ledger), ledger.Options{})
 	t.Cleanup(func() { sh.lg.Close() })
 
-	base := wallettest.New(t, wallettest.Options{CardNumber: newCardNumber(t)})
+	base := servertest.Card(t)
 	sh.caFile = filepath.Join(t.TempDir(), "ca.der")
 	if err := os.WriteFile(sh.caFile, base.CA.Raw, 0o600); err != nil {
 		t.Fatal(err)
@@ -291,14 +291,7 @@ func newCrashShop(t *testing.T, uri string) *crashShop {
 	}
 	now := time.Now()
 	keyHash := sha256.Sum256([]byte(sh.apiKey))
-	sh.merchant = store.Merchant{ID: "mer_" + rand.Text(), Name: "Crash Shop", KeyHash: keyHash[:], WebhookSecret: []byte("s"), Created: now}
-	sh.merchant.Account = "acct_" + sh.merchant.ID
-	if err := sh.lg.CreateAccount(ctx, store.Account{ID: sh.merchant.Account, Kind: store.KindMerchant, Currency: "EUR"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := sh.ms.CreateMerchant(ctx, sh.merchant); err != nil {
-		t.Fatal(err)
-	}
+	sh.merchant = servertest.Merchant(t, sh.lg, sh.ms, store.Merchant{ID: "mer_" + rand.Text(), Name: "Crash Shop", KeyHash: keyHash[:], WebhookSecret: []byte("s"), Created: now})
 	pubs, err := server.EnsureKey(ctx, st)
 	if err != nil {
 		t.Fatal(err)
@@ -306,22 +299,13 @@ func newCrashShop(t *testing.T, uri string) *crashShop {
 	for i := range crashCards {
 		c := base
 		if i > 0 {
-			c = siblingCard(t, base)
+			c = servertest.Sibling(t, base)
 		}
-		if err := st.PutCard(ctx, store.Card{Number: c.CardNumber, Cert: c.CardCert.Raw, IssuerKeyID: c.CA.SubjectKeyId}, now); err != nil {
-			t.Fatal(err)
-		}
+		servertest.PutCard(t, st, c, now)
 		if _, err := svc.Deposit(ctx, c.CardNumber, money.Amount{Minor: crashDeposit, Currency: "EUR"}, rand.Text()); err != nil {
 			t.Fatalf("Deposit(card %d) = %v", i, err)
 		}
-		k, err := channel.GenerateKey(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		id := device.Identity{ID: "dev-" + rand.Text(), Static: k, ServerKeys: pubs}
-		if err := st.AddDevice(ctx, store.Device{ID: id.ID, StaticKey: k.Public, Name: fmt.Sprint("crash ", i)}, now); err != nil {
-			t.Fatal(err)
-		}
+		id := servertest.Device(t, st, fmt.Sprint("crash ", i), pubs, "", now)
 		sh.cards = append(sh.cards, c)
 		sh.ids = append(sh.ids, id)
 	}

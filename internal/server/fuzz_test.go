@@ -9,6 +9,7 @@ import (
 	"cardlink/internal/channel"
 	"cardlink/internal/protocol"
 	"cardlink/internal/server"
+	"cardlink/internal/server/servertest"
 	"cardlink/internal/store"
 	"cardlink/internal/txn"
 )
@@ -18,7 +19,7 @@ import (
 // messages that decode, then ends the connection, and keeps serving (each
 // input starts with a fresh handshake).
 func FuzzListener(f *testing.F) {
-	b := newBed(f, openSQLite(f), server.Config{})
+	b := newBed(f, servertest.SQLite(f), server.Config{})
 	cert := b.card.CardCert.Raw
 	for _, m := range []protocol.Message{
 		&protocol.Hello{Software: "cardlink/0.1", Features: protocol.FeaturePINPad},
@@ -78,7 +79,7 @@ func closeWrite(t *testing.T, b *bed, c *channel.Conn) {
 // messages that decode and keeps serving, and no payment is posted
 // without the card's signature.
 func FuzzPurchase(f *testing.F) {
-	m := newMall(f, openSQLite(f))
+	m := newMall(f, servertest.SQLite(f))
 	cert := m.card.CardCert.Raw
 	id := make([]byte, protocol.TransactionIDLen)
 	for _, msg := range []protocol.Message{

@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"cardlink/internal/applet/wallet/wallettest"
 	"cardlink/internal/channel"
 	"cardlink/internal/protocol"
 	"cardlink/internal/server/auth"
+	"cardlink/internal/server/servertest"
 	"cardlink/internal/store"
 	_ "cardlink/internal/store/postgres"
 	_ "cardlink/internal/store/sqlite"
@@ -46,7 +46,7 @@ func TestTwoInstances(t *testing.T) {
 			uri := be.uri(t)
 			ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 			defer cancel()
-			card := wallettest.New(t, wallettest.Options{CardNumber: newCardNumber(t)})
+			card := servertest.Card(t)
 			var svc [2]*auth.Service
 			var st [2]store.Store
 			for i := range svc {

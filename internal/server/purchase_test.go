@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -23,12 +22,9 @@ import (
 	"cardlink/internal/server/auth"
 	"cardlink/internal/server/ledger"
 	"cardlink/internal/server/purchase"
+	"cardlink/internal/server/servertest"
 	"cardlink/internal/store"
-	"cardlink/internal/store/postgres"
-	"cardlink/internal/store/postgres/pgtest"
-	"cardlink/internal/store/sqlite"
 	"cardlink/internal/txn"
-	"cardlink/internal/wallet"
 )
 
 // mall is a running listener with a purchase service over a real store
@@ -50,31 +46,11 @@ type mall struct {
 
 // mallStores are the backends of the end-to-end purchase tests: SQLite,
 // and PostgreSQL (a schema of its own) when CARDLINK_TEST_POSTGRES is set.
-var mallStores = []struct {
-	name string
-	open func(t testing.TB) store.Store
-}{
-	{"sqlite", func(t testing.TB) store.Store {
-		st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "cardlink.db"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		return st
-	}},
-	{"postgres", func(t testing.TB) store.Store {
-		st, err := postgres.Open(context.Background(), pgtest.Schema(t, pgtest.DSN(t), "mall_", 8))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		return st
-	}},
-}
+var mallStores = servertest.Backends("mall_")
 
 func onEachMall(t *testing.T, f func(t *testing.T, m *mall)) {
 	for _, b := range mallStores {
-		t.Run(b.name, func(t *testing.T) { f(t, newMall(t, b.open(t))) })
+		t.Run(b.Name, func(t *testing.T) { f(t, newMall(t, b.Open(t))) })
 	}
 }
 
@@ -82,7 +58,7 @@ func newMall(t testing.TB, st store.Store) *mall {
 	t.Helper()
 	ctx := context.Background()
 	m := &mall{st: st, ms: st.(store.Merchants)}
-	m.card = wallettest.New(t, wallettest.Options{CardNumber: newCardNumber(t)})
+	m.card = servertest.Card(t)
 	m.signItem = func(it *txn.Item) ([]byte, error) {
 		_, sig, err := txn.ParseSignedItem(m.card.SignItem(it))
 		return sig, err
@@ -98,33 +74,12 @@ func newMall(t testing.TB, st store.Store) *mall {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	m.merchant = store.Merchant{ID: "mer_" + rand.Text(), Name: "Corner Shop", KeyHash: []byte(rand.Text()), WebhookSecret: []byte("s"), Created: now}
-	m.merchant.Account = "acct_" + m.merchant.ID
-	if err := m.ledger.CreateAccount(ctx, store.Account{ID: m.merchant.Account, Kind: store.KindMerchant, Currency: "EUR"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.ms.CreateMerchant(ctx, m.merchant); err != nil {
-		t.Fatal(err)
-	}
+	m.merchant = servertest.Merchant(t, m.ledger, m.ms, store.Merchant{ID: "mer_" + rand.Text(), Name: "Corner Shop", KeyHash: []byte(rand.Text()), WebhookSecret: []byte("s"), Created: now})
 	m.register(t, m.card)
 
-	pubs, err := server.EnsureKey(ctx, st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	pubs, l := listen(t, st)
 	m.addr = l.Addr().String()
-	k, err := channel.GenerateKey(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.id = device.Identity{ID: "dev-" + rand.Text(), Static: k, ServerKeys: pubs, Server: m.addr}
-	if err := st.AddDevice(ctx, store.Device{ID: m.id.ID, StaticKey: k.Public, Name: "test"}, now); err != nil {
-		t.Fatal(err)
-	}
+	m.id = servertest.Device(t, st, "test", pubs, m.addr, now)
 	sctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- server.New(server.Config{Auth: as, Store: st, Purchases: m.svc}).Serve(sctx, l) }()
@@ -142,9 +97,7 @@ func newMall(t testing.TB, st store.Store) *mall {
 // and opens its holder account, so that it can be funded.
 func (m *mall) register(t testing.TB, card *wallettest.Env) {
 	t.Helper()
-	if err := m.st.PutCard(context.Background(), store.Card{Number: card.CardNumber, Cert: card.CardCert.Raw, IssuerKeyID: card.CA.SubjectKeyId}, time.Now()); err != nil {
-		t.Fatal(err)
-	}
+	servertest.PutCard(t, m.st, card, time.Now())
 }
 
 func (m *mall) fund(t testing.TB, card string, minor int64) {
@@ -156,14 +109,7 @@ func (m *mall) fund(t testing.TB, card string, minor int64) {
 
 func (m *mall) balance(t testing.TB, account string) int64 {
 	t.Helper()
-	b, err := m.ledger.Balance(context.Background(), account)
-	if errors.Is(err, store.ErrNotFound) {
-		return 0
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b.Minor
+	return servertest.Balance(t, m.ledger, account)
 }
 
 // payments counts the purchase payments in account's statement of the
@@ -359,7 +305,7 @@ func TestBuy(t *testing.T) {
 // bound (it would pay another holder's purchase, or learn it).
 func TestBuyOtherCard(t *testing.T) {
 	onEachMall(t, func(t *testing.T, m *mall) {
-		other := siblingCard(t, m.card)
+		other := servertest.Sibling(t, m.card)
 		m.register(t, other)
 		m.fund(t, m.card.CardNumber, 1000)
 		m.fund(t, other.CardNumber, 1000)
@@ -455,20 +401,6 @@ func (d *rawDevice) approve(a *protocol.TransactionApproval) *protocol.Transacti
 	return r
 }
 
-// cardSign has card sign transaction bytes after its offline PIN.
-func cardSign(t *testing.T, card *wallettest.Env, id [16]byte, transaction []byte) *protocol.TransactionApproval {
-	t.Helper()
-	ctx := context.Background()
-	if err := card.Client.VerifyPIN(ctx, card.PIN); err != nil {
-		t.Fatal(err)
-	}
-	sig, err := card.Client.SignTransaction(ctx, transaction, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &protocol.TransactionApproval{ID: id[:], Counter: sig.Counter, CVM: sig.CVM, Signature: sig.Sig}
-}
-
 // TestBuyAttacks: a device that changes the transaction after display,
 // and one that replays an approval, on the same connection and on a new
 // one. Each is refused with its code and nothing is posted twice.
@@ -497,7 +429,7 @@ func TestBuyAttacks(t *testing.T) {
 			}
 			// The listener takes one answer per offer: ask again.
 			d.offer(m.card, p.Reference)
-			if r := d.approve(cardSign(t, m.card, tx.ID, b)); r.Code != protocol.CodeSignatureInvalid {
+			if r := d.approve(servertest.Approval(t, m.card, tx.ID, b)); r.Code != protocol.CodeSignatureInvalid {
 				t.Errorf("approval of a transaction with the %s changed = %v, want CodeSignatureInvalid", change.name, r.Code)
 			}
 		}
@@ -510,7 +442,7 @@ func TestBuyAttacks(t *testing.T) {
 
 		// The honest approval pays; replaying it does nothing.
 		d.offer(m.card, p.Reference)
-		a := cardSign(t, m.card, tx.ID, o.Transaction)
+		a := servertest.Approval(t, m.card, tx.ID, o.Transaction)
 		if r := d.approve(a); r.Code != protocol.CodeOK {
 			t.Fatalf("honest approval = %v, want CodeOK", r.Code)
 		}
@@ -568,7 +500,7 @@ func TestBuyPaidBefore(t *testing.T) {
 		if err := m.ms.CreateItem(ctx, voucher); err != nil {
 			t.Fatal(err)
 		}
-		other := siblingCard(t, m.card)
+		other := servertest.Sibling(t, m.card)
 		m.register(t, other)
 		m.fund(t, m.card.CardNumber, 1000)
 		m.fund(t, other.CardNumber, 1000)
@@ -579,7 +511,7 @@ func TestBuyPaidBefore(t *testing.T) {
 		// Paid, and the answer lost.
 		d := m.raw(t)
 		o, tx := d.offer(m.card, p.Reference)
-		if err := d.c.WriteMessage(encode(t, cardSign(t, m.card, tx.ID, o.Transaction))); err != nil {
+		if err := d.c.WriteMessage(encode(t, servertest.Approval(t, m.card, tx.ID, o.Transaction))); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := d.c.ReadMessage(); err != nil {
@@ -651,7 +583,7 @@ func TestBuyConcurrent(t *testing.T) {
 	onEachMall(t, func(t *testing.T, m *mall) {
 		cs := []*wallettest.Env{m.card}
 		for len(cs) < cards {
-			c := siblingCard(t, m.card)
+			c := servertest.Sibling(t, m.card)
 			m.register(t, c)
 			cs = append(cs, c)
 		}
@@ -691,31 +623,12 @@ func TestBuyConcurrent(t *testing.T) {
 	})
 }
 
-// siblingCard personalizes another card with the issuer of base, so that
-// the same auth service accepts it.
-func siblingCard(t testing.TB, base *wallettest.Env) *wallettest.Env {
-	t.Helper()
-	c := wallettest.New(t, wallettest.Options{CardNumber: newCardNumber(t), Blank: true})
-	issuer := *base
-	issuer.CardNumber = c.CardNumber
-	p := wallet.Personalization{
-		CardNumber: c.CardNumber, PIN: c.PIN, PUK: c.PUK, BioTemplate: c.BioTemplate,
-		Currency: c.Options.Currency, MaxBalance: c.Options.MaxBalance,
-		IssuerKeyID: base.CA.SubjectKeyId, IssuerSigner: &base.OpsKey.PublicKey, OpsKeyID: base.OpsKeyID,
-	}
-	if err := c.Client.Personalize(context.Background(), p, issuer.IssueCard); err != nil {
-		t.Fatalf("personalizing sibling card: %v", err)
-	}
-	c.CA, c.CAKey, c.OpsKey, c.OpsKeyID, c.CardCert = base.CA, base.CAKey, base.OpsKey, base.OpsKeyID, issuer.CardCert
-	return c
-}
-
 // TestBuyRefusedGood: the server delivers an e-good the card refuses (not
 // signed by its issuer). The payment stands, and Buy says so in its error.
 func TestBuyRefusedGood(t *testing.T) {
-	m := newMall(t, mallStores[0].open(t))
+	m := newMall(t, mallStores[0].Open(t))
 	ctx := context.Background()
-	stranger := wallettest.New(t, wallettest.Options{CardNumber: newCardNumber(t)}) // another issuer
+	stranger := servertest.Card(t) // another issuer
 	m.signItem = func(it *txn.Item) ([]byte, error) {
 		_, sig, err := txn.ParseSignedItem(stranger.SignItem(it))
 		return sig, err
@@ -745,7 +658,7 @@ func TestBuyRefusedGood(t *testing.T) {
 // TestBuyOptions: Buy refuses, before any exchange, holder verifications
 // the card cannot sign a transaction with.
 func TestBuyOptions(t *testing.T) {
-	m := newMall(t, mallStores[0].open(t))
+	m := newMall(t, mallStores[0].Open(t))
 	tests := []struct {
 		name string
 		opts device.AuthOptions

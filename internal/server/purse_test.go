@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"cardlink/internal/applet/wallet/wallettest"
-	"cardlink/internal/channel"
 	"cardlink/internal/device"
 	"cardlink/internal/iso7816"
 	"cardlink/internal/money"
@@ -28,6 +27,7 @@ import (
 	"cardlink/internal/server/ledger"
 	"cardlink/internal/server/purchase"
 	"cardlink/internal/server/purse"
+	"cardlink/internal/server/servertest"
 	"cardlink/internal/store"
 	"cardlink/internal/txn"
 	"cardlink/internal/wallet"
@@ -55,7 +55,7 @@ func newBank(t *testing.T, st store.Store) *bank {
 	t.Helper()
 	ctx := context.Background()
 	b := &bank{st: st, keys: map[string]string{}}
-	b.card = wallettest.New(t, wallettest.Options{CardNumber: newCardNumber(t)})
+	b.card = servertest.Card(t)
 	as, err := auth.New(auth.Config{Store: st, CA: b.card.CA})
 	if err != nil {
 		t.Fatal(err)
@@ -76,39 +76,16 @@ func newBank(t *testing.T, st store.Store) *bank {
 		name := map[*store.Merchant]string{&b.shop: "Corner Shop", &b.other: "Other Shop"}[m]
 		key := "key-" + rand.Text()
 		sum := sha256.Sum256([]byte(key))
-		*m = store.Merchant{ID: "mer_" + rand.Text(), Name: name, KeyHash: sum[:], WebhookSecret: []byte("s"), Created: now}
-		m.Account = "acct_" + m.ID
+		*m = servertest.Merchant(t, b.ledger, st.(store.Merchants), store.Merchant{ID: "mer_" + rand.Text(), Name: name, KeyHash: sum[:], WebhookSecret: []byte("s"), Created: now})
 		b.keys[m.ID] = key
-		if err := b.ledger.CreateAccount(ctx, store.Account{ID: m.Account, Kind: store.KindMerchant, Currency: "EUR"}); err != nil {
-			t.Fatal(err)
-		}
-		if err := st.(store.Merchants).CreateMerchant(ctx, *m); err != nil {
-			t.Fatal(err)
-		}
 	}
-	if err := st.PutCard(ctx, store.Card{Number: b.card.CardNumber, Cert: b.card.CardCert.Raw, IssuerKeyID: b.card.CA.SubjectKeyId}, now); err != nil {
-		t.Fatal(err)
-	}
+	servertest.PutCard(t, st, b.card, now)
 	if _, err := b.deposits.Deposit(ctx, b.card.CardNumber, money.Amount{Minor: 10_000, Currency: "EUR"}, rand.Text()); err != nil {
 		t.Fatal(err)
 	}
-	pubs, err := server.EnsureKey(ctx, st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	pubs, l := listen(t, st)
 	b.addr = l.Addr().String()
-	k, err := channel.GenerateKey(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.id = device.Identity{ID: "dev-" + rand.Text(), Static: k, ServerKeys: pubs, Server: b.addr}
-	if err := st.AddDevice(ctx, store.Device{ID: b.id.ID, StaticKey: k.Public, Name: "test"}, now); err != nil {
-		t.Fatal(err)
-	}
+	b.id = servertest.Device(t, st, "test", pubs, b.addr, now)
 	hs := httptest.NewServer(api.New(api.Config{Store: st, Ledger: b.ledger, Purchases: b.deposits, Purses: b.purses}))
 	b.api = hs.URL
 	sctx, cancel := context.WithCancel(ctx)
@@ -129,14 +106,7 @@ func newBank(t *testing.T, st store.Store) *bank {
 
 func (b *bank) balance(t testing.TB, account string) int64 {
 	t.Helper()
-	a, err := b.ledger.Balance(context.Background(), account)
-	if errors.Is(err, store.ErrNotFound) {
-		return 0
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a.Minor
+	return servertest.Balance(t, b.ledger, account)
 }
 
 // run runs device.Load or device.Unload with card over a new connection.
@@ -217,7 +187,7 @@ func (b *bank) redeem(t testing.TB, m store.Merchant, body map[string]any) (int,
 // step, and the attacks and faults, each refused with no damage.
 func TestPurse(t *testing.T) {
 	for _, be := range mallStores {
-		t.Run(be.name, func(t *testing.T) { testPurse(t, newBank(t, be.open(t))) })
+		t.Run(be.Name, func(t *testing.T) { testPurse(t, newBank(t, be.Open(t))) })
 	}
 }
 
@@ -392,7 +362,7 @@ func testPurse(t *testing.T, b *bank) {
 			{"payee changed, by the payee", b.shop, alter(func(a *txn.Transaction) { a.Merchant = "Other Shop" }), 422, "receipt-refused: The receipt pays another merchant."},
 			{"redeemed by another merchant", b.other, redemption(card.CardNumber, r), 422, "receipt-refused: The receipt pays another merchant."},
 			{"counter changed", b.shop, func() map[string]any { x := redemption(card.CardNumber, r); x["counter"] = r.Counter + 1000; return x }(), 422, "receipt-refused: The card or its signature was refused: card signature not valid."},
-			{"unknown card", b.shop, redemption(newCardNumber(t), r), 422, "card-unknown: No such card."},
+			{"unknown card", b.shop, redemption(servertest.CardNumber(t), r), 422, "card-unknown: No such card."},
 		}
 		for _, tt := range tests {
 			if code, p := b.redeem(t, tt.m, tt.body); code != tt.code || p != tt.prob {
@@ -474,7 +444,7 @@ func mustParse(t testing.TB, b []byte) txn.Transaction {
 // refused load receipts change nothing.
 func TestPurseRecovery(t *testing.T) {
 	for _, be := range mallStores {
-		t.Run(be.name, func(t *testing.T) { testPurseRecovery(t, newBank(t, be.open(t))) })
+		t.Run(be.Name, func(t *testing.T) { testPurseRecovery(t, newBank(t, be.Open(t))) })
 	}
 }
 

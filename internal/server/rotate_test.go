@@ -16,6 +16,7 @@ import (
 	"cardlink/internal/link"
 	"cardlink/internal/protocol"
 	"cardlink/internal/server"
+	"cardlink/internal/server/servertest"
 	"cardlink/internal/store"
 	"cardlink/internal/txn"
 )
@@ -83,7 +84,7 @@ func pinned(t *testing.T, mem *device.Memory) [][]byte {
 // retired and the device still authenticates, while a device that never
 // connected during the overlap is refused with a clear error.
 func TestRotateKey(t *testing.T) {
-	b := newBed(t, openSQLite(t), server.Config{})
+	b := newBed(t, servertest.SQLite(t), server.Config{})
 	ctx := context.Background()
 	k1 := b.pubs[0]
 	mem := memoryFor(t, b.id)
@@ -176,7 +177,7 @@ func TestRotateKey(t *testing.T) {
 // ServerKeys just before the answer to the request; one on the newest key
 // gets the answer alone.
 func TestKeyUpdateBeforeFirstReply(t *testing.T) {
-	b := newBed(t, openSQLite(t), server.Config{})
+	b := newBed(t, servertest.SQLite(t), server.Config{})
 	ctx := context.Background()
 	k1 := b.pubs[0]
 	k2, err := server.RotateKey(ctx, b.st, time.Now())

@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"io"
 	"net"
@@ -20,9 +19,8 @@ import (
 	"cardlink/internal/protocol"
 	"cardlink/internal/server"
 	"cardlink/internal/server/auth"
-	"cardlink/internal/server/pki"
+	"cardlink/internal/server/servertest"
 	"cardlink/internal/store"
-	"cardlink/internal/store/sqlite"
 	"cardlink/internal/txn"
 )
 
@@ -56,21 +54,14 @@ type bed struct {
 func newBed(t testing.TB, st store.Store, cfg server.Config) *bed {
 	t.Helper()
 	ctx := context.Background()
-	card := wallettest.New(t, wallettest.Options{CardNumber: newCardNumber(t)})
+	card := servertest.Card(t)
 	svc, err := auth.New(auth.Config{Store: st, CA: card.CA, ServerBiometric: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	pubs, err := server.EnsureKey(ctx, st)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pubs, l := listen(t, st)
 	b := &bed{st: st, svc: svc, pubs: pubs, card: card}
 	b.id = b.addDevice(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	b.addr = l.Addr().String()
 	cfg.Auth, cfg.Store = svc, st
 	srv := server.New(cfg)
@@ -180,41 +171,26 @@ func sharedDir(t testing.TB) string {
 	return d
 }
 
-func openSQLite(t testing.TB) store.Store {
+// listen makes sure st has a server key and opens a loopback listener
+// for a server on it (Serve closes it); it returns the server's public
+// keys, newest first, and the listener.
+func listen(t testing.TB, st store.Store) ([][]byte, net.Listener) {
 	t.Helper()
-	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "cardlink.db"))
+	pubs, err := server.EnsureKey(context.Background(), st)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { st.Close() })
-	return st
-}
-
-func newCardNumber(t testing.TB) string {
-	n, err := pki.NewCardNumber(nil)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return n
+	return pubs, l
 }
 
 // addDevice registers a new device with the store and returns its identity.
 func (b *bed) addDevice(t testing.TB) device.Identity {
 	t.Helper()
-	k, err := channel.GenerateKey(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := device.Identity{
-		ID:         "dev-" + rand.Text(),
-		Static:     k,
-		ServerKeys: b.pubs,
-		Server:     b.addr,
-	}
-	if err := b.st.AddDevice(context.Background(), store.Device{ID: id.ID, StaticKey: k.Public, Name: "test"}, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	return id
+	return servertest.Device(t, b.st, "test", b.pubs, b.addr, time.Now())
 }
 
 // dial opens a TCP connection to the listener, closed when the test ends.
@@ -356,7 +332,7 @@ func (b *bed) setPIN(t *testing.T, pin string) {
 }
 
 func TestDeviceRefused(t *testing.T) {
-	b := newBed(t, openSQLite(t), server.Config{})
+	b := newBed(t, servertest.SQLite(t), server.Config{})
 	other, err := channel.GenerateKey(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -436,7 +412,7 @@ func encode(t testing.TB, m protocol.Message) []byte {
 }
 
 func TestBadMessages(t *testing.T) {
-	b := newBed(t, openSQLite(t), server.Config{})
+	b := newBed(t, servertest.SQLite(t), server.Config{})
 	hello := encode(t, &protocol.Hello{Software: "test"})
 	tests := []struct {
 		name   string
@@ -500,7 +476,7 @@ func isReset(err error) bool {
 // TestBadFrames sends bytes that are not a channel at all; the server
 // drops each connection and keeps serving.
 func TestBadFrames(t *testing.T) {
-	b := newBed(t, openSQLite(t), server.Config{})
+	b := newBed(t, servertest.SQLite(t), server.Config{})
 	tests := []struct {
 		name  string
 		bytes []byte
@@ -556,7 +532,7 @@ func (c *countingConn) Write(p []byte) (int, error) {
 // included, once the server knows the card: the budget is 600
 // bytes both ways.
 func TestWireBytes(t *testing.T) {
-	b := newBed(t, openSQLite(t), server.Config{})
+	b := newBed(t, servertest.SQLite(t), server.Config{})
 	ctx := context.Background()
 	const budget = 600
 	tests := []struct {
@@ -593,7 +569,7 @@ func TestWireBytes(t *testing.T) {
 // TestShutdown stops the server while a device is connected and silent:
 // Serve must return, closing the connection.
 func TestShutdown(t *testing.T) {
-	b := newBed(t, openSQLite(t), server.Config{})
+	b := newBed(t, servertest.SQLite(t), server.Config{})
 	c := b.rawSession(t)
 	if err := c.WriteMessage(encode(t, &protocol.Hello{Software: "test"})); err != nil {
 		t.Fatal(err)
@@ -611,7 +587,7 @@ func TestShutdown(t *testing.T) {
 // second device is not served (its attempt runs out of time), and is
 // served once the first leaves.
 func TestMaxConns(t *testing.T) {
-	b := newBed(t, openSQLite(t), server.Config{MaxConns: 1})
+	b := newBed(t, servertest.SQLite(t), server.Config{MaxConns: 1})
 	first := b.rawSession(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	second := b.dial(t)
@@ -628,7 +604,7 @@ func TestMaxConns(t *testing.T) {
 }
 
 func TestEnsureKey(t *testing.T) {
-	st := openSQLite(t)
+	st := servertest.SQLite(t)
 	ctx := context.Background()
 	first, err := server.EnsureKey(ctx, st)
 	if err != nil || len(first) != 1 || len(first[0]) != channel.KeyLen {
@@ -656,7 +632,7 @@ func (g *gatedStore) AdvanceCounter(ctx context.Context, number string, counter 
 // TestShutdownFinishesAnswer stops the server while it verifies a
 // device's answer: the device still gets its result, then Serve returns.
 func TestShutdownFinishesAnswer(t *testing.T) {
-	g := &gatedStore{Store: openSQLite(t), entered: make(chan struct{}), release: make(chan struct{})}
+	g := &gatedStore{Store: servertest.SQLite(t), entered: make(chan struct{}), release: make(chan struct{})}
 	b := newBed(t, g, server.Config{})
 	type outcome struct {
 		res device.Result

@@ -12,7 +12,6 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -21,8 +20,8 @@ import (
 
 	"cardlink/internal/server/ledger"
 	"cardlink/internal/server/purchase"
+	"cardlink/internal/server/servertest"
 	"cardlink/internal/store"
-	"cardlink/internal/store/sqlite"
 )
 
 const (
@@ -32,28 +31,10 @@ const (
 	cardRevoked = "4012888888881881"
 )
 
-// clock is a settable time source.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // env is an API over a real SQLite store, served on loopback.
 type env struct {
 	store    store.Store
-	clock    *clock
+	clock    *servertest.Clock
 	srv      *httptest.Server
 	h        *handler
 	mu       sync.Mutex
@@ -79,12 +60,8 @@ func newEnv(t testing.TB, opts ...envOpt) *env {
 		opt = opts[0]
 	}
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "cardlink.db"))
-	if err != nil {
-		t.Fatalf("sqlite.Open: %v", err)
-	}
-	t.Cleanup(func() { st.Close() })
-	e := &env{store: st, clock: &clock{t: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)}}
+	st := servertest.SQLite(t)
+	e := &env{store: st, clock: servertest.NewClock(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC))}
 	now := e.clock.Now()
 	if !opt.noServerKey {
 		k := store.ServerKey{Public: bytes.Repeat([]byte{7}, 32), Private: bytes.Repeat([]byte{8}, 32)}

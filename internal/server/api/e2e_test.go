@@ -17,6 +17,7 @@ import (
 	"cardlink/internal/pinblock"
 	"cardlink/internal/protocol"
 	"cardlink/internal/server/auth"
+	"cardlink/internal/server/servertest"
 	"cardlink/internal/store"
 	"cardlink/internal/txn"
 	"cardlink/internal/wallet"
@@ -30,12 +31,10 @@ import (
 // the approval.
 func TestEndToEnd(t *testing.T) {
 	ctx := context.Background()
-	st := openStore(t)
-	clk := &clock{t: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)} // within wallettest's certificates
+	st := servertest.SQLite(t)
+	clk := servertest.NewClock(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)) // within wallettest's certificates
 	card := wallettest.New(t, wallettest.Options{})
-	if err := st.PutCard(ctx, store.Card{Number: card.CardNumber, Cert: card.CardCert.Raw, IssuerKeyID: card.CA.SubjectKeyId}, clk.Now()); err != nil {
-		t.Fatalf("PutCard: %v", err)
-	}
+	servertest.PutCard(t, st, card, clk.Now())
 	dev := store.Device{ID: "dev_1", StaticKey: bytes.Repeat([]byte{9}, 32), Name: "d"}
 	if err := st.AddDevice(ctx, dev, clk.Now()); err != nil {
 		t.Fatalf("AddDevice: %v", err)
@@ -119,12 +118,10 @@ func TestEndToEnd(t *testing.T) {
 // on the server, and the relying party sees how.
 func TestEndToEndCardCredentials(t *testing.T) {
 	ctx := context.Background()
-	st := openStore(t)
-	clk := &clock{t: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)}
+	st := servertest.SQLite(t)
+	clk := servertest.NewClock(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC))
 	card := wallettest.New(t, wallettest.Options{})
-	if err := st.PutCard(ctx, store.Card{Number: card.CardNumber, Cert: card.CardCert.Raw, IssuerKeyID: card.CA.SubjectKeyId}, clk.Now()); err != nil {
-		t.Fatalf("PutCard: %v", err)
-	}
+	servertest.PutCard(t, st, card, clk.Now())
 	dev := store.Device{ID: "dev_1", StaticKey: bytes.Repeat([]byte{9}, 32), Name: "d"}
 	if err := st.AddDevice(ctx, dev, clk.Now()); err != nil {
 		t.Fatalf("AddDevice: %v", err)

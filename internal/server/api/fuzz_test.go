@@ -9,14 +9,13 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"cardlink/internal/protocol"
 	"cardlink/internal/server/auth"
+	"cardlink/internal/server/servertest"
 	"cardlink/internal/store"
-	"cardlink/internal/store/sqlite"
 	"cardlink/internal/txn"
 )
 
@@ -43,11 +42,7 @@ func FuzzCreateAuthRequest(f *testing.F) {
 	f.Add([]byte(`{"card":"4111111111111111"}`), "order-1")
 	f.Add([]byte(`{"card":"4111111111111111","policy":"biometric"}`), "order-1")
 
-	st, err := sqlite.Open(context.Background(), filepath.Join(f.TempDir(), "cardlink.db"))
-	if err != nil {
-		f.Fatal(err)
-	}
-	defer st.Close()
+	st := servertest.SQLite(f)
 	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
 	ctx := context.Background()
 	if err := st.PutCard(ctx, store.Card{Number: cardA, Cert: []byte("c")}, now); err != nil {
@@ -155,11 +150,7 @@ func FuzzSetCardCredentials(f *testing.F) {
 		f.Add([]byte(s), true)
 	}
 
-	st, err := sqlite.Open(context.Background(), filepath.Join(f.TempDir(), "cardlink.db"))
-	if err != nil {
-		f.Fatal(err)
-	}
-	defer st.Close()
+	st := servertest.SQLite(f)
 	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
 	ctx := context.Background()
 	if err := st.PutCard(ctx, store.Card{Number: cardA, Cert: []byte("c")}, now); err != nil {

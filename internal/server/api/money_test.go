@@ -2,16 +2,10 @@ package api
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
-	"math/big"
 	"net/http"
 	"net/url"
 	"strings"
@@ -24,39 +18,16 @@ import (
 	"cardlink/internal/server/auth"
 	"cardlink/internal/server/ledger"
 	"cardlink/internal/server/purchase"
+	"cardlink/internal/server/servertest"
 	"cardlink/internal/store"
 )
-
-// testCA returns a self-signed CA certificate (the auth service needs
-// one; no card signs anything in these tests).
-func testCA(t testing.TB) *x509.Certificate {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
-		NotBefore: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), NotAfter: time.Date(2036, 1, 1, 0, 0, 0, 0, time.UTC),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
 
 // newMoney gives e a ledger and a purchase service over its store.
 func (e *env) newMoney(t testing.TB) {
 	t.Helper()
 	e.ledger = ledger.New(e.store.(store.Ledger), ledger.Options{Now: e.clock.Now})
 	t.Cleanup(func() { e.ledger.Close() })
-	as, err := auth.New(auth.Config{Store: e.store, CA: testCA(t), Now: e.clock.Now})
+	as, err := auth.New(auth.Config{Store: e.store, CA: servertest.CA(t), Now: e.clock.Now})
 	if err != nil {
 		t.Fatalf("auth.New: %v", err)
 	}

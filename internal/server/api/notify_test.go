@@ -11,7 +11,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -20,8 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"cardlink/internal/server/servertest"
 	"cardlink/internal/store"
-	"cardlink/internal/store/sqlite"
 )
 
 // wait bounds every wait for a background event.
@@ -76,16 +75,6 @@ func (rc *receiver) count() int {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	return rc.n
-}
-
-func openStore(t *testing.T) store.Store {
-	t.Helper()
-	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "cardlink.db"))
-	if err != nil {
-		t.Fatalf("sqlite.Open: %v", err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
 }
 
 func putParty(t *testing.T, st store.Store, id, url string, secret []byte) {
@@ -161,7 +150,7 @@ func finished(id, party string) store.AuthRequest {
 }
 
 func TestNotifierDeliversSigned(t *testing.T) {
-	st := openStore(t)
+	st := servertest.SQLite(t)
 	rc := newReceiver(t, 500, 503, 200)
 	secret := []byte("0123456789abcdef0123456789abcdef")
 	putParty(t, st, "rp_1", rc.srv.URL+"/hook", secret)
@@ -217,7 +206,7 @@ func TestNotifierStops(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			st := openStore(t)
+			st := servertest.SQLite(t)
 			rc := newReceiver(t, tt.statuses...)
 			putParty(t, st, "rp_1", rc.srv.URL, []byte("s"))
 			// The marker party is served after rp_1 by the only worker, so
@@ -237,7 +226,7 @@ func TestNotifierStops(t *testing.T) {
 }
 
 func TestNotifierSkips(t *testing.T) {
-	st := openStore(t)
+	st := servertest.SQLite(t)
 	rc := newReceiver(t, 200)
 	putParty(t, st, "rp_polls", "", []byte("s"))
 	putParty(t, st, "rp_hook", rc.srv.URL, []byte("s"))
@@ -255,7 +244,7 @@ func TestNotifierSkips(t *testing.T) {
 // TestNotifierNeverBlocks fills the queue behind a receiver that does not
 // answer: Notify still returns, and Close abandons the stuck call.
 func TestNotifierNeverBlocks(t *testing.T) {
-	st := openStore(t)
+	st := servertest.SQLite(t)
 	release := make(chan struct{})
 	entered := make(chan struct{}, 100)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -304,7 +293,7 @@ func TestNotifierNeverBlocks(t *testing.T) {
 // TestNotifierContext stops the workers with the context given to
 // NewNotifier.
 func TestNotifierContext(t *testing.T) {
-	st := openStore(t)
+	st := servertest.SQLite(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	n := NewNotifier(ctx, NotifierConfig{Store: st})
 	cancel()
@@ -377,7 +366,7 @@ func (b *blockingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // TestNotifierCloseWaits checks that Close returns only after the call in
 // flight was abandoned and its worker is gone.
 func TestNotifierCloseWaits(t *testing.T) {
-	st := openStore(t)
+	st := servertest.SQLite(t)
 	putParty(t, st, "rp_1", "http://192.0.2.1/hook", []byte("s"))
 	tr := &blockingTransport{entered: make(chan struct{}, 1)}
 	n := newTestNotifier(t, NotifierConfig{Store: st, Client: &http.Client{Transport: tr}, Workers: 1})

@@ -13,8 +13,8 @@ import (
 
 	"cardlink/internal/applet/wallet/wallettest"
 	"cardlink/internal/protocol"
+	"cardlink/internal/server/servertest"
 	"cardlink/internal/store"
-	"cardlink/internal/store/sqlite"
 	"cardlink/internal/txn"
 	"cardlink/internal/wallet"
 )
@@ -95,11 +95,7 @@ func (br *benchRig) run(b *testing.B, resps []*protocol.AuthResponse) {
 // counter and looking for pending relying-party requests. Issuing the
 // challenges and the card's signing happen before the timer starts.
 func BenchmarkVerify(b *testing.B) {
-	st, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "auth.db"))
-	if err != nil {
-		b.Fatalf("sqlite.Open = %v", err)
-	}
-	defer st.Close()
+	st := servertest.OpenSQLite(b, filepath.Join(b.TempDir(), "auth.db"))
 	br := newBenchRig(b, st)
 	br.run(b, br.responses(b, b.N))
 }

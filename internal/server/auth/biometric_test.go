@@ -15,8 +15,8 @@ import (
 	"cardlink/internal/applet/wallet"
 	"cardlink/internal/applet/wallet/wallettest"
 	"cardlink/internal/protocol"
+	"cardlink/internal/server/servertest"
 	"cardlink/internal/store"
-	"cardlink/internal/store/sqlite"
 	"cardlink/internal/txn"
 )
 
@@ -111,14 +111,10 @@ func TestNewBiometric(t *testing.T) {
 // mismatches and the lock, on a real SQLite store.
 func TestVerifyBiometric(t *testing.T) {
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "bio.db"))
-	if err != nil {
-		t.Fatalf("sqlite.Open = %v", err)
-	}
-	defer st.Close()
+	st := servertest.OpenSQLite(t, filepath.Join(t.TempDir(), "bio.db"))
 	const card = "4000001234567899"
 	tmpl := wallettest.Template()
-	_, err = VerifyBiometric(ctx, st, card, tmpl, testStart)
+	_, err := VerifyBiometric(ctx, st, card, tmpl, testStart)
 	if !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("VerifyBiometric(no template) = %v, want %v", err, store.ErrNotFound)
 	}
@@ -380,11 +376,7 @@ func TestVerifyBiometricConcurrent(t *testing.T) {
 	r := newRig(t, serverBio)
 	const tries = 4
 	r.enrollBio(r.env, DefaultBiometricThreshold, tries)
-	st2, err := sqlite.Open(r.ctx, r.path)
-	if err != nil {
-		t.Fatalf("sqlite.Open = %v", err)
-	}
-	defer st2.Close()
+	st2 := servertest.OpenSQLite(t, r.path)
 	const n = 2 * tries
 	left := make([]int, n)
 	errs := make([]error, n)
@@ -463,11 +455,7 @@ func BenchmarkMatchBiometric(b *testing.B) {
 // the try taken, the comparison and the reset, each durable.
 func BenchmarkVerifyBiometric(b *testing.B) {
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "bio.db"))
-	if err != nil {
-		b.Fatalf("sqlite.Open = %v", err)
-	}
-	defer st.Close()
+	st := servertest.OpenSQLite(b, filepath.Join(b.TempDir(), "bio.db"))
 	const card = "4000001234567899"
 	if err := st.PutCard(ctx, store.Card{Number: card, Cert: []byte{1}, IssuerKeyID: []byte{2}}, testStart); err != nil {
 		b.Fatalf("PutCard = %v", err)

@@ -9,8 +9,8 @@ import (
 	"cardlink/internal/applet/wallet/wallettest"
 	"cardlink/internal/pinblock"
 	"cardlink/internal/protocol"
+	"cardlink/internal/server/servertest"
 	"cardlink/internal/store"
-	"cardlink/internal/store/sqlite"
 	"cardlink/internal/txn"
 )
 
@@ -23,11 +23,7 @@ import (
 func FuzzVerify(f *testing.F) {
 	ctx := context.Background()
 	env := wallettest.New(f, wallettest.Options{})
-	st, err := sqlite.Open(ctx, filepath.Join(f.TempDir(), "auth.db"))
-	if err != nil {
-		f.Fatalf("sqlite.Open = %v", err)
-	}
-	defer st.Close()
+	st := servertest.OpenSQLite(f, filepath.Join(f.TempDir(), "auth.db"))
 	dev := store.Device{ID: "dev-1", StaticKey: make([]byte, 32)}
 	if err := st.AddDevice(ctx, dev, testStart); err != nil {
 		f.Fatalf("AddDevice = %v", err)

@@ -22,8 +22,8 @@ import (
 	"cardlink/internal/applet/wallet/wallettest"
 	"cardlink/internal/pinblock"
 	"cardlink/internal/protocol"
+	"cardlink/internal/server/servertest"
 	"cardlink/internal/store"
-	"cardlink/internal/store/sqlite"
 	"cardlink/internal/txn"
 	"cardlink/internal/wallet"
 )
@@ -35,24 +35,6 @@ var testStart = time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
 // testPINIterations makes online PIN records cheap to check in tests.
 const testPINIterations = 1000
 
-// clock is a settable test clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // rig is one card, one store, one device and one Service over them.
 type rig struct {
 	t      *testing.T
@@ -60,7 +42,7 @@ type rig struct {
 	env    *wallettest.Env
 	st     store.Store
 	path   string // of the SQLite database
-	clock  *clock
+	clock  *servertest.Clock
 	svc    *Service
 	dev    store.Device
 	cfg    Config
@@ -73,12 +55,7 @@ type rig struct {
 func newRig(t *testing.T, change func(*Config)) *rig {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "auth.db")
-	st, err := sqlite.Open(context.Background(), path)
-	if err != nil {
-		t.Fatalf("sqlite.Open = %v", err)
-	}
-	t.Cleanup(func() { st.Close() })
-	r := newRigOn(t, st, change)
+	r := newRigOn(t, servertest.OpenSQLite(t, path), change)
 	r.path = path
 	return r
 }
@@ -86,7 +63,7 @@ func newRig(t *testing.T, change func(*Config)) *rig {
 // newRigOn is newRig over the store st.
 func newRigOn(t *testing.T, st store.Store, change func(*Config)) *rig {
 	t.Helper()
-	r := &rig{t: t, ctx: context.Background(), st: st, clock: &clock{t: testStart}, notify: make(chan store.AuthRequest, 16)}
+	r := &rig{t: t, ctx: context.Background(), st: st, clock: servertest.NewClock(testStart), notify: make(chan store.AuthRequest, 16)}
 	r.env = wallettest.New(t, wallettest.Options{})
 	r.dev = store.Device{ID: "dev-1", StaticKey: randBytes(t, 32), Name: "test device"}
 	if err := st.AddDevice(r.ctx, r.dev, testStart); err != nil {
@@ -310,11 +287,7 @@ func protocolCode(err error) protocol.Code {
 
 func TestNew(t *testing.T) {
 	env := wallettest.New(t, wallettest.Options{})
-	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "auth.db"))
-	if err != nil {
-		t.Fatalf("sqlite.Open = %v", err)
-	}
-	defer st.Close()
+	st := servertest.OpenSQLite(t, filepath.Join(t.TempDir(), "auth.db"))
 	tests := []struct {
 		name string
 		cfg  Config
@@ -486,19 +459,19 @@ func TestAttacks(t *testing.T) {
 		{"expired challenge", func(r *rig) *protocol.AuthResult {
 			sess := r.session()
 			resp := r.answer(r.env, r.challenge(r.svc, sess, r.env), holderOfflinePIN, "")
-			r.clock.Advance(DefaultChallengeTTL)
+			r.clock.Add(DefaultChallengeTTL)
 			return r.verify(r.svc, sess, resp)
 		}, protocol.CodeChallengeExpired},
 		{"challenge just before expiry", func(r *rig) *protocol.AuthResult {
 			sess := r.session()
 			resp := r.answer(r.env, r.challenge(r.svc, sess, r.env), holderOfflinePIN, "")
-			r.clock.Advance(DefaultChallengeTTL - time.Microsecond)
+			r.clock.Add(DefaultChallengeTTL - time.Microsecond)
 			return r.verify(r.svc, sess, resp)
 		}, protocol.CodeOK},
 		{"expired challenge is consumed", func(r *rig) *protocol.AuthResult {
 			sess := r.session()
 			resp := r.answer(r.env, r.challenge(r.svc, sess, r.env), holderOfflinePIN, "")
-			r.clock.Advance(time.Hour)
+			r.clock.Add(time.Hour)
 			checkResult(r.t, "late answer", r.verify(r.svc, sess, resp), protocol.CodeChallengeExpired)
 			return r.verify(r.svc, sess, resp)
 		}, protocol.CodeChallengeUnknown},
@@ -663,7 +636,7 @@ func TestChallengeRefusals(t *testing.T) {
 			req.CertID = make([]byte, protocol.CertIDLen)
 		}, protocol.CodeCertificateNeeded},
 		{"certificate expired since", func(r *rig, _ *protocol.ChallengeRequest) {
-			r.clock.Advance(6 * 365 * 24 * time.Hour)
+			r.clock.Add(6 * 365 * 24 * time.Hour)
 		}, protocol.CodeCertificateInvalid},
 	}
 	for _, tt := range tests {
@@ -812,7 +785,7 @@ func (r *rig) addRequest(id, rpPolicy, reqPolicy string) {
 	if err := r.st.CreateAuthRequest(r.ctx, req, r.clock.Now()); err != nil {
 		r.t.Fatalf("CreateAuthRequest = %v", err)
 	}
-	r.clock.Advance(time.Second) // so that requests have an order
+	r.clock.Add(time.Second) // so that requests have an order
 }
 
 // TestRelyingParty checks that the pending request's policy governs, and
@@ -893,11 +866,7 @@ func TestRelyingParty(t *testing.T) {
 // goroutines, over two Stores of one SQLite file: exactly one succeeds.
 func TestConcurrentAnswers(t *testing.T) {
 	r := newRig(t, nil)
-	st2, err := sqlite.Open(r.ctx, r.path)
-	if err != nil {
-		t.Fatalf("sqlite.Open = %v", err)
-	}
-	defer st2.Close()
+	st2 := servertest.OpenSQLite(t, r.path)
 	cfg := r.cfg
 	cfg.Store = st2
 	svc2, err := New(cfg)
@@ -1005,10 +974,10 @@ func TestChallengeTTL(t *testing.T) {
 		t.Errorf("Challenge().TTL = %d, want 90", ch.TTL)
 	}
 	resp := r.answer(r.env, ch, holderOfflinePIN, "")
-	r.clock.Advance(89 * time.Second)
+	r.clock.Add(89 * time.Second)
 	checkResult(t, "after 89 s", r.verify(r.svc, sess, resp), protocol.CodeOK)
 	resp = r.answer(r.env, r.challenge(r.svc, sess, r.env), holderOfflinePIN, "")
-	r.clock.Advance(90 * time.Second)
+	r.clock.Add(90 * time.Second)
 	checkResult(t, "after 90 s", r.verify(r.svc, sess, resp), protocol.CodeChallengeExpired)
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"cardlink/internal/protocol"
 	"cardlink/internal/server/ledger"
+	"cardlink/internal/server/servertest"
 	"cardlink/internal/store"
 )
 
@@ -39,14 +40,14 @@ func TestApproveCounter(t *testing.T) {
 		o1, tx1 := s.mustOffer(t, s.card, first.Reference)
 		o2, tx2 := s.mustOffer(t, s.card, second.Reference)
 		s.fund(t, s.card.CardNumber, 1000) // the card is known now
-		a1 := sign(t, s.card, tx1.ID, o1.Transaction)
+		a1 := servertest.Approval(t, s.card, tx1.ID, o1.Transaction)
 		if r, err := s.svc.Approve(ctx, s.sess, a1); err != nil || r.Code != protocol.CodeOK {
 			t.Fatalf("Approve(first) = %+v, %v; want CodeOK", r, err)
 		}
 		if c, cloned := counter(); c != a1.Counter || cloned {
 			t.Errorf("counter after the first approval = %d (cloned %v), want %d", c, cloned, a1.Counter)
 		}
-		a2 := sign(t, s.card, tx2.ID, o2.Transaction)
+		a2 := servertest.Approval(t, s.card, tx2.ID, o2.Transaction)
 		if r, err := s.svc.Approve(ctx, s.sess, a2); err != nil || r.Code != protocol.CodeTransactionDeclined {
 			t.Fatalf("Approve(sold out) = %+v, %v; want CodeTransactionDeclined", r, err)
 		}
@@ -59,8 +60,8 @@ func TestApproveCounter(t *testing.T) {
 		pb := s.newPurchase(t, purchaseOpts{amount: 300})
 		oa, txa := s.mustOffer(t, s.card, pa.Reference)
 		ob, txb := s.mustOffer(t, s.card, pb.Reference)
-		aa := sign(t, s.card, txa.ID, oa.Transaction)
-		ab := sign(t, s.card, txb.ID, ob.Transaction)
+		aa := servertest.Approval(t, s.card, txa.ID, oa.Transaction)
+		ab := servertest.Approval(t, s.card, txb.ID, ob.Transaction)
 		if r, err := s.svc.Approve(ctx, s.sess, ab); err != nil || r.Code != protocol.CodeOK {
 			t.Fatalf("Approve(B) = %+v, %v; want CodeOK", r, err)
 		}

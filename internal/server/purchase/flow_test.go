@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -20,14 +19,10 @@ import (
 	"cardlink/internal/protocol"
 	"cardlink/internal/server/auth"
 	"cardlink/internal/server/ledger"
-	"cardlink/internal/server/pki"
 	"cardlink/internal/server/purchase"
+	"cardlink/internal/server/servertest"
 	"cardlink/internal/store"
-	"cardlink/internal/store/postgres"
-	"cardlink/internal/store/postgres/pgtest"
-	"cardlink/internal/store/sqlite"
 	"cardlink/internal/txn"
-	"cardlink/internal/wallet"
 )
 
 func TestMain(m *testing.M) {
@@ -36,25 +31,6 @@ func TestMain(m *testing.M) {
 }
 
 const eur = money.Currency("EUR")
-
-// clock is a settable time source, starting now (the test cards'
-// certificates are valid 2026..2031).
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // shop is a purchase Service over a real store, a real ledger and a real
 // auth service, with a merchant, a registered device and a session, and a
@@ -65,7 +41,7 @@ type shop struct {
 	ledger   *ledger.Ledger
 	auth     *auth.Service
 	svc      *purchase.Service
-	clock    *clock
+	clock    *servertest.Clock
 	card     *wallettest.Env
 	merchant store.Merchant
 	sess     *auth.Session
@@ -76,40 +52,20 @@ type shop struct {
 
 // stores are the backends the tests run on: SQLite, and PostgreSQL when
 // CARDLINK_TEST_POSTGRES is set (else that subtest skips).
-var stores = []struct {
-	name string
-	open func(t *testing.T) store.Store
-}{
-	{"sqlite", func(t *testing.T) store.Store {
-		st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "cardlink.db"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		return st
-	}},
-	{"postgres", func(t *testing.T) store.Store {
-		st, err := postgres.Open(context.Background(), pgtest.Schema(t, pgtest.DSN(t), "flow_", 8))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		return st
-	}},
-}
+var stores = servertest.Backends("flow_")
 
 // onEachStore runs f on a fresh shop on each backend.
 func onEachStore(t *testing.T, f func(t *testing.T, s *shop)) {
 	for _, b := range stores {
-		t.Run(b.name, func(t *testing.T) { f(t, newShop(t, b.open(t))) })
+		t.Run(b.Name, func(t *testing.T) { f(t, newShop(t, b.Open(t))) })
 	}
 }
 
 func newShop(t *testing.T, st store.Store) *shop {
 	t.Helper()
 	ctx := context.Background()
-	s := &shop{st: st, ms: st.(store.Merchants), clock: &clock{t: time.Now().Truncate(time.Second)}}
-	s.card = wallettest.New(t, wallettest.Options{CardNumber: cardNumber(t)})
+	s := &shop{st: st, ms: st.(store.Merchants), clock: servertest.NewClock(time.Now().Truncate(time.Second))}
+	s.card = servertest.Card(t)
 	var err error
 	s.auth, err = auth.New(auth.Config{Store: st, CA: s.card.CA, Now: s.clock.Now})
 	if err != nil {
@@ -132,14 +88,7 @@ func newShop(t *testing.T, st store.Store) *shop {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.merchant = store.Merchant{ID: "mer_" + rand.Text(), Name: "Corner Shop", KeyHash: randBytes(32), WebhookSecret: []byte("s"), Created: s.clock.Now()}
-	s.merchant.Account = "acct_" + s.merchant.ID
-	if err := s.ledger.CreateAccount(ctx, store.Account{ID: s.merchant.Account, Kind: store.KindMerchant, Currency: eur}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.ms.CreateMerchant(ctx, s.merchant); err != nil {
-		t.Fatal(err)
-	}
+	s.merchant = servertest.Merchant(t, s.ledger, s.ms, store.Merchant{ID: "mer_" + rand.Text(), Name: "Corner Shop", KeyHash: randBytes(32), WebhookSecret: []byte("s"), Created: s.clock.Now()})
 	dev := store.Device{ID: "dev-" + rand.Text(), StaticKey: randBytes(32), Name: "test"}
 	if err := st.AddDevice(ctx, dev, s.clock.Now()); err != nil {
 		t.Fatal(err)
@@ -154,34 +103,6 @@ func randBytes(n int) []byte {
 	b := make([]byte, n)
 	rand.Read(b)
 	return b
-}
-
-func cardNumber(t *testing.T) string {
-	t.Helper()
-	n, err := pki.NewCardNumber(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-// sibling personalizes another card with the issuer of base (its CA and
-// operations key), so that the same auth service accepts it.
-func sibling(t *testing.T, base *wallettest.Env) *wallettest.Env {
-	t.Helper()
-	c := wallettest.New(t, wallettest.Options{CardNumber: cardNumber(t), Blank: true})
-	issuer := *base
-	issuer.CardNumber = c.CardNumber
-	p := wallet.Personalization{
-		CardNumber: c.CardNumber, PIN: c.PIN, PUK: c.PUK, BioTemplate: c.BioTemplate,
-		Currency: c.Options.Currency, MaxBalance: c.Options.MaxBalance,
-		IssuerKeyID: base.CA.SubjectKeyId, IssuerSigner: &base.OpsKey.PublicKey, OpsKeyID: base.OpsKeyID,
-	}
-	if err := c.Client.Personalize(context.Background(), p, issuer.IssueCard); err != nil {
-		t.Fatalf("personalizing sibling card: %v", err)
-	}
-	c.CA, c.CAKey, c.OpsKey, c.OpsKeyID, c.CardCert = base.CA, base.CAKey, base.OpsKey, base.OpsKeyID, issuer.CardCert
-	return c
 }
 
 // fund deposits minor units into card's holder account.
@@ -199,14 +120,7 @@ func (s *shop) fund(t *testing.T, card string, minor int64) {
 // balance is an account's balance; an account that does not exist is 0.
 func (s *shop) balance(t *testing.T, account string) int64 {
 	t.Helper()
-	b, err := s.ledger.Balance(context.Background(), account)
-	if errors.Is(err, store.ErrNotFound) {
-		return 0
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b.Minor
+	return servertest.Balance(t, s.ledger, account)
 }
 
 // purchaseOpts shape the purchase request newPurchase creates.
@@ -274,21 +188,6 @@ func (s *shop) mustOffer(t *testing.T, card *wallettest.Env, reference string) (
 	return o, tx
 }
 
-// sign has card sign transaction bytes after an offline PIN check and
-// returns the approval of id.
-func sign(t *testing.T, card *wallettest.Env, id [16]byte, transaction []byte) *protocol.TransactionApproval {
-	t.Helper()
-	ctx := context.Background()
-	if err := card.Client.VerifyPIN(ctx, card.PIN); err != nil {
-		t.Fatal(err)
-	}
-	sig, err := card.Client.SignTransaction(ctx, transaction, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &protocol.TransactionApproval{ID: id[:], Counter: sig.Counter, CVM: sig.CVM, Signature: sig.Sig}
-}
-
 func (s *shop) read(t *testing.T, id string) store.Purchase {
 	t.Helper()
 	p, err := s.ms.Purchase(context.Background(), "", id)
@@ -329,7 +228,7 @@ func TestApprove(t *testing.T) {
 			t.Errorf("Offer() again = %x ttl %d, want the same bytes, ttl 595", again.Transaction, again.TTL)
 		}
 
-		a := sign(t, s.card, tx.ID, o.Transaction)
+		a := servertest.Approval(t, s.card, tx.ID, o.Transaction)
 		r, err := s.svc.Approve(ctx, s.sess, a)
 		if err != nil {
 			t.Fatal(err)
@@ -374,11 +273,11 @@ func TestApproveRefused(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			return sign(t, u.s.card, u.tx.ID, b)
+			return servertest.Approval(t, u.s.card, u.tx.ID, b)
 		}
 	}
 	honest := func(t *testing.T, u *setup) *protocol.TransactionApproval {
-		return sign(t, u.s.card, u.tx.ID, u.o.Transaction)
+		return servertest.Approval(t, u.s.card, u.tx.ID, u.o.Transaction)
 	}
 	tests := []struct {
 		name       string
@@ -469,7 +368,7 @@ func TestApproveReplay(t *testing.T) {
 		p := s.newPurchase(t, purchaseOpts{amount: 700})
 		o, tx := s.mustOffer(t, s.card, p.Reference)
 		s.fund(t, s.card.CardNumber, 1000)
-		a := sign(t, s.card, tx.ID, o.Transaction)
+		a := servertest.Approval(t, s.card, tx.ID, o.Transaction)
 		if r, err := s.svc.Approve(ctx, s.sess, a); err != nil || r.Code != protocol.CodeOK {
 			t.Fatalf("Approve() = %+v, %v; want CodeOK", r, err)
 		}
@@ -488,7 +387,7 @@ func TestApproveReplay(t *testing.T) {
 
 func TestOfferRefused(t *testing.T) {
 	onEachStore(t, func(t *testing.T, s *shop) {
-		other := sibling(t, s.card)
+		other := servertest.Sibling(t, s.card)
 		bound := s.newPurchase(t, purchaseOpts{amount: 100})
 		s.mustOffer(t, s.card, bound.Reference)
 		s.clock.Add(time.Millisecond) // created after bound
@@ -570,7 +469,7 @@ func TestGoods(t *testing.T) {
 			t.Errorf("offered item = %q, want the item's name", tx.Item)
 		}
 		s.fund(t, s.card.CardNumber, 900)
-		r, err := s.svc.Approve(ctx, s.sess, sign(t, s.card, tx.ID, o.Transaction))
+		r, err := s.svc.Approve(ctx, s.sess, servertest.Approval(t, s.card, tx.ID, o.Transaction))
 		if err != nil || r.Code != protocol.CodeOK || len(r.Goods) != 1 {
 			t.Fatalf("Approve() = %+v, %v; want CodeOK with one good", r, err)
 		}
@@ -639,11 +538,11 @@ func TestSoldOut(t *testing.T) {
 		o1, tx1 := s.mustOffer(t, s.card, first.Reference)
 		o2, tx2 := s.mustOffer(t, s.card, second.Reference)
 		s.fund(t, s.card.CardNumber, 1000)
-		if r, err := s.svc.Approve(ctx, s.sess, sign(t, s.card, tx1.ID, o1.Transaction)); err != nil || r.Code != protocol.CodeOK || len(r.Goods) != 0 {
+		if r, err := s.svc.Approve(ctx, s.sess, servertest.Approval(t, s.card, tx1.ID, o1.Transaction)); err != nil || r.Code != protocol.CodeOK || len(r.Goods) != 0 {
 			t.Fatalf("Approve(first) = %+v, %v; want CodeOK without goods (the item delivers nothing)", r, err)
 		}
 		s.takeNotified()
-		r, err := s.svc.Approve(ctx, s.sess, sign(t, s.card, tx2.ID, o2.Transaction))
+		r, err := s.svc.Approve(ctx, s.sess, servertest.Approval(t, s.card, tx2.ID, o2.Transaction))
 		if err != nil || r.Code != protocol.CodeTransactionDeclined {
 			t.Fatalf("Approve(second) = %+v, %v; want CodeTransactionDeclined", r, err)
 		}

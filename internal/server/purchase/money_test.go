@@ -2,16 +2,9 @@ package purchase
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
-	"math/big"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,10 +13,8 @@ import (
 	"cardlink/internal/money"
 	"cardlink/internal/server/auth"
 	"cardlink/internal/server/ledger"
+	"cardlink/internal/server/servertest"
 	"cardlink/internal/store"
-	"cardlink/internal/store/postgres"
-	"cardlink/internal/store/postgres/pgtest"
-	"cardlink/internal/store/sqlite"
 )
 
 const (
@@ -32,31 +23,13 @@ const (
 	eur       = money.Currency("EUR")
 )
 
-// testClock is a settable time source.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // env is a Service over a real store and a real ledger.
 type env struct {
 	st       store.Store
 	ms       store.Merchants
 	ledger   *ledger.Ledger
 	svc      *Service
-	clock    *testClock
+	clock    *servertest.Clock
 	merchant store.Merchant
 
 	mu       sync.Mutex
@@ -64,72 +37,20 @@ type env struct {
 	refs     atomic.Int64
 }
 
-// backends returns the stores to run a test on: SQLite always,
-// PostgreSQL when $CARDLINK_TEST_POSTGRES names a server.
-func backends(t *testing.T) map[string]func(t *testing.T) store.Store {
-	b := map[string]func(t *testing.T) store.Store{
-		"sqlite": func(t *testing.T) store.Store {
-			st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "cardlink.db"))
-			if err != nil {
-				t.Fatalf("sqlite.Open: %v", err)
-			}
-			t.Cleanup(func() { st.Close() })
-			return st
-		},
-	}
-	b["postgres"] = func(t *testing.T) store.Store {
-		dsn := pgtest.Schema(t, pgtest.DSN(t), "purchase_", 8)
-		st, err := postgres.Open(context.Background(), dsn)
-		if err != nil {
-			t.Fatalf("postgres.Open: %v", err)
-		}
-		t.Cleanup(func() { st.Close() })
-		return st
-	}
-	return b
-}
-
-// eachBackend runs f on every backend.
+// eachBackend runs f on every backend: SQLite always, PostgreSQL when
+// $CARDLINK_TEST_POSTGRES names a server.
 func eachBackend(t *testing.T, f func(t *testing.T, e *env)) {
-	for _, name := range []string{"sqlite", "postgres"} {
-		open := backends(t)[name]
-		t.Run(name, func(t *testing.T) {
-			f(t, newEnv(t, open(t)))
+	for _, b := range servertest.Backends("purchase_") {
+		t.Run(b.Name, func(t *testing.T) {
+			f(t, newEnv(t, b.Open(t)))
 		})
 	}
-}
-
-// testCA returns a self-signed CA certificate for the auth service.
-func testCA(t *testing.T) *x509.Certificate {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "test CA"},
-		NotBefore:             time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
-		NotAfter:              time.Date(2036, 1, 1, 0, 0, 0, 0, time.UTC),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
 }
 
 func newEnv(t *testing.T, st store.Store) *env {
 	t.Helper()
 	ctx := context.Background()
-	e := &env{st: st, clock: &testClock{t: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)}}
+	e := &env{st: st, clock: servertest.NewClock(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC))}
 	var ok bool
 	if e.ms, ok = st.(store.Merchants); !ok {
 		t.Fatalf("store %T keeps no merchants", st)
@@ -140,7 +61,7 @@ func newEnv(t *testing.T, st store.Store) *env {
 	}
 	e.ledger = ledger.New(sl, ledger.Options{Now: e.clock.Now})
 	t.Cleanup(func() { e.ledger.Close() })
-	as, err := auth.New(auth.Config{Store: st, CA: testCA(t), Now: e.clock.Now})
+	as, err := auth.New(auth.Config{Store: st, CA: servertest.CA(t), Now: e.clock.Now})
 	if err != nil {
 		t.Fatalf("auth.New: %v", err)
 	}
@@ -176,17 +97,9 @@ func (e *env) takeNotified() []store.Purchase {
 // newMerchant creates a merchant with a ledger account in EUR.
 func (e *env) newMerchant(t *testing.T, id string) store.Merchant {
 	t.Helper()
-	ctx := context.Background()
 	sum := sha256.Sum256([]byte("key of " + id))
-	m := store.Merchant{ID: id, Name: "Shop " + id, KeyHash: sum[:], WebhookSecret: []byte("secret"),
-		Account: "acct_" + id, Created: e.clock.Now()}
-	if err := e.ledger.CreateAccount(ctx, store.Account{ID: m.Account, Kind: store.KindMerchant, Currency: eur}); err != nil {
-		t.Fatalf("CreateAccount(%s): %v", m.Account, err)
-	}
-	if err := e.ms.CreateMerchant(ctx, m); err != nil {
-		t.Fatalf("CreateMerchant: %v", err)
-	}
-	return m
+	return servertest.Merchant(t, e.ledger, e.ms, store.Merchant{ID: id, Name: "Shop " + id, KeyHash: sum[:], WebhookSecret: []byte("secret"),
+		Account: "acct_" + id, Created: e.clock.Now()})
 }
 
 // balance returns an account's balance in minor units.
@@ -620,7 +533,7 @@ func TestSweepExpires(t *testing.T) {
 }
 
 func TestRun(t *testing.T) {
-	e := newEnv(t, backends(t)["sqlite"](t))
+	e := newEnv(t, servertest.SQLite(t))
 	p := e.pending(t, e.merchant, 100, time.Minute)
 	e.clock.Add(2 * time.Minute)
 	got := make(chan store.Purchase, 10)
