@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 
 	"cardlink/internal/money"
 	"cardlink/internal/store"
+	"cardlink/internal/store/internal/ledgerplan"
 )
 
 var _ store.Ledger = (*Store)(nil)
@@ -147,17 +147,17 @@ func postRound(ctx context.Context, c *pgx.Conn, ts []store.Transfer, round []in
 		br.Close()
 		return fmt.Errorf("inserting transfers: %w", err)
 	}
-	accts := make(map[string]*ledgerAccount, len(ids))
+	accts := make(map[string]*ledgerplan.Account, len(ids))
 	rows, _ = br.Query()
 	for rows.Next() {
-		a := new(ledgerAccount)
+		a := new(ledgerplan.Account)
 		var id string
-		if err := rows.Scan(&id, &a.currency, &a.balance, &a.limit); err != nil {
+		if err := rows.Scan(&id, &a.Currency, &a.Balance, &a.Limit); err != nil {
 			rows.Close()
 			br.Close()
 			return fmt.Errorf("locking accounts: %w", err)
 		}
-		a.locked = a.balance
+		a.Locked = a.Balance
 		accts[id] = a
 	}
 	if err := rows.Err(); err != nil {
@@ -174,22 +174,22 @@ func postRound(ctx context.Context, c *pgx.Conn, ts []store.Transfer, round []in
 		}
 	}
 
-	var p ledgerPlan
+	var p ledgerplan.Plan
 	for _, i := range round {
 		id, ok := inserted[ts[i].Key]
 		if !ok {
 			continue // answered by replays
 		}
-		res[i] = p.apply(ts[i], id, now, accts)
+		res[i] = p.Apply(ts[i], id, now, accts)
 	}
 	b = pgx.Batch{}
-	if len(p.touched) > 0 {
-		ups := make([]string, len(p.touched))
-		olds := make([]int64, len(p.touched))
-		news := make([]int64, len(p.touched))
-		for j, id := range p.touched {
+	if len(p.Touched) > 0 {
+		ups := make([]string, len(p.Touched))
+		olds := make([]int64, len(p.Touched))
+		news := make([]int64, len(p.Touched))
+		for j, id := range p.Touched {
 			a := accts[id]
-			ups[j], olds[j], news[j] = id, a.locked, a.balance
+			ups[j], olds[j], news[j] = id, a.Locked, a.Balance
 		}
 		// A row that does not match fails the cast, and so the
 		// transaction: impossible while the rows are locked.
@@ -201,19 +201,19 @@ func postRound(ctx context.Context, c *pgx.Conn, ts []store.Transfer, round []in
 			SELECT CASE WHEN count(*) = $4 THEN 1
 				ELSE ('ledger: ' || count(*) || ' of ' || $4 || ' locked balances updated')::int END
 			FROM u`, ups, olds, news, len(ups))
-		et := make([]int64, len(p.entries))
-		ea := make([]string, len(p.entries))
-		em := make([]int64, len(p.entries))
-		eb := make([]int64, len(p.entries))
-		for j, e := range p.entries {
-			et[j], ea[j], em[j], eb[j] = e.transfer, e.account, e.amount, e.balance
+		et := make([]int64, len(p.Entries))
+		ea := make([]string, len(p.Entries))
+		em := make([]int64, len(p.Entries))
+		eb := make([]int64, len(p.Entries))
+		for j, e := range p.Entries {
+			et[j], ea[j], em[j], eb[j] = e.Transfer, e.Account, e.Amount, e.Balance
 		}
 		b.Queue(`INSERT INTO ledger_entries (transfer, account, amount, balance, posted)
 			SELECT t, a, m, b, $5 FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[]) AS u(t, a, m, b)`,
 			et, ea, em, eb, now)
 	}
-	if len(p.refused) > 0 {
-		b.Queue(`DELETE FROM ledger_transfers WHERE id = ANY($1)`, p.refused)
+	if len(p.Refused) > 0 {
+		b.Queue(`DELETE FROM ledger_transfers WHERE id = ANY($1)`, p.Refused)
 	}
 	if last {
 		b.Queue(`COMMIT`)
@@ -223,7 +223,7 @@ func postRound(ctx context.Context, c *pgx.Conn, ts []store.Transfer, round []in
 	}
 	br = c.SendBatch(ctx, &b)
 	defer br.Close()
-	if len(p.touched) > 0 {
+	if len(p.Touched) > 0 {
 		if _, err := br.Exec(); err != nil {
 			return fmt.Errorf("updating balances: %w", err)
 		}
@@ -231,7 +231,7 @@ func postRound(ctx context.Context, c *pgx.Conn, ts []store.Transfer, round []in
 			return fmt.Errorf("inserting entries: %w", err)
 		}
 	}
-	if len(p.refused) > 0 {
+	if len(p.Refused) > 0 {
 		if _, err := br.Exec(); err != nil {
 			return fmt.Errorf("deleting refused transfers: %w", err)
 		}
@@ -341,69 +341,6 @@ func (s *Store) Entries(ctx context.Context, account string, from, to time.Time)
 		return 0, nil, fmt.Errorf("reading entries of %q: %w", account, err)
 	}
 	return opening, es, nil
-}
-
-// The batch planner below is the same in the sqlite backend: both apply a
-// batch to balances the transaction holds locked, in Go, then write the
-// outcome set-wise.
-
-// ledgerAccount is an account row as a batch sees it.
-type ledgerAccount struct {
-	currency string
-	locked   int64 // the balance when locked
-	balance  int64 // the balance after the transfers applied so far
-	limit    int64
-	touched  bool
-}
-
-// ledgerEntry is one entry to insert.
-type ledgerEntry struct {
-	transfer int64
-	account  string
-	amount   int64
-	balance  int64
-}
-
-// ledgerPlan applies transfers one at a time to locked balances and
-// collects what to write.
-type ledgerPlan struct {
-	entries []ledgerEntry
-	refused []int64  // IDs of refused transfers
-	touched []string // accounts changed, in order of first change
-}
-
-// apply applies t (whose row has ID id) to accts if every leg names a
-// known account in t's currency that stays within its limit; otherwise it
-// refuses t alone, naming the first failing leg in account order.
-func (p *ledgerPlan) apply(t store.Transfer, id int64, now time.Time, accts map[string]*ledgerAccount) store.Result {
-	for _, l := range t.Legs {
-		a := accts[l.Account]
-		var err error
-		switch {
-		case a == nil:
-			err = fmt.Errorf("posting %q: account %q: %w", t.Key, l.Account, store.ErrNotFound)
-		case a.currency != string(t.Currency):
-			err = fmt.Errorf("posting %q: account %q is in %s, not %s: %w", t.Key, l.Account, a.currency, t.Currency, store.ErrCurrency)
-		case l.Amount > 0 && a.balance > math.MaxInt64-l.Amount:
-			err = fmt.Errorf("posting %q: account %q: balance overflows", t.Key, l.Account)
-		case l.Amount < 0 && a.balance < a.limit-l.Amount:
-			err = fmt.Errorf("posting %q: account %q: %w", t.Key, l.Account, store.ErrLimit)
-		}
-		if err != nil {
-			p.refused = append(p.refused, id)
-			return store.Result{Err: err}
-		}
-	}
-	for _, l := range t.Legs {
-		a := accts[l.Account]
-		a.balance += l.Amount
-		if !a.touched {
-			a.touched = true
-			p.touched = append(p.touched, l.Account)
-		}
-		p.entries = append(p.entries, ledgerEntry{transfer: id, account: l.Account, amount: l.Amount, balance: a.balance})
-	}
-	return store.Result{Posted: store.Posted{ID: id, Key: t.Key, Time: now}}
 }
 
 // ledgerRounds splits the indexes of ts into rounds of distinct keys: the

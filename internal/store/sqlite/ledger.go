@@ -7,13 +7,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"strconv"
 	"time"
 
 	"cardlink/internal/money"
 	"cardlink/internal/store"
+	"cardlink/internal/store/internal/ledgerplan"
 )
 
 var _ store.Ledger = (*Store)(nil)
@@ -97,20 +97,20 @@ func postBatch(ctx context.Context, tx *sql.Tx, ts []store.Transfer, now time.Ti
 	slices.Sort(keys)
 	keys = slices.Compact(keys)
 
-	accts := make(map[string]*ledgerAccount, len(ids))
+	accts := make(map[string]*ledgerplan.Account, len(ids))
 	rows, err := tx.QueryContext(ctx, `SELECT id, currency, balance, lower_limit FROM ledger_accounts
 		WHERE id IN (SELECT CAST(unhex(value) AS TEXT) FROM json_each(?))`, jsonStrings(ids))
 	if err != nil {
 		return fmt.Errorf("reading accounts: %w", err)
 	}
 	for rows.Next() {
-		a := new(ledgerAccount)
+		a := new(ledgerplan.Account)
 		var id string
-		if err := rows.Scan(&id, &a.currency, &a.balance, &a.limit); err != nil {
+		if err := rows.Scan(&id, &a.Currency, &a.Balance, &a.Limit); err != nil {
 			rows.Close()
 			return fmt.Errorf("reading accounts: %w", err)
 		}
-		a.locked = a.balance
+		a.Locked = a.Balance
 		accts[id] = a
 	}
 	if err := rows.Err(); err != nil {
@@ -150,7 +150,7 @@ func postBatch(ctx context.Context, tx *sql.Tx, ts []store.Transfer, now time.Ti
 		return fmt.Errorf("reading transfer sequence: %w", err)
 	}
 
-	var p ledgerPlan
+	var p ledgerplan.Plan
 	var posted []int // indexes into ts of the transfers posted now
 	for i, t := range ts {
 		if k, ok := known[t.Key]; ok {
@@ -161,7 +161,7 @@ func postBatch(ctx context.Context, tx *sql.Tx, ts []store.Transfer, now time.Ti
 			}
 			continue
 		}
-		res[i] = p.apply(t, next+1, now, accts)
+		res[i] = p.Apply(t, next+1, now, accts)
 		if res[i].Err == nil {
 			next++
 			posted = append(posted, i)
@@ -210,18 +210,18 @@ func postBatch(ctx context.Context, tx *sql.Tx, ts []store.Transfer, now time.Ti
 	}
 	js = js[:0]
 	js = append(js, '[')
-	for j, e := range p.entries {
+	for j, e := range p.Entries {
 		if j > 0 {
 			js = append(js, ',')
 		}
 		js = append(js, '[')
-		js = strconv.AppendInt(js, e.transfer, 10)
+		js = strconv.AppendInt(js, e.Transfer, 10)
 		js = append(js, ',')
-		js = appendText(js, e.account)
+		js = appendText(js, e.Account)
 		js = append(js, ',')
-		js = strconv.AppendInt(js, e.amount, 10)
+		js = strconv.AppendInt(js, e.Amount, 10)
 		js = append(js, ',')
-		js = strconv.AppendInt(js, e.balance, 10)
+		js = strconv.AppendInt(js, e.Balance, 10)
 		js = append(js, ']')
 	}
 	js = append(js, ']')
@@ -233,7 +233,7 @@ func postBatch(ctx context.Context, tx *sql.Tx, ts []store.Transfer, now time.Ti
 	// One UPDATE of every changed balance: [id, old, new] triples.
 	js = js[:0]
 	js = append(js, '[')
-	for j, id := range p.touched {
+	for j, id := range p.Touched {
 		if j > 0 {
 			js = append(js, ',')
 		}
@@ -241,9 +241,9 @@ func postBatch(ctx context.Context, tx *sql.Tx, ts []store.Transfer, now time.Ti
 		js = append(js, '[')
 		js = appendText(js, id)
 		js = append(js, ',')
-		js = strconv.AppendInt(js, a.locked, 10)
+		js = strconv.AppendInt(js, a.Locked, 10)
 		js = append(js, ',')
-		js = strconv.AppendInt(js, a.balance, 10)
+		js = strconv.AppendInt(js, a.Balance, 10)
 		js = append(js, ']')
 	}
 	js = append(js, ']')
@@ -253,9 +253,9 @@ func postBatch(ctx context.Context, tx *sql.Tx, ts []store.Transfer, now time.Ti
 	if err != nil {
 		return fmt.Errorf("updating balances: %w", err)
 	}
-	if n, err := r.RowsAffected(); err != nil || n != int64(len(p.touched)) {
+	if n, err := r.RowsAffected(); err != nil || n != int64(len(p.Touched)) {
 		// Impossible while this transaction holds the write lock.
-		return fmt.Errorf("updating balances: %d of %d accounts updated (%v)", n, len(p.touched), err)
+		return fmt.Errorf("updating balances: %d of %d accounts updated (%v)", n, len(p.Touched), err)
 	}
 	return nil
 }
@@ -326,67 +326,4 @@ func (s *Store) Entries(ctx context.Context, account string, from, to time.Time)
 		return 0, nil, fmt.Errorf("reading entries of %q: %w", account, err)
 	}
 	return opening, es, nil
-}
-
-// The batch planner below is the same in the postgres backend: both apply a
-// batch to balances the transaction holds locked, in Go, then write the
-// outcome set-wise.
-
-// ledgerAccount is an account row as a batch sees it.
-type ledgerAccount struct {
-	currency string
-	locked   int64 // the balance when locked
-	balance  int64 // the balance after the transfers applied so far
-	limit    int64
-	touched  bool
-}
-
-// ledgerEntry is one entry to insert.
-type ledgerEntry struct {
-	transfer int64
-	account  string
-	amount   int64
-	balance  int64
-}
-
-// ledgerPlan applies transfers one at a time to locked balances and
-// collects what to write.
-type ledgerPlan struct {
-	entries []ledgerEntry
-	refused []int64  // IDs of refused transfers
-	touched []string // accounts changed, in order of first change
-}
-
-// apply applies t (whose row has ID id) to accts if every leg names a
-// known account in t's currency that stays within its limit; otherwise it
-// refuses t alone, naming the first failing leg in account order.
-func (p *ledgerPlan) apply(t store.Transfer, id int64, now time.Time, accts map[string]*ledgerAccount) store.Result {
-	for _, l := range t.Legs {
-		a := accts[l.Account]
-		var err error
-		switch {
-		case a == nil:
-			err = fmt.Errorf("posting %q: account %q: %w", t.Key, l.Account, store.ErrNotFound)
-		case a.currency != string(t.Currency):
-			err = fmt.Errorf("posting %q: account %q is in %s, not %s: %w", t.Key, l.Account, a.currency, t.Currency, store.ErrCurrency)
-		case l.Amount > 0 && a.balance > math.MaxInt64-l.Amount:
-			err = fmt.Errorf("posting %q: account %q: balance overflows", t.Key, l.Account)
-		case l.Amount < 0 && a.balance < a.limit-l.Amount:
-			err = fmt.Errorf("posting %q: account %q: %w", t.Key, l.Account, store.ErrLimit)
-		}
-		if err != nil {
-			p.refused = append(p.refused, id)
-			return store.Result{Err: err}
-		}
-	}
-	for _, l := range t.Legs {
-		a := accts[l.Account]
-		a.balance += l.Amount
-		if !a.touched {
-			a.touched = true
-			p.touched = append(p.touched, l.Account)
-		}
-		p.entries = append(p.entries, ledgerEntry{transfer: id, account: l.Account, amount: l.Amount, balance: a.balance})
-	}
-	return store.Result{Posted: store.Posted{ID: id, Key: t.Key, Time: now}}
 }
