@@ -435,7 +435,7 @@ func TestSweepFinishesPendingRefund(t *testing.T) {
 				}
 				// Within the grace period it is left alone: the call
 				// that made it may still be running.
-				if err := e.svc.Sweep(ctx); err != nil && !errors.Is(err, errors.ErrUnsupported) {
+				if err := e.svc.Sweep(ctx); err != nil {
 					t.Fatalf("Sweep: %v", err)
 				}
 				if rs, _ := e.ms.Refunds(ctx, p.ID); len(rs) != 1 || rs[0].Status != store.RefundPending {
@@ -443,7 +443,7 @@ func TestSweepFinishesPendingRefund(t *testing.T) {
 				}
 				e.clock.Add(sweepGrace + time.Second)
 				for i := range 2 {
-					if err := e.svc.Sweep(ctx); err != nil && !errors.Is(err, errors.ErrUnsupported) {
+					if err := e.svc.Sweep(ctx); err != nil {
 						t.Fatalf("Sweep %d: %v", i, err)
 					}
 				}
@@ -484,9 +484,7 @@ func TestSweepSettlesAuthorized(t *testing.T) {
 				}
 				e.clock.Add(sweepGrace + time.Second)
 				for i := range 2 {
-					if err := e.svc.Sweep(ctx); errors.Is(err, errors.ErrUnsupported) {
-						t.Skip("settle is not implemented yet (the flow helper's approve.go); this test runs once it is")
-					} else if err != nil {
+					if err := e.svc.Sweep(ctx); err != nil {
 						t.Fatalf("Sweep %d: %v", i, err)
 					}
 				}
@@ -508,6 +506,29 @@ func TestSweepSettlesAuthorized(t *testing.T) {
 	}
 }
 
+// TestSweepSettlesManyAuthorized: one Sweep settles more purchases left
+// authorized than it reads in a batch.
+func TestSweepSettlesManyAuthorized(t *testing.T) {
+	eachBackend(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		n := sweepBatch + 3
+		e.deposit(t, testCard, int64(n))
+		for range n {
+			e.authorized(t, testCard, 1)
+		}
+		e.clock.Add(sweepGrace + time.Second)
+		if err := e.svc.Sweep(ctx); err != nil {
+			t.Fatalf("Sweep: %v", err)
+		}
+		if b := e.balance(t, e.merchant.Account); b != int64(n) {
+			t.Errorf("merchant balance after one Sweep = %d, want %d (every purchase settled)", b, n)
+		}
+		if left, err := e.ms.AuthorizedPurchases(ctx, e.clock.Now(), 2*n); err != nil || len(left) != 0 {
+			t.Errorf("AuthorizedPurchases after one Sweep = %d left, %v; want none", len(left), err)
+		}
+	})
+}
+
 func TestSweepExpires(t *testing.T) {
 	eachBackend(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
@@ -515,7 +536,7 @@ func TestSweepExpires(t *testing.T) {
 		fresh := e.pending(t, e.merchant, 100, time.Hour)
 		e.clock.Add(2 * time.Minute)
 		for i := range 2 {
-			if err := e.svc.Sweep(ctx); err != nil && !errors.Is(err, errors.ErrUnsupported) {
+			if err := e.svc.Sweep(ctx); err != nil {
 				t.Fatalf("Sweep %d: %v", i, err)
 			}
 		}

@@ -48,59 +48,73 @@ func (s *Service) Sweep(ctx context.Context) error {
 }
 
 func (s *Service) sweepExpired(ctx context.Context) error {
-	for range sweepMaxBatches {
+	return sweepBatches(func() (int, error) {
 		ps, err := s.ms.ExpirePurchases(ctx, s.now().UTC(), sweepBatch)
 		if err != nil {
-			return fmt.Errorf("expiring purchases: %w", err)
+			return 0, fmt.Errorf("expiring purchases: %w", err)
 		}
 		for _, p := range ps {
 			if s.notify != nil {
 				s.notify(ctx, p)
 			}
 		}
-		if len(ps) < sweepBatch {
-			return nil
-		}
-	}
-	return nil
+		return len(ps), nil
+	})
 }
 
 func (s *Service) sweepAuthorized(ctx context.Context) error {
-	ps, err := s.ms.AuthorizedPurchases(ctx, s.now().UTC().Add(-sweepGrace), sweepBatch)
-	if err != nil {
-		return fmt.Errorf("finding purchases left authorized: %w", err)
-	}
-	var errs []error
-	for _, p := range ps {
-		if _, err := s.settle(ctx, p); err != nil {
-			errs = append(errs, fmt.Errorf("settling purchase %s: %w", p.ID, err))
+	return sweepBatches(func() (int, error) {
+		ps, err := s.ms.AuthorizedPurchases(ctx, s.now().UTC().Add(-sweepGrace), sweepBatch)
+		if err != nil {
+			return 0, fmt.Errorf("finding purchases left authorized: %w", err)
 		}
-	}
-	return errors.Join(errs...)
+		var errs []error
+		for _, p := range ps {
+			if _, err := s.settle(ctx, p); err != nil {
+				errs = append(errs, fmt.Errorf("settling purchase %s: %w", p.ID, err))
+			}
+		}
+		return len(ps), errors.Join(errs...)
+	})
 }
 
 func (s *Service) sweepRefunds(ctx context.Context) error {
-	rs, err := s.ms.PendingRefunds(ctx, s.now().UTC().Add(-sweepGrace), sweepBatch)
-	if err != nil {
-		return fmt.Errorf("finding refunds left pending: %w", err)
-	}
-	var errs []error
-	for _, r := range rs {
-		p, err := s.ms.Purchase(ctx, "", r.Purchase)
+	return sweepBatches(func() (int, error) {
+		rs, err := s.ms.PendingRefunds(ctx, s.now().UTC().Add(-sweepGrace), sweepBatch)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("finishing refund %s: %w", r.ID, err))
-			continue
+			return 0, fmt.Errorf("finding refunds left pending: %w", err)
 		}
-		m, err := s.ms.Merchant(ctx, r.Merchant)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("finishing refund %s: %w", r.ID, err))
-			continue
+		var errs []error
+		for _, r := range rs {
+			p, err := s.ms.Purchase(ctx, "", r.Purchase)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("finishing refund %s: %w", r.ID, err))
+				continue
+			}
+			m, err := s.ms.Merchant(ctx, r.Merchant)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("finishing refund %s: %w", r.ID, err))
+				continue
+			}
+			if _, err := s.postRefund(ctx, r, p, m.Account); err != nil && !errors.Is(err, ErrRefundFailed) {
+				errs = append(errs, err)
+			}
 		}
-		if _, err := s.postRefund(ctx, r, p, m.Account); err != nil && !errors.Is(err, ErrRefundFailed) {
-			errs = append(errs, err)
+		return len(rs), errors.Join(errs...)
+	})
+}
+
+// sweepBatches calls batch, which works through one batch of at most
+// sweepBatch records and says how many it read, until a batch is short,
+// fails (its records would only come back), or sweepMaxBatches ran.
+func sweepBatches(batch func() (int, error)) error {
+	for range sweepMaxBatches {
+		n, err := batch()
+		if err != nil || n < sweepBatch {
+			return err
 		}
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // Run calls Sweep at once and then every interval until ctx ends,
