@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the system packages the PC/SC tests (build tag pcsc) need: pcscd,
 # vsmartcard's vpcd driver, OpenSC, pcsc-tools, yubico-piv-tool, the PC/SC
-# headers for cgo, and openssl. Debian/Ubuntu only, as root. Idempotent: when
-# every package is already installed it returns at once without touching apt.
+# headers for cgo, and openssl; and the other tools tests talk to:
+# minimodem and multimon-ng (telephone line interop), sox, and tmux (the
+# terminal UI). Debian/Ubuntu only, as root. Idempotent: when every package
+# is already installed it returns at once without touching apt.
 #
 # After it: go test -race -tags pcsc ./internal/reader/pcsc/... ./internal/interop/...
 set -euo pipefail
@@ -16,6 +18,12 @@ packages=(
 	yubico-piv-tool
 	libpcsclite-dev
 	openssl
+	# The telephone line's peers (modem and DTMF interop) and the terminal
+	# UI's test harness.
+	minimodem
+	multimon-ng
+	sox
+	tmux
 )
 
 missing=()
