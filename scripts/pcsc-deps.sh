@@ -2,7 +2,7 @@
 # Installs the system packages the PC/SC tests (build tag pcsc) need: pcscd,
 # vsmartcard's vpcd driver, OpenSC, pcsc-tools, yubico-piv-tool, the PC/SC
 # headers for cgo, and openssl; and the other tools tests talk to:
-# minimodem and multimon-ng (telephone line interop), sox, and tmux (the
+# minimodem, multimon-ng, sox and espeak-ng (the telephone line), and tmux (the
 # terminal UI). Debian/Ubuntu only, as root. Idempotent: when every package
 # is already installed it returns at once without touching apt.
 #
@@ -24,6 +24,7 @@ packages=(
 	multimon-ng
 	sox
 	tmux
+	espeak-ng
 )
 
 missing=()
