@@ -208,6 +208,7 @@ func TestRates(t *testing.T) {
 	check("failure to acquire", r.FTA, 0.02, 0.10)
 	check("genuine mean distance", r.GenuineMean, 15, 40)
 	check("impostor mean distance", r.ImpostorMean, 245, 267)
+	check("impostor distance sd", r.ImpostorSD, 11, 20)
 	check("FRR at 0 bits", rate[0].FRR, 0.95, 1)
 	check("FRR at 32 bits", rate[32].FRR, 0.15, 0.40)
 	check("FRR at the default threshold", rate[64].FRR, 0.01, 0.06)
