@@ -281,7 +281,7 @@ func (m *Manager) settle() {
 			m.frac = 0
 		}
 	} else if whole < 0 {
-		m.drain(-whole)
+		m.drain(-whole, true)
 	}
 }
 
@@ -307,9 +307,20 @@ func (m *Manager) stores() []*store {
 	return out
 }
 
-// drain takes e µJ from the stores in order, never below zero.
-func (m *Manager) drain(e int64) {
-	for _, s := range m.stores() {
+// drain takes e µJ from the stores in order: first what they hold above
+// their Critical reserve, then, if reserve, the reserves; never below
+// zero.
+func (m *Manager) drain(e int64, reserve bool) {
+	ss := m.stores()
+	for _, s := range ss {
+		t := min(e, max(0, s.energy-s.reserve))
+		s.energy -= t
+		e -= t
+	}
+	if !reserve {
+		return
+	}
+	for _, s := range ss {
 		t := min(e, s.energy)
 		s.energy -= t
 		e -= t
@@ -399,7 +410,7 @@ func (m *Manager) Use(op hal.Operation, n int) error {
 	if err != nil || op == hal.OpTransaction {
 		return err
 	}
-	m.drain(need)
+	m.drain(need, op == hal.OpDisplay)
 	return nil
 }
 
