@@ -101,8 +101,17 @@ func (e *CommandError) Error() string {
 
 func (e *CommandError) Unwrap() error { return e.Err }
 
-// MaxStream is the largest stream Decode reads (a receipt is a few KB).
-const MaxStream = 1 << 20
+// MaxStream is the largest stream Decode reads (a receipt is a few KB),
+// and MaxLines the most lines it prints (ESC d feeds up to 255 lines for
+// three bytes).
+const (
+	MaxStream = 1 << 20
+	MaxLines  = 100_000
+)
+
+// ErrTooLong is what Decode returns for a stream over MaxStream bytes or
+// MaxLines lines.
+var ErrTooLong = errors.New("printer: ESC/POS stream too long")
 
 // Decode reads an ESC/POS stream as a printer with hal.ReceiptCols
 // columns would print it. It knows the commands Encode writes and a few
@@ -119,13 +128,16 @@ const MaxStream = 1 << 20
 // would mean guessing, and a wrong guess prints garbage.
 func Decode(b []byte) (*Document, error) {
 	if len(b) > MaxStream {
-		return nil, fmt.Errorf("printer: ESC/POS stream of %d bytes: more than %d", len(b), MaxStream)
+		return nil, fmt.Errorf("%w: %d bytes, more than %d", ErrTooLong, len(b), MaxStream)
 	}
 	d := &decoder{page: charmap.CodePage437, width: 1}
 	if err := d.run(b); err != nil {
 		return nil, err
 	}
 	d.flush(false)
+	if len(d.lines) > MaxLines {
+		return nil, fmt.Errorf("%w: more than %d lines", ErrTooLong, MaxLines)
+	}
 	doc := &Document{Lines: make([]Line, 0, len(d.lines))}
 	for _, l := range d.lines {
 		if l.Cut {
@@ -181,6 +193,9 @@ func (d *decoder) flush(force bool) {
 
 func (d *decoder) run(b []byte) error {
 	for i := 0; i < len(b); {
+		if len(d.lines) > MaxLines {
+			return fmt.Errorf("%w: more than %d lines at offset %d", ErrTooLong, MaxLines, i)
+		}
 		c := b[i]
 		fail := func(n int, err error) error {
 			end := min(len(b), i+n)

@@ -217,8 +217,16 @@ func TestDecodeErrors(t *testing.T) {
 			}
 		})
 	}
-	if _, err := printer.Decode(make([]byte, printer.MaxStream+1)); err == nil {
-		t.Errorf("Decode of an oversized stream: nil error")
+	if _, err := printer.Decode(make([]byte, printer.MaxStream+1)); !errors.Is(err, printer.ErrTooLong) {
+		t.Errorf("Decode of an oversized stream: %v, want ErrTooLong", err)
+	}
+	// ESC d 255 prints 255 lines for 3 bytes: the line limit stops it.
+	feeds := bytes.Repeat([]byte{0x1B, 'd', 255}, printer.MaxLines/255+2)
+	if _, err := printer.Decode(feeds); !errors.Is(err, printer.ErrTooLong) {
+		t.Errorf("Decode of %d lines of feed: %v, want ErrTooLong", 255*(printer.MaxLines/255+2), err)
+	}
+	if _, err := printer.Decode(bytes.Repeat([]byte{0x1B, 'd', 255}, printer.MaxLines/255-1)); err != nil {
+		t.Errorf("Decode of fewer than MaxLines lines of feed: %v", err)
 	}
 }
 
