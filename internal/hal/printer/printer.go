@@ -216,13 +216,15 @@ func Wrap(s string, cols int) []string {
 	return out
 }
 
-// Preview is the text a printer would print for r: Encode, then Decode.
-func Preview(r hal.Receipt) string {
+// Preview is the text a printer would print for r (Encode with a cut,
+// then Decode). It fails only for a receipt longer than Decode reads
+// (MaxLines or MaxStream).
+func Preview(r hal.Receipt) (string, error) {
 	d, err := Decode(Encode(r, Options{Cut: true}))
 	if err != nil {
-		panic("printer: decoding our own stream: " + err.Error()) // a bug in Encode or Decode
+		return "", fmt.Errorf("previewing receipt: %w", err)
 	}
-	return d.Text()
+	return d.Text(), nil
 }
 
 // Printer writes receipts to an io.Writer. It implements hal.Printer; its

@@ -85,10 +85,16 @@ func TestRoundTrip(t *testing.T) {
 }
 
 func TestPreview(t *testing.T) {
-	got := printer.Preview(hal.Receipt{Title: "ACME", Lines: []string{"Total  12.00 EUR"}, Footer: "bye"})
+	got, err := printer.Preview(hal.Receipt{Title: "ACME", Lines: []string{"Total  12.00 EUR"}, Footer: "bye"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	want := "              ACME\n\nTotal  12.00 EUR\n\n              bye\n\n\n\n\n          - - cut - -\n"
 	if got != want {
 		t.Errorf("Preview =\n%s\nwant\n%s", got, want)
+	}
+	if _, err := printer.Preview(hal.Receipt{Lines: make([]string, printer.MaxLines+1)}); !errors.Is(err, printer.ErrTooLong) {
+		t.Errorf("Preview of %d lines: %v, want ErrTooLong", printer.MaxLines+1, err)
 	}
 }
 
