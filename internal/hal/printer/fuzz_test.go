@@ -60,5 +60,8 @@ func FuzzEncode(f *testing.F) {
 		if got := texts(doc); !reflect.DeepEqual(got, want) || doc.Cuts != 1 {
 			t.Fatalf("Decode(Encode(%q)) = %q (%d cuts), want %q", r, got, doc.Cuts, want)
 		}
+		if n := printer.Lines(r); n != len(want) {
+			t.Fatalf("Lines(%q) = %d, printed %d", r, n, len(want))
+		}
 	})
 }

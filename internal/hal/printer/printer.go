@@ -112,6 +112,22 @@ func Encode(r hal.Receipt, o Options) []byte {
 	return b.Bytes()
 }
 
+// Lines is how many lines Encode prints for r, feed included: the n of
+// Power.Check(hal.OpPrinter, n) before printing it.
+func Lines(r hal.Receipt) int {
+	n := feedLines
+	if r.Title != "" {
+		n += len(Wrap(r.Title, hal.ReceiptCols)) + 1
+	}
+	for _, l := range r.Lines {
+		n += len(Wrap(l, hal.ReceiptCols))
+	}
+	if r.Footer != "" {
+		n += 1 + len(Wrap(r.Footer, hal.ReceiptCols))
+	}
+	return n
+}
+
 // encodePC858 encodes folded text; anything Fold let through that PC858
 // lacks becomes '?'.
 func encodePC858(s string) []byte {

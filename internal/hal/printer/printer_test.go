@@ -65,6 +65,9 @@ func TestRoundTrip(t *testing.T) {
 	if got := texts(doc); !reflect.DeepEqual(got, want) {
 		t.Errorf("decoded lines =\n%q\nwant\n%q", got, want)
 	}
+	if n := printer.Lines(sample); n != len(want) {
+		t.Errorf("Lines(sample) = %d, want %d", n, len(want))
+	}
 	if doc.Cuts != 1 || !doc.Lines[len(doc.Lines)-1].Cut {
 		t.Errorf("cuts = %d (last line %+v), want 1 at the end", doc.Cuts, doc.Lines[len(doc.Lines)-1])
 	}
