@@ -42,8 +42,18 @@ const (
 	escFeedLines = 'd' // ESC d n: print and feed n lines
 	escMode      = '!' // ESC ! n: print mode (bit 3 emphasis, 4 double height, 5 double width)
 	escUnderline = '-' // ESC - n: underline
+	escFont      = 'M' // ESC M n: font A (0, '0') or B (1, '1')
+	escSpacing   = '3' // ESC 3 n: line spacing n dots
+	escSpacing0  = '2' // ESC 2: default line spacing
+	escFeedDots  = 'J' // ESC J n: print and feed n dots
+	bFS          = 0x1C
+	fsKanjiOff   = '.' // FS .: cancel Kanji character mode
 	gsSize       = '!' // GS ! n: character size (width-1 in bits 4–6, height-1 in bits 0–2)
 	gsCut        = 'V' // GS V m [n]: cut (m 0, 1, 48, 49; or 65, 66 with n)
+
+	// fontBCols is how many characters of font B (9 dots wide) fit the
+	// 384 dots of a 58 mm printer; font A (12 dots) fits hal.ReceiptCols.
+	fontBCols = 42
 
 	// codePagePC858 is ESC t's number for PC858 (PC850 Multilingual with
 	// the euro sign at 0xD5).
