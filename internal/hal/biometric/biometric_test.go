@@ -336,3 +336,25 @@ func BenchmarkCapture(b *testing.B) {
 		s.Capture(ctx)
 	}
 }
+
+// BenchmarkMeasure times Measure and reports the rates at the card's
+// default threshold as metrics:
+//
+//	go test ./internal/hal/biometric -run XXX -bench Measure
+func BenchmarkMeasure(b *testing.B) {
+	var r *biometric.Report
+	for b.Loop() {
+		var err error
+		r, err = biometric.Measure(biometric.MeasureConfig{
+			Fingers: 200, Captures: 10, Impostors: 50, Seed: 1, Noise: biometric.DefaultNoise(),
+			Thresholds: []int{biometric.DefaultThreshold},
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(100*r.Rates[0].FRR, "FRR64_%")
+	b.ReportMetric(100*r.Rates[0].FAR, "FAR64_%")
+	b.ReportMetric(100*r.FTA, "FTA_%")
+	b.ReportMetric(float64(r.Genuine+r.Impostor)/b.Elapsed().Seconds()*float64(b.N), "comparisons/s")
+}

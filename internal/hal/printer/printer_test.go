@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 
 	"cardlink/internal/hal"
@@ -278,5 +280,36 @@ func TestOpenAppends(t *testing.T) {
 	}
 	if _, err := printer.Open(filepath.Join(t.TempDir(), "no", "such", "dir"), printer.Options{}); err == nil {
 		t.Errorf("Open in a missing directory: nil error")
+	}
+}
+
+// TestConcurrentPrint: receipts printed at once never interleave.
+func TestConcurrentPrint(t *testing.T) {
+	var buf bytes.Buffer
+	p := printer.New(&buf, printer.Options{Cut: true})
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			r := hal.Receipt{Title: fmt.Sprint("R", i), Lines: []string{strings.Repeat(fmt.Sprint(i), 40)}}
+			if err := p.Print(context.Background(), r); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	doc, err := printer.Decode(buf.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if doc.Cuts != 8 {
+		t.Fatalf("%d cuts, want 8", doc.Cuts)
+	}
+	// Each receipt: title, blank, two wrapped lines of its own digit, 4 feeds, cut.
+	for k := 0; k < len(doc.Lines); k += 9 {
+		title := doc.Lines[k].Text
+		d := strings.TrimPrefix(title, "R")
+		if doc.Lines[k+2].Text != strings.Repeat(d, 32) || doc.Lines[k+3].Text != strings.Repeat(d, 8) || !doc.Lines[k+8].Cut {
+			t.Errorf("receipt at line %d (%q) interleaved: %+v", k, title, doc.Lines[k:k+9])
+		}
 	}
 }
