@@ -271,6 +271,7 @@ func TestFile(t *testing.T) {
 		"short":   tmpl[:10],
 		"bad hex": bytes.Repeat([]byte("zz"), biometric.TemplateLen),
 		"empty":   nil,
+		"big":     bytes.Repeat([]byte(" "), 1000),
 	} {
 		if _, err := write(name, b).Capture(ctx); !errors.Is(err, biometric.ErrFormat) {
 			t.Errorf("Capture(%s) = %v, want ErrFormat", name, err)

@@ -390,7 +390,7 @@ func (m *Manager) Levels() (battery, rechargeable int64) {
 // Check reports whether n units of op may start now; it spends nothing.
 // It fails with a *LowError (wrapping hal.ErrLowPower) when the power is
 // not there, and with a plain error for a negative n or an unknown op.
-// Use(hal.OpTransaction, n) checks n whole transactions.
+// Check(hal.OpTransaction, n) checks n whole transactions (Model.Transaction).
 func (m *Manager) Check(op hal.Operation, n int) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
