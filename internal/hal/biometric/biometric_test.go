@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"flag"
+	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -358,4 +359,26 @@ func BenchmarkMeasure(b *testing.B) {
 	b.ReportMetric(100*r.Rates[0].FAR, "FAR64_%")
 	b.ReportMetric(100*r.FTA, "FTA_%")
 	b.ReportMetric(float64(r.Genuine+r.Impostor)/b.Elapsed().Seconds()*float64(b.N), "comparisons/s")
+}
+
+// TestMeasureTheory checks the measurement against a case with a known
+// answer: 512 independent features and no detail noise make two fingers'
+// templates independent fair coins, so the impostor distance is
+// Binomial(512, 1/2): mean 256, standard deviation √128 ≈ 11.31, and FAR at
+// 256 bits is P(X ≤ 256) ≈ 0.518.
+func TestMeasureTheory(t *testing.T) {
+	n := biometric.DefaultNoise()
+	n.Features, n.Detail = 512, 0
+	r, err := biometric.Measure(biometric.MeasureConfig{
+		Fingers: 300, Captures: 5, Impostors: 100, Seed: 3, Noise: n, Thresholds: []int{256},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(r.ImpostorMean-256) > 0.5 || math.Abs(r.ImpostorSD-11.31) > 0.4 {
+		t.Errorf("impostor distance mean %.2f sd %.2f, want 256 ± 0.5 and 11.31 ± 0.4", r.ImpostorMean, r.ImpostorSD)
+	}
+	if far := r.Rates[0].FAR; math.Abs(far-0.518) > 0.01 {
+		t.Errorf("FAR at 256 bits = %.4f, want 0.518 ± 0.01", far)
+	}
 }
