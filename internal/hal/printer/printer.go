@@ -12,6 +12,7 @@ package printer
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -280,21 +281,38 @@ func Open(path string, o Options) (*Printer, error) {
 }
 
 // Print writes r as one ESC/POS stream. It fails, writing nothing, if ctx
-// has ended, and with the writer's error.
+// has ended, and with the writer's error. If ctx ends while the writer
+// blocks (a printer out of paper or offline), Print returns ctx's error at
+// once; the write goes on in the background and later Prints wait for it.
 func (p *Printer) Print(ctx context.Context, r hal.Receipt) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("printing receipt: %w", err)
 	}
 	b := Encode(r, p.opts)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.w == nil {
-		return fmt.Errorf("printing receipt: printer closed")
+	done := make(chan error, 1)
+	go func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.w == nil {
+			done <- errors.New("printer closed")
+			return
+		}
+		if ctx.Err() != nil { // waited for another receipt until ctx ended
+			done <- ctx.Err()
+			return
+		}
+		_, err := p.w.Write(b)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("printing receipt: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("printing receipt: %w (the printer may still print it)", ctx.Err())
 	}
-	if _, err := p.w.Write(b); err != nil {
-		return fmt.Errorf("printing receipt: %w", err)
-	}
-	return nil
 }
 
 // Close closes the file or device Open opened; later Prints fail.

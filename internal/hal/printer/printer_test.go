@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"cardlink/internal/hal"
 	"cardlink/internal/hal/printer"
@@ -311,5 +312,39 @@ func TestConcurrentPrint(t *testing.T) {
 		if doc.Lines[k+2].Text != strings.Repeat(d, 32) || doc.Lines[k+3].Text != strings.Repeat(d, 8) || !doc.Lines[k+8].Cut {
 			t.Errorf("receipt at line %d (%q) interleaved: %+v", k, title, doc.Lines[k:k+9])
 		}
+	}
+}
+
+// stuckWriter blocks every Write until release is closed.
+type stuckWriter struct {
+	release chan struct{}
+	buf     bytes.Buffer
+}
+
+func (w *stuckWriter) Write(b []byte) (int, error) {
+	<-w.release
+	return w.buf.Write(b)
+}
+
+// TestPrintStuck: a printer that blocks does not hold Print past its
+// context; the receipt still reaches it once it unblocks.
+func TestPrintStuck(t *testing.T) {
+	w := &stuckWriter{release: make(chan struct{})}
+	p := printer.New(w, printer.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := p.Print(ctx, hal.Receipt{Title: "stuck"}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Print to a stuck printer = %v, want DeadlineExceeded", err)
+	}
+	close(w.release)
+	if err := p.Print(context.Background(), hal.Receipt{Title: "next"}); err != nil {
+		t.Fatal(err)
+	}
+	doc, err := printer.Decode(w.buf.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := texts(doc); len(got) < 7 || got[0] != "stuck" || got[6] != "next" {
+		t.Errorf("printed %q, want the stuck receipt then the next", got)
 	}
 }
