@@ -96,8 +96,16 @@ const MaxSize = 64 << 10
 // Parse reads a configuration: one JSON object whose fields override
 // Default. It refuses, with an *Error, anything but one object of known
 // fields (case-sensitive), duplicate fields, values of the wrong type and
-// configurations Validate refuses.
+// configurations Validate refuses; the Config is then the zero value.
 func Parse(b []byte) (Config, error) {
+	c, err := parse(b)
+	if err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+func parse(b []byte) (Config, error) {
 	c := Default()
 	if len(b) > MaxSize {
 		return c, &Error{Msg: fmt.Sprintf("%d bytes, more than %d", len(b), MaxSize)}
@@ -135,20 +143,21 @@ func Parse(b []byte) (Config, error) {
 	return c, nil
 }
 
-// Load reads and parses the file at path.
+// Load reads and parses the file at path; on error the Config is the zero
+// value.
 func Load(path string) (Config, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return Default(), fmt.Errorf("reading connector config: %w", err)
+		return Config{}, fmt.Errorf("reading connector config: %w", err)
 	}
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
 	if err != nil {
-		return Default(), fmt.Errorf("reading connector config: %w", err)
+		return Config{}, fmt.Errorf("reading connector config: %w", err)
 	}
 	c, err := Parse(b)
 	if err != nil {
-		return c, fmt.Errorf("%s: %w", path, err)
+		return Config{}, fmt.Errorf("%s: %w", path, err)
 	}
 	return c, nil
 }
