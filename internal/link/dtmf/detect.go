@@ -52,7 +52,9 @@ type Config struct {
 	MinPeakRatio float64
 	// MinWindows is how many consecutive analysis windows (6.375 ms apart)
 	// must agree before a digit is reported. Default 4: every tone of
-	// 40 ms or more covers at least 4 whole windows.
+	// 40 ms or more covers at least 4 whole windows. One failed window
+	// inside a run that then goes on is forgiven (not counted), so that a
+	// burst of noise does not break it.
 	MinWindows int
 	// EndWindows is how many consecutive windows without the digit end it,
 	// so the same key can be reported again. Default 5: a 40 ms pause
@@ -155,6 +157,7 @@ type Detector struct {
 	cand      byte  // digit of the current run of windows, or 0
 	hits      int   // windows in that run
 	candStart int64 // first sample of the run's first window
+	hole      bool  // the run has had its one failed window
 	active    byte  // digit reported and not yet ended, or 0
 	misses    int   // windows since active was last seen
 }
@@ -217,8 +220,13 @@ func (d *Detector) step(k byte) byte {
 			d.active = 0
 		}
 	}
+	if k == 0 && d.cand != 0 && !d.hole {
+		// One window spoiled by noise does not break a run in progress.
+		d.hole = true
+		return 0
+	}
 	if k == 0 || k != d.cand {
-		d.cand, d.hits, d.candStart = k, 0, d.next
+		d.cand, d.hits, d.candStart, d.hole = k, 0, d.next, false
 	}
 	if k == 0 {
 		return 0
@@ -230,7 +238,7 @@ func (d *Detector) step(k byte) byte {
 	// A new key: either after a pause, or replacing the previous one
 	// outright, whose tone has been gone as long as this one lasted.
 	d.active, d.misses = k, 0
-	d.cand, d.hits = 0, 0
+	d.cand, d.hits, d.hole = 0, 0, false
 	return k
 }
 
