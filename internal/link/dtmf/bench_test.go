@@ -94,6 +94,51 @@ func TestTable(t *testing.T) {
 		}
 	}
 	t.Log("\n" + out.String())
+
+	// Q.24 cases, 16 digits each, clean: how many each receiver reads.
+	out.Reset()
+	fmt.Fprintf(&out, "| 16 digits, clean | Q.24 asks | ours | multimon-ng |\n|---|---|---|---|\n")
+	for _, c := range []struct {
+		name  string
+		want  bool
+		dev   float64 // relative frequency deviation of both tones
+		twist float64
+		tone  time.Duration
+	}{
+		{"40 ms tone, 40 ms pause", true, 0, 0, 40 * time.Millisecond},
+		{"20 ms tone", false, 0, 0, 20 * time.Millisecond},
+		{"both tones +1.5 %", true, 0.015, 0, 0},
+		{"both tones -1.5 %", true, -0.015, 0, 0},
+		{"both tones +3.5 %", false, 0.035, 0, 0},
+		{"both tones -3.5 %", false, -0.035, 0, 0},
+		{"high group +4 dB", true, 0, 4, 0},
+		{"high group -8 dB", true, 0, -8, 0},
+		{"high group +8 dB", false, 0, 8, 0},
+		{"high group -14 dB", false, 0, -14, 0},
+	} {
+		tone, pause := 70*time.Millisecond, 70*time.Millisecond
+		if c.tone != 0 {
+			tone, pause = c.tone, 40*time.Millisecond
+		}
+		s := silence(100 * time.Millisecond)
+		for i := range len(Digits) {
+			lo, hi, _ := Frequencies(Digits[i])
+			s = cat(s, pair(lo*(1+c.dev), hi*(1+c.dev), -16, -16+c.twist, tone), silence(pause))
+		}
+		s = cat(s, silence(100*time.Millisecond))
+		theirs := "-"
+		if mm {
+			p := filepath.Join(dir, "q24.wav")
+			writeWAV(t, p, s)
+			theirs = fmt.Sprint(len(multimon(t, p)))
+		}
+		asks := "none"
+		if c.want {
+			asks = "16"
+		}
+		fmt.Fprintf(&out, "| %s | %s | %d | %s |\n", c.name, asks, len(Decode(s)), theirs)
+	}
+	t.Log("\n" + out.String())
 }
 
 // matching counts the digits of want read right in got: the length of
@@ -117,4 +162,3 @@ func matching(want, got string) int {
 	}
 	return max(0, len(want)-prev[len(got)])
 }
-

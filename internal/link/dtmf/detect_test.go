@@ -214,17 +214,24 @@ func TestFrequencyTolerance(t *testing.T) {
 }
 
 // TestTwist: the high group may be up to 4 dB stronger, the low group up
-// to 8 dB; beyond, nothing.
+// to 8 dB (Q.24); 2 dB beyond, nothing.
 func TestTwist(t *testing.T) {
 	for _, tc := range []struct {
 		twist float64 // high minus low, dB
-		want  string
+		ok    bool
 	}{
-		{-10, ""}, {-7.5, "9"}, {-4, "9"}, {0, "9"}, {3.5, "9"}, {6, ""},
+		{-12, false}, {-10, false}, {-8, true}, {-4, true}, {0, true}, {4, true}, {6, false}, {8, false},
 	} {
-		s := cat(silence(20*time.Millisecond), pair(852, 1477, -12, -12+tc.twist, 60*time.Millisecond), silence(60*time.Millisecond))
-		if got := Decode(s); got != tc.want {
-			t.Errorf("twist %+g dB: Decode = %q, want %q", tc.twist, got, tc.want)
+		for i := range len(Digits) {
+			lo, hi, _ := Frequencies(Digits[i])
+			want := string(Digits[i])
+			if !tc.ok {
+				want = ""
+			}
+			s := cat(silence(20*time.Millisecond), pair(lo, hi, -12-max(tc.twist, 0), -12+min(tc.twist, 0), 60*time.Millisecond), silence(60*time.Millisecond))
+			if got := Decode(s); got != want {
+				t.Errorf("%c with twist %+g dB: Decode = %q, want %q", Digits[i], tc.twist, got, want)
+			}
 		}
 	}
 }
