@@ -85,7 +85,7 @@ func TestTalkOff(t *testing.T) {
 
 // TestMusicAndNoise: chords of harmonic notes (equal temperament puts F5
 // and F#6 within 0.3 % of 697 and 1477 Hz), sweeps, clicks and noise must
-// not read as digits either.
+// not read as digits either. multimon-ng's count is logged.
 func TestMusicAndNoise(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	n := 30 * audio.Rate
@@ -98,6 +98,11 @@ func TestMusicAndNoise(t *testing.T) {
 	} {
 		if ds := Detect(s, Config{}); len(ds) != 0 {
 			t.Errorf("%s: read as %d digits: %v", name, len(ds), ds)
+		}
+		if _, ok := lookPath("multimon-ng"); ok {
+			p := filepath.Join(t.TempDir(), "music.wav")
+			writeWAV(t, p, s)
+			t.Logf("%s: multimon-ng reads %d digits", name, len(multimon(t, p)))
 		}
 	}
 }
