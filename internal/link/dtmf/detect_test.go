@@ -269,7 +269,7 @@ func TestNoise(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	const digits = "0123456789*#ABCD"
 	for _, level := range []float64{-10, -25} {
-		for _, snr := range []float64{20, 12, 6} {
+		for _, snr := range []float64{20, 12, 6, 4} {
 			t.Run(fmt.Sprintf("level%g/snr%g", level, snr), func(t *testing.T) {
 				sig := cat(silence(50*time.Millisecond), mustGenerate(t, digits, Params{Level: level}))
 				noise := bandNoise(rng, len(sig), rmsOf(sig)*math.Pow(10, -snr/20))
