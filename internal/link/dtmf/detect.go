@@ -128,8 +128,9 @@ type Digit struct {
 
 // tables holds the correlation tables shared by every detector.
 type tables struct {
-	// rect[t] is e^{-jωn}, n < winLen, for tone t (0-3 low, 4-7 high).
-	rect [8][winLen]complex128
+	// cos[t] and sin[t] are cos ωn and sin ωn, n < winLen, for tone t
+	// (0-3 low, 4-7 high).
+	cos, sin [8][winLen]float64
 	// hann[t] is w(n)·e^{-jωn}, n < subLen, with w a Hann window.
 	hann [8][subLen]complex128
 	// turn[t] is ω·lag, the phase a nominal tone advances over lag samples.
@@ -146,7 +147,7 @@ var tbl = func() *tables {
 		}
 		w := 2 * math.Pi * f / audio.Rate
 		for n := range winLen {
-			t.rect[k][n] = cmplx.Exp(complex(0, -w*float64(n)))
+			t.sin[k][n], t.cos[k][n] = math.Sincos(w * float64(n))
 		}
 		for n := range subLen {
 			h := 0.5 - 0.5*math.Cos(2*math.Pi*(float64(n)+0.5)/subLen)
@@ -271,22 +272,24 @@ func (d *Detector) window() byte {
 		energy += v * v
 	}
 	energy -= sum * sum / winLen // without the DC offset
-	if energy <= 0 {
+	// Level: a sine of amplitude A carries A²·N/2 in the window, and
+	// the two tones together at least twice the least of that.
+	minPow := d.minLevel * d.minLevel * winLen / 2
+	if energy < 2*minPow {
 		return 0
 	}
 	var pow [8]float64 // tone energy in the window, 2|X|²/N
 	for k := range 8 {
-		var acc complex128
-		t := &tbl.rect[k]
+		var re, im float64
+		c, s := &tbl.cos[k], &tbl.sin[k]
 		for n, v := range x {
-			acc += complex(v, 0) * t[n]
+			re += v * c[n]
+			im += v * s[n]
 		}
-		pow[k] = 2 * (real(acc)*real(acc) + imag(acc)*imag(acc)) / winLen
+		pow[k] = 2 * (re*re + im*im) / winLen
 	}
 	row, col := best(pow[0:4]), 4+best(pow[4:8])
 	pr, pc := pow[row], pow[col]
-	// Level: a sine of amplitude A carries A²·N/2 in the window.
-	minPow := d.minLevel * d.minLevel * winLen / 2
 	switch {
 	case pr < minPow || pc < minPow:
 		return 0
