@@ -22,6 +22,9 @@ func FuzzDetector(f *testing.F) {
 	f.Add(byte(1), []byte{0, 0, 0, 0, 0, 0, 0xf8, 0x7f, 0, 0, 0, 0, 0, 0, 0xf0, 0x7f})
 	f.Add(byte(7), make([]byte, 4000))
 	f.Fuzz(func(t *testing.T, mode byte, data []byte) {
+		if len(data) > 1<<16 {
+			return // longer input only takes longer
+		}
 		var s []float64
 		if mode&1 == 0 {
 			for i := 0; i+2 <= len(data); i += 2 {
