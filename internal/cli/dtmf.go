@@ -17,7 +17,7 @@ func dtmfCommand() *command {
 	return &command{
 		name:    "dtmf",
 		summary: "write telephone keypad tones to a WAV file, or read them from one",
-		subs:    []*command{dtmfTxCommand(), dtmfRxCommand()},
+		subs:    []*command{dtmfTxCommand(), dtmfRxCommand(), dtmfToneCommand(), dtmfProgressCommand()},
 	}
 }
 
@@ -136,6 +136,115 @@ func dtmfRxCommand() *command {
 		}
 		_, err = fmt.Fprintln(e.stdout, b.String())
 		return err
+	}
+	return c
+}
+
+const dtmfToneHelp = `
+Writes a call-progress or answer tone to a WAV file (16-bit mono PCM at
+8000 Hz). KIND is one of:
+
+  dial       dial tone: 350+440 Hz steady (--plan eu: 425 Hz)
+  ringback   440+480 Hz, 2 s on, 4 s off (--plan eu: 425 Hz, 1 s on, 4 s off)
+  busy       480+620 Hz, 0.5 s on, 0.5 s off (--plan eu: 425 Hz)
+  answer     the ITU-T V.25 answer tone, 2100 Hz
+  answer-pr  the answer tone with a phase reversal every 450 ms
+  silence
+
+--plan na is the North American precise tone plan, --plan eu the European
+(CEPT) 425 Hz plan; the answer tone is the same in both.
+
+Example:
+
+  cardlink dtmf tone --seconds 8 --out ring.wav ringback
+  cardlink dtmf progress --in ring.wav   # 0.000 s ringback`
+
+var dtmfKinds = map[string]dtmf.Progress{
+	"dial":      dtmf.Dial,
+	"ringback":  dtmf.Ringback,
+	"busy":      dtmf.Busy,
+	"answer":    dtmf.Answer,
+	"answer-pr": dtmf.AnswerPR,
+	"silence":   dtmf.Silence,
+}
+
+func dtmfToneCommand() *command {
+	c := &command{name: "tone", summary: "write a dial, ringback, busy or answer tone as a WAV file"}
+	c.run = func(e *env, args []string) error {
+		fs := newFlags(e, "cardlink dtmf tone", "cardlink dtmf tone [--plan na|eu] [--seconds S] [--level DBFS] --out FILE.wav KIND", dtmfToneHelp)
+		plan := fs.String("plan", "na", "tone `plan`: na (North America) or eu (Europe, 425 Hz)")
+		secs := fs.Float64("seconds", 6, "length in `seconds`")
+		level := fs.Float64("level", -13, "level of each frequency in `dBFS`")
+		out := fs.String("out", "", "WAV `file` to write, - for standard output (required)")
+		if err := parse(fs, args); err != nil {
+			return err
+		}
+		if err := required(fs, "out"); err != nil {
+			return err
+		}
+		if fs.NArg() != 1 {
+			return withHint(usagef("dtmf tone: want one argument, the kind of tone; got %d", fs.NArg()), "kinds are: answer, answer-pr, busy, dial, ringback, silence")
+		}
+		kind, ok := dtmfKinds[fs.Arg(0)]
+		if !ok {
+			return withHint(usagef("dtmf tone: unknown kind %q", fs.Arg(0)), "kinds are: answer, answer-pr, busy, dial, ringback, silence")
+		}
+		var p dtmf.Plan
+		switch *plan {
+		case "na":
+			p = dtmf.NorthAmerica
+		case "eu":
+			p = dtmf.Europe
+		default:
+			return usagef("dtmf tone: unknown --plan %q (want na or eu)", *plan)
+		}
+		if !(*secs > 0 && *secs <= 3600) {
+			return usagef("dtmf tone: --seconds %g (want more than 0, up to 3600)", *secs)
+		}
+		s, err := dtmf.GenerateProgress(kind, p, time.Duration(*secs*float64(time.Second)), *level)
+		if err != nil {
+			return usagef("dtmf tone: %v", strings.TrimPrefix(err.Error(), "dtmf: "))
+		}
+		return dtmfWriteWAV(e, *out, s)
+	}
+	return c
+}
+
+const dtmfProgressHelp = `
+Reads a WAV file (8000 Hz) and prints what the telephone line is doing as
+it changes, one line per change on standard output: the time it started,
+in seconds, and one of silence, dial tone, ringback, busy, answer tone,
+answer tone with phase reversals, or other (voice, music, data). Both the
+North American and the European tone plans are recognised.
+
+A tone needs about a second to be told (busy and answer tones less);
+silence is reported after 5 s of it once something else was heard, longer
+than any ringback gap, and after 1 s at the start.`
+
+func dtmfProgressCommand() *command {
+	c := &command{name: "progress", summary: "print the call-progress tones heard in a WAV file"}
+	c.run = func(e *env, args []string) error {
+		fs := newFlags(e, "cardlink dtmf progress", "cardlink dtmf progress --in FILE.wav", dtmfProgressHelp)
+		in := fs.String("in", "", "WAV `file` to read, - for standard input (required)")
+		if err := parse(fs, args); err != nil {
+			return err
+		}
+		if err := required(fs, "in"); err != nil {
+			return err
+		}
+		if fs.NArg() != 0 {
+			return withHint(usagef("dtmf progress: unexpected argument %q", fs.Arg(0)), "run 'cardlink dtmf progress -h' for help")
+		}
+		s, err := dtmfReadWAV(e, *in)
+		if err != nil {
+			return err
+		}
+		for _, ev := range dtmf.ClassifyProgress(s) {
+			if _, err := fmt.Fprintf(e.stdout, "%.3f s %s\n", ev.At.Seconds(), ev.Progress); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	return c
 }

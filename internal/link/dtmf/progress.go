@@ -317,13 +317,13 @@ func (d *ProgressDetector) step(l label) (Progress, time.Duration) {
 		d.curLen++
 		d.pending = -1
 	case l == d.pending:
-		ended, endedLen := d.cur, d.curLen
+		ended, endedLen, endedAt := d.cur, d.curLen-1, d.curAt
 		d.cur, d.curLen, d.curAt, d.pending = l, 2, d.frame-1, -1
 		if d.cur != l2100 {
 			d.reversals, d.drift = 0, 0
 		}
 		if p, ok := d.ended(ended, endedLen); ok {
-			return p, at(d.curAt*frameLen - int64(endedLen)*frameLen)
+			return p, at(endedAt * frameLen)
 		}
 	default:
 		d.pending = l
