@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"cardlink/internal/audio/impair"
 )
 
 // bandpass filters s to 300-3400 Hz (101-tap windowed sinc), as a
@@ -122,5 +124,43 @@ func TestTalkDown(t *testing.T) {
 			t.Errorf("speech %g dB below the tones: %d of %d digits right, want 95 %%", -rel, right, total)
 		}
 		t.Logf("speech at %+g dB relative to the tones: %d of %d digits right (multimon-ng: %d)", rel, right, total, theirs)
+	}
+}
+
+// TestImpairedLine: digits through package impair's line — band limit,
+// 20 dB of loss, the receiver's clock 300 ppm off, noise (SNR as impair
+// measures it: over the whole buffer, pauses included, so about 3 dB
+// below the tones' own) and, in one case, a 30 ms burst of noise every
+// second that may cost the digit it hits but must not invent one.
+func TestImpairedLine(t *testing.T) {
+	const digits = "0123456789*#ABCD0123456789*#ABCD"
+	s := cat(silence(100*time.Millisecond), mustGenerate(t, digits, Params{}), silence(100*time.Millisecond))
+	for _, tc := range []struct {
+		name string
+		cfg  impair.Config
+		snr  float64
+	}{
+		{"20 dB", impair.Config{BandLimit: true, AttenuationDB: 20, DriftPPM: 300, Seed: 1}, 20},
+		{"6 dB", impair.Config{BandLimit: true, AttenuationDB: 20, DriftPPM: -300, Seed: 2}, 6},
+		{"bursts", impair.Config{BandLimit: true, DriftPPM: 300, BurstEvery: time.Second, BurstLength: 30 * time.Millisecond, BurstDBFS: -10, Seed: 3}, 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := impair.ApplySNR(s, tc.cfg, tc.snr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			read := Decode(got)
+			if tc.cfg.BurstEvery == 0 {
+				if read != digits {
+					t.Fatalf("Decode = %q, want %q", read, digits)
+				}
+				return
+			}
+			// A burst may hide a digit; every digit read is right and in order.
+			if m := matching(digits, read); m != len(read) || m < len(digits)-5 {
+				t.Fatalf("Decode = %q, want %q less at most 5 digits, nothing extra", read, digits)
+			}
+			t.Logf("with bursts: read %d of %d digits", len(read), len(digits))
+		})
 	}
 }
