@@ -309,3 +309,28 @@ func TestChunks(t *testing.T) {
 		t.Fatalf("after Reset: %v, want %v", got, want)
 	}
 }
+
+// TestLatency: fed 10 ms at a time, as an IVR hears a call, a digit is
+// returned by the chunk that completes 40 ms of its tone, whatever the
+// alignment, so that a menu can react while the key is still held.
+func TestLatency(t *testing.T) {
+	const chunk = 80 // 10 ms
+	for lead := 0; lead < 2*hop; lead += 7 {
+		tone := pair(941, 1336, -10, -10, 200*time.Millisecond)
+		s := cat(make([]float64, 400+lead), tone)
+		d := NewDetector(Config{})
+		var got []Digit
+		fed := 0
+		for fed < len(s) && len(got) == 0 {
+			n := min(chunk, len(s)-fed)
+			got = d.Process(s[fed : fed+n])
+			fed += n
+		}
+		if len(got) != 1 || got[0].Key != '0' {
+			t.Fatalf("lead %d: got %v, want one 0", lead, got)
+		}
+		if heard := fed - (400 + lead); heard > 320+chunk-1 {
+			t.Errorf("lead %d: digit returned after %v of tone, want by 40 ms (+ one chunk)", lead, at(int64(heard)))
+		}
+	}
+}

@@ -155,6 +155,12 @@ var progressTable = func() (t [len(progressFreqs)][frameLen]complex128) {
 	return t
 }()
 
+// gapRatio is how far (8 dB) below the strongest tone frame heard a frame
+// that holds no tone must be to count as a gap in the tone's cadence
+// rather than as something else: it lets a cadence be followed on a line
+// with noise up to about 10 dB SNR.
+var gapRatio = math.Pow(10, 8.0/10)
+
 // ProgressEvent is a change in what a ProgressDetector hears.
 type ProgressEvent struct {
 	Progress Progress
@@ -178,7 +184,7 @@ type ProgressDetector struct {
 	pending label // a different label seen in the last frame
 	state   Progress
 
-	toneEnergy float64 // energy of the last frame holding a tone
+	toneEnergy float64 // the most energy of a frame holding a tone, since the last silence or other
 
 	// Phase-reversal tracking of the 2100 Hz tone.
 	prev      complex128 // last frame's 2100 Hz coefficient, 0 if none
@@ -226,9 +232,7 @@ func (d *ProgressDetector) label() label {
 	}
 	energy -= sum * sum / frameLen
 	// -45 dBFS for a sine is an energy of A²/2 per sample.
-	// Once a tone is established, its cadence's gaps hold the line's
-	// noise: anything 15 dB or more below the tone counts as a gap.
-	if energy < frameLen*math.Pow(10, -45.0/10)/2 || energy < d.toneEnergy/32 {
+	if energy < frameLen*math.Pow(10, -45.0/10)/2 {
 		d.trackPhase(0, false)
 		return lSilence
 	}
@@ -264,8 +268,13 @@ func (d *ProgressDetector) label() label {
 			best, bestP = c.l, c.p
 		}
 	}
-	if best != lOther {
-		d.toneEnergy = energy
+	switch {
+	case best != lOther:
+		d.toneEnergy = max(d.toneEnergy, energy)
+	case energy < d.toneEnergy/gapRatio:
+		// Once a tone is established, its cadence's gaps hold the
+		// line's noise: anything else well below the tone is a gap.
+		best = lSilence
 	}
 	// A 425 Hz tone leaks into the 440 Hz bin and back (they are 15 Hz
 	// apart); a single strong 425 Hz tone is 425, not a pair.

@@ -39,7 +39,7 @@ func TestProgressRoundTrip(t *testing.T) {
 		{Answer, NorthAmerica}, {AnswerPR, NorthAmerica},
 	} {
 		for _, level := range []float64{-13, -30} {
-			for _, snr := range []float64{math.Inf(1), 20} {
+			for _, snr := range []float64{math.Inf(1), 20, 10} {
 				t.Run(fmt.Sprintf("%v/plan%d/%gdB/snr%g", tc.p, tc.plan, level, snr), func(t *testing.T) {
 					tone := progressOf(t, tc.p, tc.plan, 8*time.Second, level)
 					if !math.IsInf(snr, 1) {
@@ -127,6 +127,24 @@ func TestAnswerAlignment(t *testing.T) {
 			s := cat(make([]float64, 8000+off), tone)
 			if got := kinds(ClassifyProgress(s)); fmt.Sprint(got) != fmt.Sprint([]Progress{Silence, p}) {
 				t.Errorf("%v after %d samples: %v", p, 8000+off, got)
+			}
+		}
+	}
+}
+
+// TestProgressSpeech: a voice answering is "other", never a tone, clean
+// and over a noisy line.
+func TestProgressSpeech(t *testing.T) {
+	need(t, "espeak-ng", "sox")
+	rng := rand.New(rand.NewPCG(17, 18))
+	for _, v := range []string{"en-us", "de", "fr+f3"} {
+		sp := speech(t, t.TempDir(), v, 160, 50)
+		noisy := add(sp, bandNoise(rng, len(sp), rmsOf(sp)*0.1))
+		for name, s := range map[string][]float64{"clean": sp, "20 dB SNR": noisy} {
+			for _, e := range ClassifyProgress(s) {
+				if e.Progress != Other && e.Progress != Silence {
+					t.Errorf("%s speech, %s: heard %v at %v", v, name, e.Progress, e.At)
+				}
 			}
 		}
 	}
