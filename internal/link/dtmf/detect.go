@@ -53,8 +53,10 @@ type Config struct {
 	// there, steady noise only its own small share per bin. Default 3 dB.
 	// This is the main talk-off guard: on 31 minutes of espeak-ng speech
 	// (16 voices, 3 speeds) and 5 minutes of chords it leaves no digit,
-	// where the signal ratio alone (at -4 dB) let 6 and 9 through; and it
-	// costs little in noise (93 % of digits right at 2 dB SNR).
+	// where the signal ratio alone (at -4 dB) let 6 and 9 through, and it
+	// costs little in noise (99.7 % of digits right at 2 dB SNR). It is
+	// also what limits talk-down: keys over speech 6 dB below them read
+	// 86 % right (docs/telephone-dtmf.md).
 	MinGuardRatio float64
 	// MinPeakRatio is how much stronger, in dB, the chosen tone must be
 	// than any other tone of its group: two keys at once read as neither.
