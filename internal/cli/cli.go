@@ -72,6 +72,7 @@ func root() *command {
 			issuerCommand(),
 			cardCommand(),
 			deviceCommand(),
+			dtmfCommand(),
 			serverCommand(),
 			serverKeyCommand(),
 			merchantCommand(),
