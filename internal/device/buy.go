@@ -29,10 +29,10 @@ type BuyOptions struct {
 	// Confirm shows the transaction to the holder and reports whether they
 	// approve it; nil approves (headless). Called after the server's offer
 	// arrived and before the holder verification on the card, with ctx
-	// bounded by the offer's deadline. An error from it (the card was
-	// pulled out, the holder walked away) declines the transaction on the
-	// server with the error's text as the reason, so that it does not
-	// wait for its deadline.
+	// bounded by the offer's deadline. An error from it wrapping
+	// ErrInterrupted declines the transaction on the server with the
+	// error's text as the reason, so that it does not wait for its
+	// deadline; any other error leaves it pending.
 	Confirm func(ctx context.Context, t txn.Transaction) (bool, error)
 	// Verify, when set, asks the holder for their verification after
 	// Confirm approved: the holder sees what they approve before they
@@ -45,6 +45,14 @@ type BuyOptions struct {
 	Resume *protocol.TransactionApproval
 }
 
+// ErrInterrupted is wrapped by the error of a Confirm or Verify hook
+// when the holder's session ended before they answered (the card was
+// pulled out, power is failing, they cancelled or walked away): Buy and
+// Load then decline the offered transaction on the server, with the
+// error's text as the reason, instead of leaving it pending until its
+// deadline. Any other error from a hook leaves it pending.
+var ErrInterrupted = errors.New("interrupted")
+
 // errLeave, from a Confirm hook, ends Buy without telling the server:
 // the controller settling an interrupted purchase was offered another.
 var errLeave = errors.New("another transaction offered; left pending")
@@ -55,8 +63,8 @@ var errLeave = errors.New("another transaction offered; left pending")
 // set; the card then checks it as if it had been given up front (an
 // offline PIN or biometric the hook already had the card check is checked
 // again, which costs no try). ctx is bounded by the offer's deadline. An
-// error from it declines the transaction on the server, as one from
-// Confirm does.
+// error from it wrapping ErrInterrupted declines the transaction on the
+// server, as one from Confirm does.
 type VerifyFunc func(ctx context.Context, t txn.Transaction, accepted protocol.CVMSet) (AuthOptions, error)
 
 // BuyResult is the outcome of one purchase approval.
@@ -255,6 +263,18 @@ func (s *session) buyResult(ctx context.Context, card *wallet.Client, t txn.Tran
 	return *res, storeGoods(ctx, card, r.Goods, res)
 }
 
+// interrupted handles a Confirm or Verify hook that failed: when err
+// wraps ErrInterrupted the device declines t on the server with err's
+// text as the reason, and returns the server's code; else it leaves t
+// pending and returns CodeOK.
+func (s *session) interrupted(t txn.Transaction, err error) protocol.Code {
+	if !errors.Is(err, ErrInterrupted) {
+		return protocol.CodeOK
+	}
+	code, _ := s.abandon(t, err.Error())
+	return code
+}
+
 // abandonCard handles a card that failed before its approval was sent:
 // when it went away (reader.ErrCardRemoved), the device declines the
 // offered transaction with that reason, so that the server does not keep
@@ -323,12 +343,8 @@ func (s *session) confirmOffer(ctx context.Context, offer *protocol.TransactionO
 	yes := true
 	if confirm != nil {
 		yes, err = confirm(hctx, t)
-		if errors.Is(err, errLeave) {
-			return t, protocol.CodeOK, err
-		}
 		if err != nil {
-			code, _ := s.abandon(t, "not confirmed: "+err.Error())
-			return t, code, fmt.Errorf("confirming with the holder: %w", err)
+			return t, s.interrupted(t, err), fmt.Errorf("confirming with the holder: %w", err)
 		}
 	}
 	if yes && verify != nil {
@@ -340,8 +356,7 @@ func (s *session) confirmOffer(ctx context.Context, offer *protocol.TransactionO
 			err = errors.New("the Verify hook gave no PIN, online PIN or biometric")
 		}
 		if err != nil {
-			code, _ := s.abandon(t, "not verified: "+err.Error())
-			return t, code, fmt.Errorf("verifying the holder: %w", err)
+			return t, s.interrupted(t, err), fmt.Errorf("verifying the holder: %w", err)
 		}
 		if !offer.CVMs.Has(method(v)) {
 			return t, protocol.CodeCVMNotAccepted, s.send(&protocol.Error{Code: protocol.CodeCVMNotAccepted})

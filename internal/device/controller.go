@@ -83,9 +83,10 @@ var ErrShutdown = fmt.Errorf("device shut down: %w", hal.ErrLowPower)
 
 // Errors that end a holder's step, as the cause of its context.
 var (
-	errCardRemoved = errors.New("card removed")
-	errCritical    = errors.New("power critical")
-	errCancelled   = errors.New("cancelled by the holder")
+	errCardRemoved = fmt.Errorf("card removed (%w)", ErrInterrupted)
+	errCritical    = fmt.Errorf("power critical (%w)", ErrInterrupted)
+	errCancelled   = fmt.Errorf("cancelled by the holder (%w)", ErrInterrupted)
+	errTimeout     = fmt.Errorf("no key pressed in time (%w)", ErrInterrupted)
 )
 
 // Defaults of the Controller's durations.

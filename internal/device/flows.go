@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -49,9 +50,6 @@ type cardSession struct {
 	card *wallet.Client
 	info wallet.Info
 }
-
-// errTimeout ends a step the holder did not answer.
-var errTimeout = errors.New("no key pressed in time")
 
 // key waits for a key, within ctx (which may be narrower than the
 // holder's context).
@@ -335,7 +333,7 @@ func (s *cardSession) verifyHolder(ctx context.Context, title string, accepted p
 		err = s.card.VerifyPIN(ctx, pin)
 		var pe *iso7816.PINError
 		if errors.As(err, &pe) && pe.Retries > 0 {
-			s.c.show(title, "Wrong PIN", fmt.Sprintf("%d tries left", pe.Retries), "OK try again")
+			s.c.show(title, "Wrong PIN", tries(pe.Retries), "OK try again")
 			if _, err := s.key(ctx); err != nil {
 				return AuthOptions{}, err
 			}
@@ -601,7 +599,7 @@ func (s *cardSession) settle() error {
 				if t.ID != p.id {
 					return false, errLeave
 				}
-				return false, errors.New("interrupted: " + p.reason)
+				return false, fmt.Errorf("%s (%w)", p.reason, ErrInterrupted)
 			},
 			Verify: func(context.Context, txn.Transaction, protocol.CVMSet) (AuthOptions, error) {
 				return AuthOptions{}, errors.New("not asked")
@@ -640,15 +638,13 @@ func (s *cardSession) settle() error {
 func (s *cardSession) readAmount(title string, cur money.Currency) (money.Amount, error) {
 	s.c.enter(StateMenu)
 	digits, err := s.readDigits(s.hctx, 9, func(e string) {
-		var n int64
-		fmt.Sscan("0"+e, &n)
+		n, _ := strconv.ParseInt("0"+e, 10, 64)
 		s.c.show(title, "Amount:", money.Amount{Minor: n, Currency: cur}.String(), "OK  CLEAR  CANCEL")
 	})
 	if err != nil {
 		return money.Amount{}, err
 	}
-	var n int64
-	fmt.Sscan("0"+digits, &n)
+	n, _ := strconv.ParseInt("0"+digits, 10, 64)
 	if n <= 0 {
 		return money.Amount{}, errors.New("no amount given")
 	}
@@ -901,4 +897,12 @@ func (s *cardSession) unblockPIN() error {
 	s.c.enter(StateResult)
 	s.c.show("PIN unblocked", "", "", "OK")
 	return s.ack()
+}
+
+// tries says how many PIN tries are left.
+func tries(n int) string {
+	if n == 1 {
+		return "1 try left"
+	}
+	return fmt.Sprintf("%d tries left", n)
 }

@@ -1,0 +1,466 @@
+package device_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"cardlink/internal/applet/wallet/wallettest"
+	"cardlink/internal/device"
+	"cardlink/internal/hal"
+	"cardlink/internal/hal/headless"
+	"cardlink/internal/hal/power"
+	"cardlink/internal/link"
+	"cardlink/internal/money"
+	"cardlink/internal/server"
+	"cardlink/internal/server/auth"
+	"cardlink/internal/server/ledger"
+	"cardlink/internal/server/purchase"
+	"cardlink/internal/server/purse"
+	"cardlink/internal/server/servertest"
+	"cardlink/internal/store"
+	"cardlink/internal/txn"
+	"cardlink/internal/wallet"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden transcripts in testdata/transcripts")
+
+func TestMain(m *testing.M) {
+	auth.PINIterations = 1000 // records keep their count; only speed changes
+	os.Exit(m.Run())
+}
+
+// testTimeout bounds each test's device run and each script step.
+const testTimeout = 30 * time.Second
+
+// rig is a real server (SQLite store, ledger, auth, purchase and purse
+// services, the device listener) with a merchant, a funded holder, a
+// registered device and a personalized card in a virtual reader, and the
+// device's controller driven by a headless display and keypad.
+type rig struct {
+	t         *testing.T
+	st        store.Store
+	ms        store.Merchants
+	ledger    *ledger.Ledger
+	purchases *purchase.Service
+	purses    *purse.Service
+	addr      string
+	card      *wallettest.Env
+	merchant  store.Merchant
+	drv       *headless.Driver
+	power     *swapPower
+	ctrl      *device.Controller
+	printer   *paper
+	runErr    chan error
+	stop      context.CancelFunc
+	once      sync.Once
+	ran       error
+
+	mu        sync.Mutex
+	conn      net.Conn // the link the device dialled last
+	linkDown  bool     // Dial fails
+	receipts  []device.PayReceipt
+	purchased map[string]store.Purchase // by reference
+}
+
+// paper is a printer that keeps what it printed.
+type paper struct {
+	mu       sync.Mutex
+	receipts []hal.Receipt
+}
+
+func (p *paper) Print(ctx context.Context, r hal.Receipt) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.receipts = append(p.receipts, r)
+	return nil
+}
+
+func (p *paper) printed() []hal.Receipt {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]hal.Receipt(nil), p.receipts...)
+}
+
+// swapPower is the real power manager (package power), replaced by a new
+// one when a script's "battery N" event sets the battery's level.
+type swapPower struct {
+	mu sync.Mutex
+	m  *power.Manager
+}
+
+func newManager(t testing.TB, level int) *power.Manager {
+	t.Helper()
+	m, err := power.New(power.Config{Battery: power.Store{MAh: 2500, Volts: 3, Level: level}, StandbyMW: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func (p *swapPower) get() *power.Manager {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.m
+}
+
+func (p *swapPower) set(m *power.Manager) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.m = m
+}
+
+func (p *swapPower) Status() hal.PowerStatus             { return p.get().Status() }
+func (p *swapPower) Check(op hal.Operation, n int) error { return p.get().Check(op, n) }
+func (p *swapPower) Use(op hal.Operation, n int) error   { return p.get().Use(op, n) }
+
+var _ hal.Power = (*swapPower)(nil)
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	ctx := context.Background()
+	st := servertest.SQLite(t)
+	r := &rig{t: t, st: st, ms: st.(store.Merchants), card: servertest.Card(t), purchased: map[string]store.Purchase{}}
+	as, err := auth.New(auth.Config{Store: st, CA: r.card.CA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.ledger = ledger.New(st.(store.Ledger), ledger.Options{})
+	r.purchases, err = purchase.New(purchase.Config{Store: st, Ledger: r.ledger, Auth: as,
+		SignItem: func(it *txn.Item) ([]byte, error) {
+			_, sig, err := txn.ParseSignedItem(r.card.SignItem(it))
+			return sig, err
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.purses, err = purse.New(purse.Config{Store: st, Ledger: r.ledger, Auth: as, SignLoad: func(l *txn.Load) ([]byte, error) {
+		_, sig, err := txn.ParseSignedLoad(r.card.SignLoad(l))
+		return sig, err
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	r.merchant = servertest.Merchant(t, r.ledger, r.ms, store.Merchant{ID: "mer_" + rand.Text(), Name: "Corner Shop",
+		KeyHash: []byte(rand.Text()), WebhookSecret: []byte("s"), Created: now})
+	servertest.PutCard(t, st, r.card, now)
+	if _, err := r.purchases.Deposit(ctx, r.card.CardNumber, money.Amount{Minor: 10_000, Currency: "EUR"}, rand.Text()); err != nil {
+		t.Fatal(err)
+	}
+	pubs, err := server.EnsureKey(ctx, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.addr = l.Addr().String()
+	id := servertest.Device(t, st, "test", pubs, r.addr, now)
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- server.New(server.Config{Auth: as, Store: st, Purchases: r.purchases, Purses: r.purses}).Serve(sctx, l)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve() = %v, want nil after cancel", err)
+		}
+		r.ledger.Close()
+	})
+
+	r.drv = headless.New()
+	r.power = &swapPower{m: newManager(t, 80)}
+	r.printer = &paper{}
+	r.ctrl = &device.Controller{
+		Display: r.drv, Keypad: r.drv, Reader: r.card.Reader, Power: r.power, Printer: r.printer,
+		Dial: r.dial, Identity: id, Payee: r.merchant.Name,
+		Receipts: func(ctx context.Context, rc device.PayReceipt) error {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.receipts = append(r.receipts, rc)
+			return nil
+		},
+		Timeout: testTimeout, HolderTimeout: testTimeout, PowerPoll: 20 * time.Millisecond,
+		Log: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})),
+	}
+	r.hooks()
+	return r
+}
+
+// dial connects to the server unless the script took the link down.
+func (r *rig) dial(ctx context.Context) (link.Link, error) {
+	r.mu.Lock()
+	down := r.linkDown
+	r.mu.Unlock()
+	if down {
+		return nil, errors.New("no carrier")
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", r.addr)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	r.conn = c
+	r.mu.Unlock()
+	return c, nil
+}
+
+// hooks registers the script events.
+func (r *rig) hooks() {
+	r.drv.Handle("remove-card", func(context.Context, []string) error { r.card.Reader.Remove(); return nil })
+	r.drv.Handle("insert-card", func(context.Context, []string) error { r.card.Reader.Insert(); return nil })
+	r.drv.Handle("cut-link", func(context.Context, []string) error {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.conn == nil {
+			return errors.New("no link to cut")
+		}
+		return r.conn.Close()
+	})
+	r.drv.Handle("link-down", func(context.Context, []string) error {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.linkDown = true
+		return nil
+	})
+	r.drv.Handle("link-up", func(context.Context, []string) error {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.linkDown = false
+		return nil
+	})
+	r.drv.Handle("battery", func(_ context.Context, args []string) error {
+		if len(args) != 1 {
+			return errors.New("battery LEVEL")
+		}
+		n, err := strconv.Atoi(args[0])
+		if err != nil {
+			return err
+		}
+		m, err := power.New(power.Config{Battery: power.Store{MAh: 2500, Volts: 3, Level: n}, StandbyMW: -1})
+		if err != nil {
+			return err
+		}
+		r.power.set(m)
+		return nil
+	})
+	// purchase REF MINOR [ITEM]: a merchant's pending purchase with a
+	// reference; push MINOR: one pushed to the card.
+	r.drv.Handle("purchase", func(_ context.Context, args []string) error {
+		if len(args) < 2 {
+			return errors.New("purchase REF MINOR [ITEM]")
+		}
+		minor, err := strconv.ParseInt(args[1], 10, 64)
+		if err != nil {
+			return err
+		}
+		item := ""
+		if len(args) > 2 {
+			item = r.item(strings.Join(args[2:], " "), minor)
+		}
+		r.newPurchase(args[0], minor, item, "")
+		return nil
+	})
+	r.drv.Handle("push", func(_ context.Context, args []string) error {
+		if len(args) != 2 {
+			return errors.New("push REF MINOR")
+		}
+		minor, err := strconv.ParseInt(args[1], 10, 64)
+		if err != nil {
+			return err
+		}
+		r.newPurchase(args[0], minor, "", r.card.CardNumber)
+		return nil
+	})
+}
+
+// item creates a voucher item named name.
+func (r *rig) item(name string, minor int64) string {
+	it := store.Item{ID: "itm_" + rand.Text(), Merchant: r.merchant.ID, Name: name, Price: minor, Currency: "EUR",
+		Delivery: store.DeliverVoucher, Payload: []byte("VOUCHER " + strings.ToUpper(name) + " 7F3A-22Q9"), Created: time.Now()}
+	if err := r.ms.CreateItem(context.Background(), it); err != nil {
+		r.t.Fatal(err)
+	}
+	return it.ID
+}
+
+// newPurchase creates a pending purchase with reference ref.
+func (r *rig) newPurchase(ref string, minor int64, item, card string) {
+	now := time.Now()
+	var id [16]byte
+	rand.Read(id[:])
+	p := store.Purchase{ID: "pur_" + hex.EncodeToString(id[:]), Merchant: r.merchant.ID, Item: item, Description: "Two coffees",
+		Amount: minor, Currency: "EUR", Digest: id[:], Card: card, Reference: ref,
+		Status: store.PurchasePending, Created: now, Expires: now.Add(10 * time.Minute)}
+	got, _, err := r.ms.CreatePurchase(context.Background(), p)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.mu.Lock()
+	r.purchased[ref] = got
+	r.mu.Unlock()
+}
+
+// status returns the purchase of ref as the server has it.
+func (r *rig) status(ref string) store.Purchase {
+	r.t.Helper()
+	r.mu.Lock()
+	p, ok := r.purchased[ref]
+	r.mu.Unlock()
+	if !ok {
+		r.t.Fatalf("no purchase %s made", ref)
+	}
+	p, err := r.ms.Purchase(context.Background(), "", p.ID)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return p
+}
+
+// start runs the controller until the test ends; Run's error is in runErr.
+func (r *rig) start() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*testTimeout)
+	r.stop = cancel
+	r.runErr = make(chan error, 1)
+	go func() { r.runErr <- r.ctrl.Run(ctx) }()
+	r.t.Cleanup(func() { r.finish() })
+}
+
+// finish stops the controller and returns what Run returned (nil when
+// stopped, ErrShutdown when it shut itself down); it may be called more
+// than once.
+func (r *rig) finish() error {
+	r.once.Do(func() {
+		r.stop()
+		r.ran = <-r.runErr
+	})
+	return r.ran
+}
+
+// play parses and plays script name from testdata/scripts, failing the
+// test on a step that fails; with -update it writes the transcript to
+// testdata/transcripts, else it compares it with the one there.
+func (r *rig) play(name string) {
+	r.t.Helper()
+	src, err := os.ReadFile(filepath.Join("testdata", "scripts", name))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	s, err := headless.Parse(name, src)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*testTimeout)
+	defer cancel()
+	if err := r.drv.Run(ctx, s, headless.Options{Timeout: testTimeout}); err != nil {
+		r.t.Fatalf("%v\ntranscript:\n%s", err, r.drv.Transcript())
+	}
+}
+
+// client opens a new session with the card, for checks.
+func (r *rig) client() *wallet.Client {
+	r.t.Helper()
+	conn, err := r.card.Reader.Connect(context.Background())
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(func() { conn.Close() })
+	c, err := wallet.Select(context.Background(), conn)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return c
+}
+
+func (r *rig) balance(account string) int64 {
+	r.t.Helper()
+	return servertest.Balance(r.t, r.ledger, account)
+}
+
+func (r *rig) holder() string { return ledger.HolderAccount(r.card.CardNumber, "EUR") }
+
+// counter reads the card's counter.
+func (r *rig) counter() uint32 {
+	r.t.Helper()
+	n, err := r.client().Counter(context.Background())
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return n
+}
+
+var _ = fmt.Sprint
+
+// TestFlows plays every service through the headless driver against the
+// real server, then checks what the server and the card hold.
+func TestFlows(t *testing.T) {
+	r := newRig(t)
+	merchantBefore := r.balance(r.merchant.Account)
+	r.start()
+	r.play("flows.txt")
+
+	if p := r.status("12345670"); p.Status != store.PurchaseApproved {
+		t.Errorf("purchase by reference: status %s, want approved", p.Status)
+	}
+	if p := r.status("00000000"); p.Status != store.PurchaseApproved {
+		t.Errorf("pushed purchase: status %s, want approved", p.Status)
+	}
+	if p := r.status("22222220"); p.Status != store.PurchaseDeclined {
+		t.Errorf("purchase declined at the review: status %s, want declined", p.Status)
+	}
+	if got, want := r.balance(r.merchant.Account)-merchantBefore, int64(750+300); got != want {
+		t.Errorf("merchant was paid %d, want %d", got, want)
+	}
+	if got, want := r.balance(r.holder()), int64(10_000-750-300-2000); got != want {
+		t.Errorf("holder account holds %d, want %d", got, want)
+	}
+	// The printer printed the two purchases and the offline payment.
+	if got := r.printer.printed(); len(got) != 3 || got[0].Title != "Corner Shop" || !strings.Contains(strings.Join(got[0].Lines, "\n"), "7.50 EUR") {
+		t.Errorf("printed %+v, want 3 receipts, the first for 7.50 EUR at Corner Shop", got)
+	}
+	// The offline receipt is redeemable, once.
+	r.mu.Lock()
+	receipts := r.receipts
+	r.mu.Unlock()
+	if len(receipts) != 1 {
+		t.Fatalf("%d offline receipts, want 1", len(receipts))
+	}
+	rc := receipts[0]
+	red, err := r.purses.Redeem(context.Background(), r.merchant.ID, purse.Receipt{Card: rc.CardNumber, Transaction: rc.DebitReceipt.Transaction,
+		Counter: rc.Counter, CVM: rc.CVM, Signature: rc.Sig})
+	if err != nil {
+		t.Fatalf("redeeming the device's offline receipt: %v", err)
+	}
+	if red.Amount.Minor != 350 {
+		t.Errorf("redeemed %+v, want 350", red)
+	}
+	// The new PIN works; the card holds the e-good.
+	if err := r.finish(); err != nil {
+		t.Errorf("Run() = %v, want nil", err)
+	}
+	r.card.Reader.Insert()
+	c := r.client()
+	if err := c.VerifyPIN(context.Background(), "2468"); err != nil {
+		t.Errorf("VerifyPIN(new PIN) = %v", err)
+	}
+	items, err := c.Items(context.Background())
+	if err != nil || len(items) != 1 {
+		t.Errorf("Items() = %v, %v; want the concert ticket", items, err)
+	}
+}
