@@ -191,7 +191,7 @@ func (c *Controller) show(rows ...string) {
 	if err != nil {
 		c.Log.Warn("display", "err", err)
 	}
-	c.use(hal.OpDisplay, 1)
+	c.spend(hal.OpDisplay, 1)
 }
 
 // indicate updates the indicators when they changed.
@@ -223,6 +223,15 @@ func (c *Controller) check(op hal.Operation, n int) error {
 		return nil
 	}
 	return c.Power.Check(op, n)
+}
+
+// spend spends the energy of an operation under way: a refusal (the
+// reserve is going) is logged, and the watcher shuts the device down at
+// the critical level.
+func (c *Controller) spend(op hal.Operation, n int) {
+	if err := c.use(op, n); err != nil {
+		c.Log.Debug("energy not spent", "op", op.String(), "err", err)
+	}
 }
 
 // use spends the energy of op; it returns the manager's refusal.
@@ -383,9 +392,6 @@ func (c *Controller) waitCard(ctx context.Context) (bool, error) {
 func (c *Controller) session(ctx context.Context) error {
 	c.enter(StateCardInserted)
 	c.show("Reading card...")
-	if err := c.use(hal.OpCardRead, 1); err != nil {
-		return c.lowPower(ctx, nil, "reading the card", err)
-	}
 	conn, err := c.Reader.Connect(ctx)
 	if errors.Is(err, reader.ErrNoCard) {
 		return nil
@@ -471,7 +477,7 @@ func (c *Controller) lowPower(ctx context.Context, s *cardSession, what string, 
 	c.enter(StateLowPower)
 	st := c.power()
 	c.Log.Info("refused for low power", "what", what, "err", err)
-	c.show(clip("Power low: "+powerLine(st)), "Cannot start", clip(what), "OK back")
+	c.show(clip("Power: "+powerLine(st)), "Too low to start", clip(what), "OK back")
 	if s != nil {
 		return s.ack()
 	}
@@ -518,8 +524,12 @@ func wrap(s string) []string {
 	return rows
 }
 
-// meteredConn spends the energy of each APDU, refusing one the power
-// manager cannot pay for (the card never sees it).
+// meteredConn spends the energy of each APDU. It refuses none: whether
+// a card write or a transaction may start is checked before it starts
+// (Power.Check); one under way runs to its end on the reserve the power
+// manager keeps below its critical level, so that a payment is never cut
+// between the card's signature and the server's answer by the device
+// itself.
 type meteredConn struct {
 	reader.Conn
 	c *Controller
@@ -533,29 +543,25 @@ func (m *meteredConn) Transmit(ctx context.Context, apdu []byte) ([]byte, error)
 			op = hal.OpCardRead
 		}
 	}
-	if err := m.c.use(op, 1); err != nil {
-		return nil, fmt.Errorf("sending %v to the card: %w", op, err)
-	}
+	m.c.spend(op, 1)
 	return m.Conn.Transmit(ctx, apdu)
 }
 
-// meteredLink spends the energy of the bytes it carries; a write the
-// power manager cannot pay for fails.
+// meteredLink spends the energy of the bytes it carries; like
+// meteredConn it refuses none.
 type meteredLink struct {
 	link.Link
 	c *Controller
 }
 
 func (m *meteredLink) Write(p []byte) (int, error) {
-	if err := m.c.use(m.c.LinkOp, len(p)); err != nil {
-		return 0, err
-	}
+	m.c.spend(m.c.LinkOp, len(p))
 	return m.Link.Write(p)
 }
 
 func (m *meteredLink) Read(p []byte) (int, error) {
 	n, err := m.Link.Read(p)
-	m.c.use(m.c.LinkOp, n) // the bytes came; a refusal changes nothing now
+	m.c.spend(m.c.LinkOp, n)
 	return n, err
 }
 

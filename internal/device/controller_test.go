@@ -464,3 +464,76 @@ func TestFlows(t *testing.T) {
 		t.Errorf("Items() = %v, %v; want the concert ticket", items, err)
 	}
 }
+
+// TestCardPulled pulls the card out at the review and in the middle of
+// the PIN: each purchase is declined at once, nothing is paid or signed.
+func TestCardPulled(t *testing.T) {
+	r := newRig(t)
+	before := r.counter()
+	r.start()
+	r.play("cardpulled.txt")
+	for _, ref := range []string{"33333330", "44444440"} {
+		if p := r.status(ref); p.Status != store.PurchaseDeclined {
+			t.Errorf("purchase %s: status %s, want declined (the device told the server)", ref, p.Status)
+		}
+	}
+	if got := r.balance(r.holder()); got != 10_000 {
+		t.Errorf("holder account holds %d, want 10000 untouched", got)
+	}
+	if err := r.finish(); err != nil {
+		t.Errorf("Run() = %v, want nil", err)
+	}
+	if after := r.counter(); after != before {
+		t.Errorf("card counter %d → %d, want no signature", before, after)
+	}
+}
+
+// TestLinkDropped cuts the link mid-transaction: a signed approval is
+// sent again over a new link (at once, or when the server is back), a
+// purchase declined while the link was down is declined after
+// reconnecting; each purchase is paid at most once.
+func TestLinkDropped(t *testing.T) {
+	r := newRig(t)
+	before := r.counter()
+	merchantBefore := r.balance(r.merchant.Account)
+	r.start()
+	r.play("linkdrop.txt")
+	want := map[string]store.PurchaseStatus{"55555550": store.PurchaseApproved, "66666660": store.PurchaseApproved, "77777770": store.PurchaseDeclined}
+	for ref, st := range want {
+		if p := r.status(ref); p.Status != st {
+			t.Errorf("purchase %s: status %s, want %s", ref, p.Status, st)
+		}
+	}
+	if got, want := r.balance(r.merchant.Account)-merchantBefore, int64(800+600); got != want {
+		t.Errorf("merchant was paid %d, want %d (each purchase once)", got, want)
+	}
+	if err := r.finish(); err != nil {
+		t.Errorf("Run() = %v, want nil", err)
+	}
+	if after := r.counter(); after != before+2 {
+		t.Errorf("card counter %d → %d, want two signatures", before, after)
+	}
+}
+
+// TestLowPower runs the device on a low battery (refused, with the
+// reason on the screen) and then a critical one (clean shutdown, the
+// open purchase declined).
+func TestLowPower(t *testing.T) {
+	r := newRig(t)
+	before := r.counter()
+	r.start()
+	r.play("lowpower.txt")
+	if err := <-r.runErr; !errors.Is(err, device.ErrShutdown) || !errors.Is(err, hal.ErrLowPower) {
+		t.Errorf("Run() = %v, want ErrShutdown", err)
+	}
+	r.runErr <- nil // for finish
+	if p := r.status("88888880"); p.Status != store.PurchaseDeclined {
+		t.Errorf("purchase open at shutdown: status %s, want declined", p.Status)
+	}
+	if st := r.ctrl.State(); st != device.StateOff {
+		t.Errorf("State() after shutdown = %v, want off", st)
+	}
+	if after := r.counter(); after != before {
+		t.Errorf("card counter %d → %d, want no signature", before, after)
+	}
+}

@@ -390,11 +390,21 @@ func (s *cardSession) authOptions() AuthOptions {
 	}}
 }
 
+// needs checks that power allows n units of op before a service asks
+// the holder anything; when it does not, it shows why (what is the
+// service) and reports false.
+func (s *cardSession) needs(what string, op hal.Operation, n int) (bool, error) {
+	if err := s.c.check(op, n); err != nil {
+		return false, s.c.lowPower(s.ctx, s, what, err)
+	}
+	return true, nil
+}
+
 // online runs f over a new link with the device's identity, bounded by
 // Timeout, after checking that power allows a transaction.
 func (s *cardSession) online(what string, f func(ctx context.Context, l link.Link, id Identity) error) error {
-	if err := s.c.check(hal.OpTransaction, 1); err != nil {
-		return s.c.lowPower(s.ctx, s, what, err)
+	if ok, err := s.needs(what, hal.OpTransaction, 1); !ok {
+		return err
 	}
 	s.c.enter(StateCommunicating)
 	s.c.show(clip(what), "", "Connecting...")
@@ -415,6 +425,9 @@ func (s *cardSession) online(what string, f func(ctx context.Context, l link.Lin
 
 // signIn authenticates the holder to the server.
 func (s *cardSession) signIn() error {
+	if ok, err := s.needs("a sign-in", hal.OpTransaction, 1); !ok {
+		return err
+	}
 	v, err := s.verifyHolder(s.hctx, "Sign in", offline, false)
 	if err != nil {
 		return err
@@ -445,6 +458,9 @@ func last4(n string) string {
 
 // buyReference reads a reference code and approves its purchase.
 func (s *cardSession) buyReference() error {
+	if ok, err := s.needs("a purchase", hal.OpTransaction, 1); !ok {
+		return err
+	}
 	s.c.enter(StateMenu)
 	ref, err := s.readDigits(s.hctx, protocol.ReferenceLen, func(e string) {
 		s.c.show("Buy", "Reference code:", e+strings.Repeat("_", protocol.ReferenceLen-len(e)), "OK  CANCEL")
@@ -653,6 +669,9 @@ func (s *cardSession) readAmount(title string, cur money.Currency) (money.Amount
 
 // load loads the purse from the holder's account.
 func (s *cardSession) load() error {
+	if ok, err := s.needs("a purse load", hal.OpTransaction, 1); !ok {
+		return err
+	}
 	before, err := s.card.Purse(s.hctx)
 	if err != nil {
 		return err
@@ -661,8 +680,8 @@ func (s *cardSession) load() error {
 	if err != nil {
 		return err
 	}
-	if err := s.c.check(hal.OpCardWrite, 1); err != nil {
-		return s.c.lowPower(s.ctx, s, "a card write", err)
+	if ok, err := s.needs("a purse load", hal.OpCardWrite, 1); !ok {
+		return err
 	}
 	var res PurseResult
 	err = s.online("Loading purse", func(ctx context.Context, l link.Link, id Identity) error {
@@ -692,6 +711,9 @@ func (s *cardSession) load() error {
 // pay pays the device's payee from the purse, offline: the card debits
 // itself and signs a receipt the merchant redeems later.
 func (s *cardSession) pay() error {
+	if ok, err := s.needs("a payment", hal.OpCardWrite, 2); !ok {
+		return err
+	}
 	before, err := s.card.Purse(s.hctx)
 	if err != nil {
 		return err
@@ -703,8 +725,8 @@ func (s *cardSession) pay() error {
 	if amount.Minor > before.Balance.Minor {
 		return fmt.Errorf("the purse holds only %s", before.Balance)
 	}
-	if err := s.c.check(hal.OpCardWrite, 2); err != nil {
-		return s.c.lowPower(s.ctx, s, "a card write", err)
+	if ok, err := s.needs("a payment", hal.OpCardWrite, 2); !ok {
+		return err
 	}
 	t := txn.Transaction{Merchant: s.c.Payee, Item: "Purchase", Amount: amount,
 		Time: s.c.Clock().UTC().Truncate(time.Second), Nonce: make([]byte, 16)}
@@ -855,6 +877,9 @@ func (s *cardSession) newPIN() (string, error) {
 
 // changePIN changes the card's PIN.
 func (s *cardSession) changePIN() error {
+	if ok, err := s.needs("a PIN change", hal.OpCardWrite, 1); !ok {
+		return err
+	}
 	old, _, err := s.readPIN(s.hctx, "Current PIN", false)
 	if err != nil {
 		return err
@@ -863,8 +888,8 @@ func (s *cardSession) changePIN() error {
 	if err != nil {
 		return err
 	}
-	if err := s.c.check(hal.OpCardWrite, 1); err != nil {
-		return s.c.lowPower(s.ctx, s, "a card write", err)
+	if ok, err := s.needs("a card write", hal.OpCardWrite, 1); !ok {
+		return err
 	}
 	if err := s.card.ChangePIN(s.hctx, old, pin); err != nil {
 		return err
@@ -876,6 +901,9 @@ func (s *cardSession) changePIN() error {
 
 // unblockPIN resets the PIN's tries with the PUK and sets a new PIN.
 func (s *cardSession) unblockPIN() error {
+	if ok, err := s.needs("a PIN unblock", hal.OpCardWrite, 1); !ok {
+		return err
+	}
 	puk, _, err := s.readPIN(s.hctx, "PUK", false)
 	if err != nil {
 		return err
@@ -884,8 +912,8 @@ func (s *cardSession) unblockPIN() error {
 	if err != nil {
 		return err
 	}
-	if err := s.c.check(hal.OpCardWrite, 1); err != nil {
-		return s.c.lowPower(s.ctx, s, "a card write", err)
+	if ok, err := s.needs("a card write", hal.OpCardWrite, 1); !ok {
+		return err
 	}
 	if err := s.card.UnblockPIN(s.hctx, puk, pin); err != nil {
 		var pe *iso7816.PINError

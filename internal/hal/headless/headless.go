@@ -17,12 +17,14 @@
 //	                1234 is one key per digit
 //	event NAME ARGS call the hook registered for NAME with ARGS
 //
-// A wait is bounded (Options.Timeout): a screen that does not come fails
-// the step with the script's file and line, the text expected and the
-// screen as it is. After a press, an expect looks only at screens shown
-// after the device took the last key pressed, so it cannot match the
-// screen the keys answered. A press does not wait for the device to
-// take its keys: they queue, and the device reads them in order.
+// An expect looks at every screen shown from the one the previous expect
+// matched on (screens that came and went count), and, after a press,
+// only at screens shown after the device took the last key pressed, so
+// it cannot match the screen the keys answered. Its wait is bounded
+// (Options.Timeout): a screen that does not come fails the step with the
+// script's file and line, the text expected and the screen as it is. A
+// press does not wait for the device to take its keys: they queue, and
+// the device reads them in order.
 //
 // It imports only hal and the standard library.
 package headless
@@ -58,8 +60,9 @@ type Driver struct {
 	mu       sync.Mutex
 	screen   hal.Screen
 	ind      hal.Indicators
-	gen      int           // grows with every Show
-	mark     int           // the gen when the last pressed key was taken
+	hist     []hal.Screen  // every screen shown, in order
+	cursor   int           // the first screen of hist the next expect may match
+	mark     int           // len(hist) when the last pressed key was taken; -1 while keys wait
 	changed  chan struct{} // closed and replaced on every Show or key taken
 	keys     []hal.Key     // pressed, not yet taken
 	log      []entry       // the transcript
@@ -102,7 +105,7 @@ func (d *Driver) Show(s hal.Screen) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.gen++
+	d.hist = append(d.hist, s)
 	if d.shownAny && s == d.screen {
 		d.notify()
 		return nil
@@ -133,7 +136,7 @@ func (d *Driver) Key(ctx context.Context) (hal.Key, error) {
 			k := d.keys[0]
 			d.keys = d.keys[1:]
 			if len(d.keys) == 0 {
-				d.mark = d.gen
+				d.mark = len(d.hist)
 			}
 			d.notify()
 			d.mu.Unlock()
@@ -300,15 +303,26 @@ func (d *Driver) Run(ctx context.Context, s *Script, opts Options) error {
 	return nil
 }
 
-// expect waits until st holds of a screen shown after the last pressed
-// key was taken, for at most timeout.
+// expect waits, for at most timeout, until st holds of a screen shown
+// no earlier than the one the previous expect matched and after the last
+// pressed key was taken: screens that came and went in between count,
+// so a script sees every screen the device showed, however fast.
 func (d *Driver) expect(ctx context.Context, st Step, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for {
 		d.mu.Lock()
-		fresh := d.mark >= 0 && d.gen > d.mark
-		ok := fresh && matches(st, d.screen)
+		ok, fresh := false, false
+		if d.mark >= 0 {
+			d.cursor = max(d.cursor, d.mark)
+			fresh = d.cursor < len(d.hist)
+			for i := d.cursor; i < len(d.hist); i++ {
+				if matches(st, d.hist[i]) {
+					d.cursor, ok = i, true
+					break
+				}
+			}
+		}
 		pending := len(d.keys)
 		ch := d.changed
 		d.mu.Unlock()
