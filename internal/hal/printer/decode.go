@@ -1,0 +1,308 @@
+package printer
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"golang.org/x/text/encoding/charmap"
+
+	"cardlink/internal/hal"
+)
+
+// Align is a line's alignment.
+type Align uint8
+
+// The alignments, as ESC a numbers them.
+const (
+	Left Align = iota
+	Center
+	Right
+)
+
+func (a Align) String() string {
+	switch a {
+	case Left:
+		return "left"
+	case Center:
+		return "center"
+	case Right:
+		return "right"
+	}
+	return fmt.Sprintf("Align(%d)", uint8(a))
+}
+
+// Line is one printed line.
+type Line struct {
+	Text  string
+	Align Align // the alignment when the line began
+	Bold  bool  // some of it was emphasized
+	Wide  bool  // some of it was printed double width
+	Cut   bool  // not a line: the paper was cut here
+}
+
+// Document is what a stream printed: its lines, in order, cuts included
+// (Line.Cut), and how many times the paper was cut.
+type Document struct {
+	Lines []Line
+	Cuts  int
+}
+
+// Text renders the document as the paper shows it: each line placed by
+// its alignment in hal.ReceiptCols columns (trailing spaces trimmed), and
+// each cut as a line of "- - cut - -".
+func (d *Document) Text() string {
+	var b strings.Builder
+	for _, l := range d.Lines {
+		if l.Cut {
+			b.WriteString(strings.TrimRight(place("- - cut - -", Center), " "))
+			b.WriteByte('\n')
+			continue
+		}
+		b.WriteString(strings.TrimRight(place(l.Text, l.Align), " "))
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+func place(s string, a Align) string {
+	pad := hal.ReceiptCols - len([]rune(s))
+	if pad <= 0 || a == Left {
+		return s
+	}
+	if a == Center {
+		pad /= 2
+	}
+	return strings.Repeat(" ", pad) + s
+}
+
+// ErrTruncated is what Decode returns (in a *CommandError) when the stream
+// ends inside a command.
+var ErrTruncated = errors.New("stream ends inside a command")
+
+// ErrUnknown is what Decode returns (in a *CommandError) for a command or
+// control byte it does not know.
+var ErrUnknown = errors.New("unknown command")
+
+// ErrBadArgument is what Decode returns (in a *CommandError) for a known
+// command with an argument outside its range.
+var ErrBadArgument = errors.New("bad argument")
+
+// CommandError is a command Decode refused, with its offset in the stream.
+type CommandError struct {
+	Offset int
+	Bytes  []byte // the command's bytes, as far as the stream has them
+	Err    error  // ErrTruncated, ErrUnknown or ErrBadArgument
+}
+
+func (e *CommandError) Error() string {
+	return fmt.Sprintf("printer: ESC/POS at offset %d (% X): %v", e.Offset, e.Bytes, e.Err)
+}
+
+func (e *CommandError) Unwrap() error { return e.Err }
+
+// MaxStream is the largest stream Decode reads (a receipt is a few KB).
+const MaxStream = 1 << 20
+
+// Decode reads an ESC/POS stream as a printer with hal.ReceiptCols
+// columns would print it. It knows the commands Encode writes and a few
+// more that change only the look (list in docs/device-hardware.md): text
+// in the selected code table (PC437 after ESC @; also PC850, PC858,
+// WPC1252), LF, CR (ignored), HT (a space), ESC @, ESC a, ESC E, ESC t,
+// ESC d, ESC !, ESC -, GS ! and GS V. Text past the last column wraps, as
+// on paper; a line still open at the end is kept.
+//
+// The rule for anything else is strict: Decode stops at the first command
+// or control byte it does not know, or a known command with an argument
+// out of range, and returns a *CommandError with its offset. It never
+// skips one: ESC/POS commands have no common length rule, so skipping
+// would mean guessing, and a wrong guess prints garbage.
+func Decode(b []byte) (*Document, error) {
+	if len(b) > MaxStream {
+		return nil, fmt.Errorf("printer: ESC/POS stream of %d bytes: more than %d", len(b), MaxStream)
+	}
+	d := &decoder{page: charmap.CodePage437, width: 1}
+	if err := d.run(b); err != nil {
+		return nil, err
+	}
+	d.flush(false)
+	doc := &Document{Lines: make([]Line, 0, len(d.lines))}
+	for _, l := range d.lines {
+		if l.Cut {
+			doc.Cuts++
+		}
+		doc.Lines = append(doc.Lines, l)
+	}
+	return doc, nil
+}
+
+// decoder is the printer's state while decoding.
+type decoder struct {
+	page  *charmap.Charmap
+	align Align
+	bold  bool
+	width int // 1 or more: columns a character takes
+
+	line    []rune
+	used    int // columns used on the line
+	started bool
+	cur     Line
+
+	lines []Line
+}
+
+// put prints one character.
+func (d *decoder) put(r rune) {
+	if d.used+d.width > hal.ReceiptCols {
+		d.flush(true)
+	}
+	if !d.started {
+		d.started = true
+		d.cur = Line{Align: d.align}
+	}
+	d.cur.Bold = d.cur.Bold || d.bold
+	d.cur.Wide = d.cur.Wide || d.width > 1
+	d.line = append(d.line, r)
+	d.used += d.width
+}
+
+// flush ends the line; an empty one counts only if force.
+func (d *decoder) flush(force bool) {
+	if !d.started && !force {
+		return
+	}
+	if !d.started {
+		d.cur = Line{Align: d.align}
+	}
+	d.cur.Text = string(d.line)
+	d.lines = append(d.lines, d.cur)
+	d.line, d.used, d.started = d.line[:0], 0, false
+}
+
+func (d *decoder) run(b []byte) error {
+	for i := 0; i < len(b); {
+		c := b[i]
+		fail := func(n int, err error) error {
+			end := min(len(b), i+n)
+			return &CommandError{Offset: i, Bytes: append([]byte(nil), b[i:end]...), Err: err}
+		}
+		// arg returns the command's k-th byte (k ≥ 1), if the stream has it.
+		arg := func(k int) (byte, bool) {
+			if i+k < len(b) {
+				return b[i+k], true
+			}
+			return 0, false
+		}
+		switch {
+		case c >= 0x20 && c < 0x7F:
+			d.put(rune(c))
+			i++
+		case c >= 0x80:
+			d.put(d.page.DecodeByte(c))
+			i++
+		case c == bLF:
+			d.flush(true)
+			i++
+		case c == bCR:
+			i++
+		case c == bHT:
+			d.put(' ')
+			i++
+		case c == bESC:
+			cmd, ok := arg(1)
+			if !ok {
+				return fail(1, ErrTruncated)
+			}
+			if cmd == escInit {
+				d.flush(false)
+				d.page, d.align, d.bold, d.width = charmap.CodePage437, Left, false, 1
+				i += 2
+				continue
+			}
+			n, ok := arg(2)
+			switch cmd {
+			case escAlign, escEmphasis, escCodePage, escFeedLines, escMode, escUnderline:
+			default:
+				return fail(2, ErrUnknown)
+			}
+			if !ok {
+				return fail(2, ErrTruncated)
+			}
+			switch cmd {
+			case escAlign:
+				switch {
+				case n <= 2:
+					d.align = Align(n)
+				case n >= '0' && n <= '2':
+					d.align = Align(n - '0')
+				default:
+					return fail(3, ErrBadArgument)
+				}
+			case escEmphasis:
+				d.bold = n&1 == 1
+			case escCodePage:
+				p, ok := codePages[n]
+				if !ok {
+					return fail(3, ErrBadArgument)
+				}
+				d.page = p
+			case escFeedLines:
+				d.flush(false)
+				for range n {
+					d.flush(true)
+				}
+			case escMode:
+				d.bold = n&0x08 != 0
+				d.width = 1
+				if n&0x20 != 0 {
+					d.width = 2
+				}
+			case escUnderline:
+				// underline changes only the look
+			}
+			i += 3
+		case c == bGS:
+			cmd, ok := arg(1)
+			if !ok {
+				return fail(1, ErrTruncated)
+			}
+			switch cmd {
+			case gsSize:
+				n, ok := arg(2)
+				if !ok {
+					return fail(2, ErrTruncated)
+				}
+				w, h := int(n>>4)+1, int(n&0x0F)+1
+				if w > 8 || h > 8 {
+					return fail(3, ErrBadArgument)
+				}
+				d.width = w
+				i += 3
+			case gsCut:
+				m, ok := arg(2)
+				if !ok {
+					return fail(2, ErrTruncated)
+				}
+				size := 3
+				switch m {
+				case 0, 1, 48, 49:
+				case 65, 66:
+					if _, ok := arg(3); !ok {
+						return fail(3, ErrTruncated)
+					}
+					size = 4
+				default:
+					return fail(3, ErrBadArgument)
+				}
+				d.flush(false)
+				d.lines = append(d.lines, Line{Cut: true})
+				i += size
+			default:
+				return fail(2, ErrUnknown)
+			}
+		default:
+			return fail(1, ErrUnknown)
+		}
+	}
+	return nil
+}

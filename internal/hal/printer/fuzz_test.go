@@ -1,0 +1,64 @@
+package printer_test
+
+import (
+	"reflect"
+	"testing"
+	"unicode/utf8"
+
+	"cardlink/internal/hal"
+	"cardlink/internal/hal/printer"
+)
+
+// FuzzDecode feeds the decoder arbitrary bytes: it must not panic, and what
+// it accepts must fit the paper.
+func FuzzDecode(f *testing.F) {
+	f.Add(printer.Encode(hal.Receipt{Title: "T", Lines: []string{"a", "€ 1"}, Footer: "f"}, printer.Options{Cut: true}))
+	f.Add([]byte("\x1b!\x20wide\x1d!\x33x\n\x1dVA\x00"))
+	f.Add([]byte("\x1bt\x10\x80\x81\xff\x1ba1\x1bE\x01"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		doc, err := printer.Decode(b)
+		if err != nil {
+			return
+		}
+		cuts := 0
+		for _, l := range doc.Lines {
+			if utf8.RuneCountInString(l.Text) > hal.ReceiptCols {
+				t.Fatalf("line %q is wider than the paper", l.Text)
+			}
+			if l.Cut {
+				cuts++
+			}
+		}
+		if cuts != doc.Cuts {
+			t.Fatalf("Cuts = %d, but %d cut lines", doc.Cuts, cuts)
+		}
+		_ = doc.Text()
+	})
+}
+
+// FuzzEncode checks that any receipt encodes to a stream the decoder reads
+// back as the wrapped text.
+func FuzzEncode(f *testing.F) {
+	f.Add("Café", "Item € 4.50", "a very long line of text that has to be wrapped somewhere", "bye")
+	f.Add("\x1b@", "\x1dV\x00", "日本語", "")
+	f.Fuzz(func(t *testing.T, title, l1, l2, footer string) {
+		r := hal.Receipt{Title: title, Lines: []string{l1, l2}, Footer: footer}
+		doc, err := printer.Decode(printer.Encode(r, printer.Options{Cut: true}))
+		if err != nil {
+			t.Fatalf("Decode(Encode(%q)): %v", r, err)
+		}
+		var want []string
+		if title != "" {
+			want = append(append(want, printer.Wrap(title, hal.ReceiptCols)...), "")
+		}
+		want = append(want, printer.Wrap(l1, hal.ReceiptCols)...)
+		want = append(want, printer.Wrap(l2, hal.ReceiptCols)...)
+		if footer != "" {
+			want = append(append(want, ""), printer.Wrap(footer, hal.ReceiptCols)...)
+		}
+		want = append(want, "", "", "", "")
+		if got := texts(doc); !reflect.DeepEqual(got, want) || doc.Cuts != 1 {
+			t.Fatalf("Decode(Encode(%q)) = %q (%d cuts), want %q", r, got, doc.Cuts, want)
+		}
+	})
+}

@@ -1,0 +1,265 @@
+package printer_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"cardlink/internal/hal"
+	"cardlink/internal/hal/printer"
+)
+
+var sample = hal.Receipt{
+	Title: "Café Zürich — receipt",
+	Lines: []string{
+		"Item                      € 4.50",
+		"Espresso doppio with a very long description that wraps",
+		"",
+		"Paid by card 4999 **** **** 0013",
+	},
+	Footer: "Thank you!",
+}
+
+func texts(d *printer.Document) []string {
+	var out []string
+	for _, l := range d.Lines {
+		if !l.Cut {
+			out = append(out, l.Text)
+		}
+	}
+	return out
+}
+
+func TestEncodeBytes(t *testing.T) {
+	got := printer.Encode(hal.Receipt{Title: "T", Lines: []string{"ab"}, Footer: "F"}, printer.Options{Cut: true})
+	want := []byte{
+		0x1B, '@', 0x1B, 't', 19, // init, PC858
+		0x1B, 'a', 1, 0x1B, 'E', 1, 'T', '\n', 0x1B, 'E', 0, 0x1B, 'a', 0, '\n', // title
+		'a', 'b', '\n',
+		'\n', 0x1B, 'a', 1, 'F', '\n', 0x1B, 'a', 0, // footer
+		0x1B, 'd', 4, 0x1D, 'V', 66, 0, // feed, cut
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("Encode =\n% X\nwant\n% X", got, want)
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	doc, err := printer.Decode(printer.Encode(sample, printer.Options{Cut: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"Café Zürich - receipt", "",
+		"Item                      € 4.50",
+		"Espresso doppio with a very long", "description that wraps",
+		"",
+		"Paid by card 4999 **** **** 0013",
+		"", "Thank you!", "", "", "", "",
+	}
+	if got := texts(doc); !reflect.DeepEqual(got, want) {
+		t.Errorf("decoded lines =\n%q\nwant\n%q", got, want)
+	}
+	if doc.Cuts != 1 || !doc.Lines[len(doc.Lines)-1].Cut {
+		t.Errorf("cuts = %d (last line %+v), want 1 at the end", doc.Cuts, doc.Lines[len(doc.Lines)-1])
+	}
+	if l := doc.Lines[0]; l.Align != printer.Center || !l.Bold {
+		t.Errorf("title line = %+v, want centred and bold", l)
+	}
+	if l := doc.Lines[2]; l.Align != printer.Left || l.Bold {
+		t.Errorf("item line = %+v, want left, not bold", l)
+	}
+	if l := doc.Lines[8]; l.Align != printer.Center || l.Bold {
+		t.Errorf("footer line = %+v, want centred, not bold", l)
+	}
+	for _, l := range doc.Lines {
+		if n := len([]rune(l.Text)); n > hal.ReceiptCols {
+			t.Errorf("line %q: %d runes, more than %d", l.Text, n, hal.ReceiptCols)
+		}
+	}
+}
+
+func TestPreview(t *testing.T) {
+	got := printer.Preview(hal.Receipt{Title: "ACME", Lines: []string{"Total  12.00 EUR"}, Footer: "bye"})
+	want := "              ACME\n\nTotal  12.00 EUR\n\n              bye\n\n\n\n\n          - - cut - -\n"
+	if got != want {
+		t.Errorf("Preview =\n%s\nwant\n%s", got, want)
+	}
+}
+
+func TestFold(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"plain ASCII 123", "plain ASCII 123"},
+		{"Grüße, Ça coûte 5 € / £3", "Grüße, Ça coûte 5 € / £3"},
+		{"e\u0301te\u0301", "été"}, // decomposed accents compose
+		{"Erdős Łódź Čapek", "Erdos Lódz Capek"},
+		{"“quoted” – it’s…", `"quoted" - it's...`},
+		{"tab\there\x1b@\x1dV\x00", "tab here @ V "}, // no control byte gets through
+		{"日本", "??"},
+		{"\u200b", ""},
+	}
+	for _, tc := range tests {
+		if got := printer.Fold(tc.in); got != tc.want {
+			t.Errorf("Fold(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestNoInjection: a merchant's text cannot put commands in the stream.
+func TestNoInjection(t *testing.T) {
+	evil := "Item\x1b@\x1dV\x00\x1b\x21\x30\x10\x04\x01 end"
+	b := printer.Encode(hal.Receipt{Lines: []string{evil}, Title: evil, Footer: evil}, printer.Options{})
+	doc, err := printer.Decode(b)
+	if err != nil {
+		t.Fatalf("Decode: %v", err)
+	}
+	if doc.Cuts != 0 {
+		t.Errorf("text made the printer cut")
+	}
+	for _, l := range doc.Lines {
+		if l.Wide {
+			t.Errorf("text changed the print mode: %+v", l)
+		}
+	}
+	if n := bytes.Count(b, []byte{0x1B}); n != 9 { // init, code page, 2×align+2×bold (title), 2×align (footer), feed
+		t.Errorf("stream has %d ESC bytes, want the encoder's 9", n)
+	}
+}
+
+func TestWrap(t *testing.T) {
+	tests := []struct {
+		in   string
+		cols int
+		want []string
+	}{
+		{"", 10, []string{""}},
+		{"short", 10, []string{"short"}},
+		{"exactly 10", 10, []string{"exactly 10"}},
+		{"one two three four", 10, []string{"one two", "three four"}},
+		{"abcdefghijklmnopqrstuvwxyz", 10, []string{"abcdefghij", "klmnopqrst", "uvwxyz"}},
+		{"a\nb\r\nc", 10, []string{"a", "b", "c"}},
+		{"trailing   ", 10, []string{"trailing"}},
+		{"Total      9.99", 10, []string{"Total", "9.99"}},
+		{"Total  9.99", 12, []string{"Total  9.99"}},
+	}
+	for _, tc := range tests {
+		if got := printer.Wrap(tc.in, tc.cols); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("Wrap(%q, %d) = %q, want %q", tc.in, tc.cols, got, tc.want)
+		}
+	}
+}
+
+func TestDecode(t *testing.T) {
+	tests := []struct {
+		name  string
+		in    []byte
+		lines []string
+		cuts  int
+	}{
+		{"text without LF is kept", []byte("abc"), []string{"abc"}, 0},
+		{"CR ignored, HT a space", []byte("a\rb\tc\n"), []string{"ab c"}, 0},
+		{"auto wrap at 32 columns", []byte(strings.Repeat("x", 40) + "\n"), []string{strings.Repeat("x", 32), strings.Repeat("x", 8)}, 0},
+		{"double width wraps at 16", []byte("\x1d!\x10" + strings.Repeat("w", 20) + "\n"), []string{strings.Repeat("w", 16), "wwww"}, 0},
+		{"PC437 by default", []byte{0x82, '\n'}, []string{"é"}, 0},
+		{"PC858 euro", []byte{0x1B, 't', 19, 0xD5, '\n'}, []string{"€"}, 0},
+		{"WPC1252 euro", []byte{0x1B, 't', 16, 0x80, '\n'}, []string{"€"}, 0},
+		{"feed lines", []byte("a\x1bd\x02"), []string{"a", "", ""}, 0},
+		{"cut variants", []byte("a\n\x1dV\x00\x1dV1\x1dVA\x05"), []string{"a"}, 3},
+		{"ESC ! and ESC - change the look only", []byte("\x1b!\x08b\x1b-\x01u\n"), []string{"bu"}, 0},
+		{"ascii align digits", []byte("\x1ba2r\n"), []string{"r"}, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			doc, err := printer.Decode(tc.in)
+			if err != nil {
+				t.Fatalf("Decode(% X): %v", tc.in, err)
+			}
+			if got := texts(doc); !reflect.DeepEqual(got, tc.lines) || doc.Cuts != tc.cuts {
+				t.Errorf("Decode(% X) = %q, %d cuts; want %q, %d cuts", tc.in, got, doc.Cuts, tc.lines, tc.cuts)
+			}
+		})
+	}
+}
+
+func TestDecodeErrors(t *testing.T) {
+	tests := []struct {
+		name   string
+		in     []byte
+		offset int
+		want   error
+	}{
+		{"unknown ESC command", []byte("ok\n\x1bZ\x01"), 3, printer.ErrUnknown},
+		{"unknown GS command", []byte("\x1dk\x04"), 0, printer.ErrUnknown},
+		{"DLE EOT status request", []byte("a\x10\x04\x01"), 1, printer.ErrUnknown},
+		{"NUL", []byte{'a', 0}, 1, printer.ErrUnknown},
+		{"lone ESC", []byte("abc\x1b"), 3, printer.ErrTruncated},
+		{"ESC a without argument", []byte("\x1ba"), 0, printer.ErrTruncated},
+		{"GS V 66 without n", []byte("\x1dVB"), 0, printer.ErrTruncated},
+		{"alignment 7", []byte("\x1ba\x07"), 0, printer.ErrBadArgument},
+		{"code page 99", []byte("\x1bt\x63"), 0, printer.ErrBadArgument},
+		{"cut mode 2", []byte("\x1dV\x02"), 0, printer.ErrBadArgument},
+		{"size 9 wide", []byte("\x1d!\x80"), 0, printer.ErrBadArgument},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := printer.Decode(tc.in)
+			var ce *printer.CommandError
+			if !errors.As(err, &ce) || !errors.Is(err, tc.want) || ce.Offset != tc.offset {
+				t.Fatalf("Decode(% X) = %v, want %v at offset %d", tc.in, err, tc.want, tc.offset)
+			}
+			if !strings.Contains(err.Error(), "offset") {
+				t.Errorf("error %q does not say where", err)
+			}
+		})
+	}
+	if _, err := printer.Decode(make([]byte, printer.MaxStream+1)); err == nil {
+		t.Errorf("Decode of an oversized stream: nil error")
+	}
+}
+
+// TestOpenAppends prints to a file path twice and reads both receipts back.
+func TestOpenAppends(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "lp0")
+	ctx := context.Background()
+	for i := range 2 {
+		p, err := printer.Open(path, printer.Options{Cut: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Print(ctx, hal.Receipt{Title: "R", Lines: []string{strings.Repeat("n", i+1)}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Print(ctx, hal.Receipt{}); err == nil {
+			t.Errorf("Print after Close: nil error")
+		}
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := printer.Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(texts(doc), "|")
+	if want := "R||n|||||R||nn||||"; got != want || doc.Cuts != 2 {
+		t.Errorf("file holds %q with %d cuts, want %q with 2", got, doc.Cuts, want)
+	}
+	ctx2, cancel := context.WithCancel(ctx)
+	cancel()
+	var buf bytes.Buffer
+	if err := printer.New(&buf, printer.Options{}).Print(ctx2, sample); !errors.Is(err, context.Canceled) || buf.Len() != 0 {
+		t.Errorf("Print with a cancelled context = %v, wrote %d bytes", err, buf.Len())
+	}
+	if _, err := printer.Open(filepath.Join(t.TempDir(), "no", "such", "dir"), printer.Options{}); err == nil {
+		t.Errorf("Open in a missing directory: nil error")
+	}
+}
