@@ -1,16 +1,17 @@
 package device_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"flag"
-	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,8 +21,10 @@ import (
 	"cardlink/internal/applet/wallet/wallettest"
 	"cardlink/internal/device"
 	"cardlink/internal/hal"
+	"cardlink/internal/hal/biometric"
 	"cardlink/internal/hal/headless"
 	"cardlink/internal/hal/power"
+	"cardlink/internal/hal/printer"
 	"cardlink/internal/link"
 	"cardlink/internal/money"
 	"cardlink/internal/server"
@@ -62,7 +65,8 @@ type rig struct {
 	drv       *headless.Driver
 	power     *swapPower
 	ctrl      *device.Controller
-	printer   *paper
+	paper     *paper
+	sensor    *biometric.Sim
 	runErr    chan error
 	stop      context.CancelFunc
 	once      sync.Once
@@ -75,23 +79,29 @@ type rig struct {
 	purchased map[string]store.Purchase // by reference
 }
 
-// paper is a printer that keeps what it printed.
+// paper is what the receipt printer (package printer) printed: its
+// ESC/POS stream.
 type paper struct {
-	mu       sync.Mutex
-	receipts []hal.Receipt
+	mu  sync.Mutex
+	buf bytes.Buffer
 }
 
-func (p *paper) Print(ctx context.Context, r hal.Receipt) error {
+func (p *paper) Write(b []byte) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.receipts = append(p.receipts, r)
-	return nil
+	return p.buf.Write(b)
 }
 
-func (p *paper) printed() []hal.Receipt {
+// text decodes the stream as the paper shows it.
+func (p *paper) text(t *testing.T) (string, int) {
+	t.Helper()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return append([]hal.Receipt(nil), p.receipts...)
+	d, err := printer.Decode(p.buf.Bytes())
+	if err != nil {
+		t.Fatalf("decoding what the printer printed: %v", err)
+	}
+	return d.Text(), d.Cuts
 }
 
 // swapPower is the real power manager (package power), replaced by a new
@@ -128,11 +138,24 @@ func (p *swapPower) Use(op hal.Operation, n int) error   { return p.get().Use(op
 
 var _ hal.Power = (*swapPower)(nil)
 
-func newRig(t *testing.T) *rig {
+// newRig starts the server and sets up the device; with finger, the
+// card is personalized with a simulated finger's template and the device
+// has a sensor with that finger on it.
+func newRig(t *testing.T, finger bool) *rig {
 	t.Helper()
 	ctx := context.Background()
 	st := servertest.SQLite(t)
-	r := &rig{t: t, st: st, ms: st.(store.Merchants), card: servertest.Card(t), purchased: map[string]store.Purchase{}}
+	r := &rig{t: t, st: st, ms: st.(store.Merchants), purchased: map[string]store.Purchase{}}
+	if finger {
+		f, err := biometric.NewFinger(7, biometric.DefaultNoise())
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.sensor = biometric.NewSim(f, 1)
+		r.card = wallettest.New(t, wallettest.Options{CardNumber: servertest.CardNumber(t), BioTemplate: r.sensor.Enrol()})
+	} else {
+		r.card = servertest.Card(t)
+	}
 	as, err := auth.New(auth.Config{Store: st, CA: r.card.CA})
 	if err != nil {
 		t.Fatal(err)
@@ -185,9 +208,9 @@ func newRig(t *testing.T) *rig {
 
 	r.drv = headless.New()
 	r.power = &swapPower{m: newManager(t, 80)}
-	r.printer = &paper{}
+	r.paper = &paper{}
 	r.ctrl = &device.Controller{
-		Display: r.drv, Keypad: r.drv, Reader: r.card.Reader, Power: r.power, Printer: r.printer,
+		Display: r.drv, Keypad: r.drv, Reader: r.card.Reader, Power: r.power, Printer: printer.New(r.paper, printer.Options{Cut: true}),
 		Dial: r.dial, Identity: id, Payee: r.merchant.Name,
 		Receipts: func(ctx context.Context, rc device.PayReceipt) error {
 			r.mu.Lock()
@@ -197,6 +220,9 @@ func newRig(t *testing.T) *rig {
 		},
 		Timeout: testTimeout, HolderTimeout: testTimeout, PowerPoll: 20 * time.Millisecond,
 		Log: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})),
+	}
+	if r.sensor != nil {
+		r.ctrl.Sensor = r.sensor
 	}
 	r.hooks()
 	return r
@@ -258,6 +284,21 @@ func (r *rig) hooks() {
 			return err
 		}
 		r.power.set(m)
+		return nil
+	})
+	r.drv.Handle("finger", func(_ context.Context, args []string) error {
+		if r.sensor == nil || len(args) != 1 {
+			return errors.New("finger holder|impostor, with a sensor")
+		}
+		id := uint64(7) // the holder's, as newRig enrolled it
+		if args[0] == "impostor" {
+			id = 8
+		}
+		f, err := biometric.NewFinger(id, biometric.DefaultNoise())
+		if err != nil {
+			return err
+		}
+		r.sensor.Present(f)
 		return nil
 	})
 	// purchase REF MINOR [ITEM]: a merchant's pending purchase with a
@@ -371,6 +412,59 @@ func (r *rig) play(name string) {
 	if err := r.drv.Run(ctx, s, headless.Options{Timeout: testTimeout}); err != nil {
 		r.t.Fatalf("%v\ntranscript:\n%s", err, r.drv.Transcript())
 	}
+	r.golden(name)
+}
+
+// screens keeps the screens of a transcript.
+func screens(transcript string) string {
+	var b strings.Builder
+	for _, line := range strings.SplitAfter(transcript, "\n") {
+		if !strings.HasPrefix(line, "> ") {
+			b.WriteString(line)
+		}
+	}
+	return b.String()
+}
+
+var percent = regexp.MustCompile(`\b[0-9]{1,3}%`)
+
+// golden compares the screens shown with testdata/transcripts/NAME, or
+// writes them there with -update together with the keys pressed and the
+// events. The indicators are left out (their battery level follows the
+// energy model and the timing of the script's events), and so are the
+// card's number, new for each test, and the battery level on a screen.
+func (r *rig) golden(name string) {
+	r.t.Helper()
+	var b strings.Builder
+	for _, line := range strings.SplitAfter(r.drv.Transcript(), "\n") {
+		if !strings.HasPrefix(line, "  [") {
+			b.WriteString(line)
+		}
+	}
+	got := strings.ReplaceAll(b.String(), "..."+r.card.CardNumber[len(r.card.CardNumber)-4:], "...NNNN")
+	// The battery level on a screen depends on how much the device did
+	// before the script's battery event: keep its width, not its digits.
+	got = percent.ReplaceAllStringFunc(got, func(p string) string { return strings.Repeat("N", len(p)-1) + "%" })
+	path := filepath.Join("testdata", "transcripts", name)
+	if *update {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			r.t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			r.t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		r.t.Fatalf("%v (run the test with -update to write it)", err)
+	}
+	// Where a press or an event falls between two screens is a race
+	// (presses queue; events run as the device works): compare the
+	// screens alone.
+	if screens(got) != screens(string(want)) {
+		r.t.Errorf("transcript differs from %s (run with -update after checking it):\n%s", path, got)
+	}
 }
 
 // client opens a new session with the card, for checks.
@@ -405,12 +499,10 @@ func (r *rig) counter() uint32 {
 	return n
 }
 
-var _ = fmt.Sprint
-
 // TestFlows plays every service through the headless driver against the
 // real server, then checks what the server and the card hold.
 func TestFlows(t *testing.T) {
-	r := newRig(t)
+	r := newRig(t, false)
 	merchantBefore := r.balance(r.merchant.Account)
 	r.start()
 	r.play("flows.txt")
@@ -431,8 +523,9 @@ func TestFlows(t *testing.T) {
 		t.Errorf("holder account holds %d, want %d", got, want)
 	}
 	// The printer printed the two purchases and the offline payment.
-	if got := r.printer.printed(); len(got) != 3 || got[0].Title != "Corner Shop" || !strings.Contains(strings.Join(got[0].Lines, "\n"), "7.50 EUR") {
-		t.Errorf("printed %+v, want 3 receipts, the first for 7.50 EUR at Corner Shop", got)
+	text, cuts := r.paper.text(t)
+	if cuts != 3 || !strings.Contains(text, "Corner Shop") || !strings.Contains(text, "7.50 EUR") || !strings.Contains(text, "Paid from the purse") {
+		t.Errorf("printed %d receipts:\n%s\nwant 3: 7.50 EUR and 3.00 EUR at Corner Shop, 3.50 EUR from the purse", cuts, text)
 	}
 	// The offline receipt is redeemable, once.
 	r.mu.Lock()
@@ -468,7 +561,7 @@ func TestFlows(t *testing.T) {
 // TestCardPulled pulls the card out at the review and in the middle of
 // the PIN: each purchase is declined at once, nothing is paid or signed.
 func TestCardPulled(t *testing.T) {
-	r := newRig(t)
+	r := newRig(t, false)
 	before := r.counter()
 	r.start()
 	r.play("cardpulled.txt")
@@ -493,7 +586,7 @@ func TestCardPulled(t *testing.T) {
 // purchase declined while the link was down is declined after
 // reconnecting; each purchase is paid at most once.
 func TestLinkDropped(t *testing.T) {
-	r := newRig(t)
+	r := newRig(t, false)
 	before := r.counter()
 	merchantBefore := r.balance(r.merchant.Account)
 	r.start()
@@ -519,7 +612,7 @@ func TestLinkDropped(t *testing.T) {
 // reason on the screen) and then a critical one (clean shutdown, the
 // open purchase declined).
 func TestLowPower(t *testing.T) {
-	r := newRig(t)
+	r := newRig(t, false)
 	before := r.counter()
 	r.start()
 	r.play("lowpower.txt")
@@ -535,5 +628,24 @@ func TestLowPower(t *testing.T) {
 	}
 	if after := r.counter(); after != before {
 		t.Errorf("card counter %d → %d, want no signature", before, after)
+	}
+}
+
+// TestFinger verifies the holder with a simulated fingerprint sensor
+// (package biometric) and match-on-card, for a sign-in and a purchase,
+// and refuses another finger.
+func TestFinger(t *testing.T) {
+	r := newRig(t, true)
+	r.start()
+	r.play("finger.txt")
+	if p := r.status("12121210"); p.Status != store.PurchaseApproved {
+		t.Errorf("purchase: status %s, want approved", p.Status)
+	}
+	if err := r.finish(); err != nil {
+		t.Errorf("Run() = %v, want nil", err)
+	}
+	log, err := r.client().Log(context.Background())
+	if err != nil || len(log) == 0 || log[0].CVM != txn.CVMBiometric {
+		t.Errorf("card log = %+v, %v; want the purchase signed after a biometric match", log, err)
 	}
 }

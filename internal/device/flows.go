@@ -313,7 +313,17 @@ func (s *cardSession) verifyHolder(ctx context.Context, title string, accepted p
 			}
 			tmpl, err := s.c.Sensor.Capture(ctx)
 			if err != nil {
-				return AuthOptions{}, fmt.Errorf("reading the finger: %w", err)
+				// A sensor that says what to do (a poor capture) is
+				// tried again; one that fails is an error.
+				var d interface{ Display() string }
+				if !errors.As(err, &d) || ctx.Err() != nil {
+					return AuthOptions{}, fmt.Errorf("reading the finger: %w", err)
+				}
+				s.c.show(title, clip(d.Display()), "", "OK try again")
+				if _, err := s.key(ctx); err != nil {
+					return AuthOptions{}, err
+				}
+				continue
 			}
 			if err := s.card.VerifyBiometric(ctx, tmpl); err != nil {
 				if s.end(err) != nil || errors.Is(err, iso7816.ErrBlocked) {
