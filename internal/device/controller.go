@@ -148,9 +148,10 @@ type Controller struct {
 	// goroutine).
 	OnState func(State)
 
-	mu      sync.Mutex // guards state, ind and the display
+	mu      sync.Mutex // guards state, ind, shown and the display
 	state   State
 	ind     hal.Indicators
+	shown   hal.Screen
 	pending *pendingTxn // an interrupted transaction to settle
 }
 
@@ -181,17 +182,30 @@ func (c *Controller) enter(s State) {
 	}
 }
 
-// show puts rows on the display (and spends a second of display energy).
+// show puts rows on the display.
 func (c *Controller) show(rows ...string) {
 	var s hal.Screen
 	copy(s[:], rows)
 	c.mu.Lock()
+	c.shown = s
 	err := c.Display.Show(s)
 	c.mu.Unlock()
 	if err != nil {
 		c.Log.Warn("display", "err", err)
 	}
-	c.spend(hal.OpDisplay, 1)
+}
+
+// showIdle shows s unless it is already on the display: the idle loop
+// redraws only what changed.
+func (c *Controller) showIdle(rows ...string) {
+	var s hal.Screen
+	copy(s[:], rows)
+	c.mu.Lock()
+	same := c.shown == s
+	c.mu.Unlock()
+	if !same {
+		c.show(rows...)
+	}
 }
 
 // indicate updates the indicators when they changed.
@@ -347,7 +361,7 @@ func (c *Controller) shutdown() error {
 // idleScreen shows the idle screen with the power source and level.
 func (c *Controller) idleScreen() {
 	st := c.power()
-	c.show("cardlink", "", "Insert card", powerLine(st))
+	c.showIdle("cardlink", "", "Insert card", powerLine(st))
 }
 
 // powerLine writes the power status on one row, such as "battery 80%".
@@ -447,7 +461,14 @@ func (c *Controller) watch(hctx context.Context, stop context.CancelCauseFunc) {
 	}
 	t := time.NewTicker(c.PowerPoll)
 	defer t.Stop()
+	// The display and keypad are awake while a card is in: their energy
+	// is spent by the second (hal.OpDisplay).
+	since := c.Clock()
 	for {
+		if secs := int(c.Clock().Sub(since) / time.Second); secs > 0 {
+			c.spend(hal.OpDisplay, secs)
+			since = since.Add(time.Duration(secs) * time.Second)
+		}
 		if c.critical() {
 			stop(errCritical)
 			return
