@@ -411,7 +411,7 @@ func (c *Controller) session(ctx context.Context) error {
 		return nil
 	}
 	if err != nil {
-		return c.cardError(ctx, nil, err)
+		return c.cardError(ctx, err)
 	}
 	c.indicate(func(i *hal.Indicators) { i.Card = true })
 	defer c.indicate(func(i *hal.Indicators) { i.Card = false })
@@ -436,7 +436,7 @@ func (c *Controller) session(ctx context.Context) error {
 		s.info, err = cardInfo(hctx, s.card)
 	}
 	if err != nil {
-		return s.fail(err)
+		return s.unusable(err)
 	}
 	if p := c.pending; p != nil && p.card == s.info.CardNumber {
 		c.enter(StateCommunicating)
@@ -481,14 +481,22 @@ func (c *Controller) watch(hctx context.Context, stop context.CancelCauseFunc) {
 	}
 }
 
-// cardError shows a card that failed and waits for OK (or the card to go).
-func (c *Controller) cardError(ctx context.Context, s *cardSession, err error) error {
-	if s != nil {
-		return s.fail(err)
-	}
+// cardError shows a card that does not answer and waits until it is
+// taken out (or PowerPoll passes, without a reader.Watcher).
+func (c *Controller) cardError(ctx context.Context, err error) error {
 	c.enter(StateError)
 	c.Log.Info("card error", "err", err)
 	c.show("Card error", clip(err.Error()), "", "Remove card")
+	if w, ok := c.Reader.(reader.Watcher); ok {
+		w.Wait(ctx, true)
+		return nil
+	}
+	t := time.NewTimer(c.PowerPoll)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
 	return nil
 }
 

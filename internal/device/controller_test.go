@@ -522,6 +522,14 @@ func TestFlows(t *testing.T) {
 	if got, want := r.balance(r.holder()), int64(10_000-750-300-2000); got != want {
 		t.Errorf("holder account holds %d, want %d", got, want)
 	}
+	// The holder saw the purchase before the device asked for the PIN.
+	tr := r.drv.Transcript()
+	fetch := strings.Index(tr, "|Fetching purchase")
+	review := strings.Index(tr[fetch:], "|OK yes   CANCEL no")
+	pin := strings.Index(tr[fetch:], "|PIN:")
+	if fetch < 0 || review < 0 || pin < 0 || pin < review {
+		t.Errorf("after fetching the purchase, the review is at %d and the PIN at %d; want the review first", review, pin)
+	}
 	// The printer printed the two purchases and the offline payment.
 	text, cuts := r.paper.text(t)
 	if cuts != 3 || !strings.Contains(text, "Corner Shop") || !strings.Contains(text, "7.50 EUR") || !strings.Contains(text, "Paid from the purse") {
@@ -647,5 +655,60 @@ func TestFinger(t *testing.T) {
 	log, err := r.client().Log(context.Background())
 	if err != nil || len(log) == 0 || log[0].CVM != txn.CVMBiometric {
 		t.Errorf("card log = %+v, %v; want the purchase signed after a biometric match", log, err)
+	}
+}
+
+// TestUnusableCard inserts a blank card: the device refuses it and
+// waits for it to go, without dialling the server.
+func TestUnusableCard(t *testing.T) {
+	card := wallettest.New(t, wallettest.Options{Blank: true})
+	id := servertest.Device(t, servertest.SQLite(t), "test", [][]byte{make([]byte, 32)}, "", time.Now())
+	drv := headless.New()
+	drv.Handle("remove-card", func(context.Context, []string) error { card.Reader.Remove(); return nil })
+	dials := 0
+	c := &device.Controller{Display: drv, Keypad: drv, Reader: card.Reader, Identity: id, PowerPoll: 20 * time.Millisecond,
+		Dial: func(context.Context) (link.Link, error) { dials++; return nil, errors.New("no server") }}
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	src, err := os.ReadFile(filepath.Join("testdata", "scripts", "unusable.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := headless.Parse("unusable.txt", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = drv.Run(ctx, s, headless.Options{Timeout: testTimeout})
+	cancel()
+	if rerr := <-done; rerr != nil {
+		t.Errorf("Run() = %v, want nil when ctx ends", rerr)
+	}
+	if err != nil {
+		t.Fatalf("%v\n%s", err, drv.Transcript())
+	}
+	if dials != 0 {
+		t.Errorf("Dial called %d times, want 0", dials)
+	}
+}
+
+// TestControllerNeeds: Run refuses a controller without its parts.
+func TestControllerNeeds(t *testing.T) {
+	drv := headless.New()
+	card := wallettest.New(t, wallettest.Options{})
+	dial := func(context.Context) (link.Link, error) { return nil, errors.New("no server") }
+	tests := []struct {
+		name string
+		c    *device.Controller
+	}{
+		{"no display", &device.Controller{Keypad: drv, Reader: card.Reader, Dial: dial}},
+		{"no dial", &device.Controller{Display: drv, Keypad: drv, Reader: card.Reader}},
+		{"no identity", &device.Controller{Display: drv, Keypad: drv, Reader: card.Reader, Dial: dial}},
+	}
+	for _, tt := range tests {
+		if err := tt.c.Run(context.Background()); err == nil {
+			t.Errorf("%s: Run() = nil, want an error", tt.name)
+		}
 	}
 }

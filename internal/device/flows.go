@@ -143,6 +143,19 @@ func message(err error) string {
 	return err.Error()
 }
 
+// unusable shows a card the device cannot use (not a wallet card, not
+// personalized) and waits until it is taken out.
+func (s *cardSession) unusable(err error) error {
+	if e := s.end(err); e != nil {
+		return e
+	}
+	s.c.enter(StateError)
+	s.c.Log.Info("card not usable", "err", err)
+	s.c.show("Card not usable", clip(message(err)), "", "Remove card")
+	<-s.hctx.Done()
+	return s.end(context.Cause(s.hctx))
+}
+
 // menu offers the services until the card goes away or the holder is
 // done.
 func (s *cardSession) menu() error {
