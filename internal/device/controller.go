@@ -506,7 +506,7 @@ func (c *Controller) lowPower(ctx context.Context, s *cardSession, what string, 
 	c.enter(StateLowPower)
 	st := c.power()
 	c.Log.Info("refused for low power", "what", what, "err", err)
-	c.show(clip("Power: "+powerLine(st)), "Too low to start", clip(what), "OK back")
+	c.show(clip(powerLine(st)), "Too low to start", clip(what), "OK back")
 	if s != nil {
 		return s.ack()
 	}
