@@ -75,6 +75,7 @@ type rig struct {
 	mu        sync.Mutex
 	conn      net.Conn // the link the device dialled last
 	linkDown  bool     // Dial fails
+	drop      int      // 1: armed, 2: the device wrote since (see dropConn)
 	receipts  []device.PayReceipt
 	purchased map[string]store.Purchase // by reference
 }
@@ -244,7 +245,43 @@ func (r *rig) dial(ctx context.Context) (link.Link, error) {
 	r.mu.Lock()
 	r.conn = c
 	r.mu.Unlock()
-	return c, nil
+	return &dropConn{Conn: c, r: r}, nil
+}
+
+// dropConn is the device's connection, which the script's drop-answer
+// event arms to lose the server's next answer: after the device's next
+// write (the approval) it closes the connection instead of reading what
+// the server sent back.
+type dropConn struct {
+	net.Conn
+	r *rig
+}
+
+func (c *dropConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.r.mu.Lock()
+	if c.r.drop == 1 {
+		c.r.drop = 2
+	}
+	c.r.mu.Unlock()
+	return n, err
+}
+
+func (c *dropConn) Read(b []byte) (int, error) {
+	c.r.mu.Lock()
+	drop := c.r.drop == 2
+	if drop {
+		c.r.drop = 0
+	}
+	c.r.mu.Unlock()
+	if drop {
+		// Wait for the answer, so that the server has done its part,
+		// then lose it.
+		c.Conn.Read(b)
+		c.Conn.Close()
+		return 0, errors.New("line dropped")
+	}
+	return c.Conn.Read(b)
 }
 
 // hooks registers the script events.
@@ -258,6 +295,12 @@ func (r *rig) hooks() {
 			return errors.New("no link to cut")
 		}
 		return r.conn.Close()
+	})
+	r.drv.Handle("drop-answer", func(context.Context, []string) error {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.drop = 1
+		return nil
 	})
 	r.drv.Handle("link-down", func(context.Context, []string) error {
 		r.mu.Lock()
@@ -599,20 +642,25 @@ func TestLinkDropped(t *testing.T) {
 	merchantBefore := r.balance(r.merchant.Account)
 	r.start()
 	r.play("linkdrop.txt")
-	want := map[string]store.PurchaseStatus{"55555550": store.PurchaseApproved, "66666660": store.PurchaseApproved, "77777770": store.PurchaseDeclined}
+	want := map[string]store.PurchaseStatus{"55555550": store.PurchaseApproved, "66666660": store.PurchaseApproved, "77777770": store.PurchaseDeclined,
+		"88888880": store.PurchaseApproved}
 	for ref, st := range want {
 		if p := r.status(ref); p.Status != st {
 			t.Errorf("purchase %s: status %s, want %s", ref, p.Status, st)
 		}
 	}
-	if got, want := r.balance(r.merchant.Account)-merchantBefore, int64(800+600); got != want {
+	if got, want := r.balance(r.merchant.Account)-merchantBefore, int64(800+600+500); got != want {
 		t.Errorf("merchant was paid %d, want %d (each purchase once)", got, want)
 	}
 	if err := r.finish(); err != nil {
 		t.Errorf("Run() = %v, want nil", err)
 	}
-	if after := r.counter(); after != before+2 {
-		t.Errorf("card counter %d → %d, want two signatures", before, after)
+	if after := r.counter(); after != before+3 {
+		t.Errorf("card counter %d → %d, want three signatures", before, after)
+	}
+	// The e-good whose delivery was lost came with the second answer.
+	if items, err := r.client().Items(context.Background()); err != nil || len(items) != 1 || items[0].Title != "Cinema voucher" {
+		t.Errorf("Items() = %+v, %v; want the cinema voucher", items, err)
 	}
 }
 
