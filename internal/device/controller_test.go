@@ -27,6 +27,8 @@ import (
 	"cardlink/internal/hal/printer"
 	"cardlink/internal/link"
 	"cardlink/internal/money"
+	"cardlink/internal/protocol"
+	"cardlink/internal/reader"
 	"cardlink/internal/server"
 	"cardlink/internal/server/auth"
 	"cardlink/internal/server/ledger"
@@ -758,5 +760,32 @@ func TestControllerNeeds(t *testing.T) {
 		if err := tt.c.Run(context.Background()); err == nil {
 			t.Errorf("%s: Run() = nil, want an error", tt.name)
 		}
+	}
+}
+
+// TestBuyCardGoneWhileSigning takes the card out after the holder's PIN
+// was taken and before the card signs: the card operation fails, and
+// Buy declines the purchase on the open channel with the reason.
+func TestBuyCardGoneWhileSigning(t *testing.T) {
+	r := newRig(t, false)
+	r.newPurchase("31313130", 700, "", "")
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	l, err := r.dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	opts := device.BuyOptions{Reference: "31313130",
+		Verify: func(context.Context, txn.Transaction, protocol.CVMSet) (device.AuthOptions, error) {
+			r.card.Reader.Remove()
+			return device.AuthOptions{PIN: wallettest.PIN}, nil
+		}}
+	res, err := device.Buy(ctx, l, r.ctrl.Identity, r.card.Client, opts)
+	if !errors.Is(err, reader.ErrCardRemoved) || res.Code != protocol.CodeHolderDeclined || res.Approval != nil {
+		t.Fatalf("Buy() = %+v, %v; want ErrCardRemoved, declined, no approval", res, err)
+	}
+	if p := r.status("31313130"); p.Status != store.PurchaseDeclined {
+		t.Errorf("purchase: status %s, want declined", p.Status)
 	}
 }

@@ -550,6 +550,7 @@ func (s *cardSession) buy(ref string) error {
 	switch {
 	case res.Code == protocol.CodeHolderDeclined:
 		// The server was told on the open channel.
+		s.c.Log.Info("purchase declined on the device", "reason", err)
 		if e := s.end(err); e != nil {
 			return e
 		}
