@@ -561,6 +561,9 @@ func TestFlows(t *testing.T) {
 	if p := r.status("22222220"); p.Status != store.PurchaseDeclined {
 		t.Errorf("purchase declined at the review: status %s, want declined", p.Status)
 	}
+	if p := r.status("23232320"); p.Status != store.PurchaseDeclined {
+		t.Errorf("purchase cancelled at the PIN: status %s, want declined", p.Status)
+	}
 	if got, want := r.balance(r.merchant.Account)-merchantBefore, int64(750+300); got != want {
 		t.Errorf("merchant was paid %d, want %d", got, want)
 	}
