@@ -141,15 +141,25 @@ func (p *swapPower) Use(op hal.Operation, n int) error   { return p.get().Use(op
 
 var _ hal.Power = (*swapPower)(nil)
 
-// newRig starts the server and sets up the device; with finger, the
-// card is personalized with a simulated finger's template and the device
-// has a sensor with that finger on it.
-func newRig(t *testing.T, finger bool) *rig {
+// rigOptions change the rig.
+type rigOptions struct {
+	// finger personalizes the card with a simulated finger's template
+	// and gives the device a sensor with that finger on it.
+	finger bool
+	// cvms are the holder verifications the server accepts; 0 means its
+	// default (any).
+	cvms protocol.CVMSet
+	// onlinePIN, when set, is the card's online PIN on the server.
+	onlinePIN string
+}
+
+// newRig starts the server and sets up the device.
+func newRig(t *testing.T, o rigOptions) *rig {
 	t.Helper()
 	ctx := context.Background()
 	st := servertest.SQLite(t)
 	r := &rig{t: t, st: st, ms: st.(store.Merchants), purchased: map[string]store.Purchase{}}
-	if finger {
+	if o.finger {
 		f, err := biometric.NewFinger(7, biometric.DefaultNoise())
 		if err != nil {
 			t.Fatal(err)
@@ -159,7 +169,7 @@ func newRig(t *testing.T, finger bool) *rig {
 	} else {
 		r.card = servertest.Card(t)
 	}
-	as, err := auth.New(auth.Config{Store: st, CA: r.card.CA})
+	as, err := auth.New(auth.Config{Store: st, CA: r.card.CA, DefaultCVMs: o.cvms})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,6 +193,15 @@ func newRig(t *testing.T, finger bool) *rig {
 	r.merchant = servertest.Merchant(t, r.ledger, r.ms, store.Merchant{ID: "mer_" + rand.Text(), Name: "Corner Shop",
 		KeyHash: []byte(rand.Text()), WebhookSecret: []byte("s"), Created: now})
 	servertest.PutCard(t, st, r.card, now)
+	if o.onlinePIN != "" {
+		pin, err := auth.NewPIN(r.card.CardNumber, o.onlinePIN, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.SetPIN(ctx, pin); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if _, err := r.purchases.Deposit(ctx, r.card.CardNumber, money.Amount{Minor: 10_000, Currency: "EUR"}, rand.Text()); err != nil {
 		t.Fatal(err)
 	}
@@ -547,7 +566,7 @@ func (r *rig) counter() uint32 {
 // TestFlows plays every service through the headless driver against the
 // real server, then checks what the server and the card hold.
 func TestFlows(t *testing.T) {
-	r := newRig(t, false)
+	r := newRig(t, rigOptions{})
 	merchantBefore := r.balance(r.merchant.Account)
 	r.start()
 	r.play("flows.txt")
@@ -617,7 +636,7 @@ func TestFlows(t *testing.T) {
 // TestCardPulled pulls the card out at the review and in the middle of
 // the PIN: each purchase is declined at once, nothing is paid or signed.
 func TestCardPulled(t *testing.T) {
-	r := newRig(t, false)
+	r := newRig(t, rigOptions{})
 	before := r.counter()
 	r.start()
 	r.play("cardpulled.txt")
@@ -642,7 +661,7 @@ func TestCardPulled(t *testing.T) {
 // purchase declined while the link was down is declined after
 // reconnecting; each purchase is paid at most once.
 func TestLinkDropped(t *testing.T) {
-	r := newRig(t, false)
+	r := newRig(t, rigOptions{})
 	before := r.counter()
 	merchantBefore := r.balance(r.merchant.Account)
 	r.start()
@@ -673,7 +692,7 @@ func TestLinkDropped(t *testing.T) {
 // reason on the screen) and then a critical one (clean shutdown, the
 // open purchase declined).
 func TestLowPower(t *testing.T) {
-	r := newRig(t, false)
+	r := newRig(t, rigOptions{})
 	before := r.counter()
 	r.start()
 	r.play("lowpower.txt")
@@ -696,7 +715,7 @@ func TestLowPower(t *testing.T) {
 // (package biometric) and match-on-card, for a sign-in and a purchase,
 // and refuses another finger.
 func TestFinger(t *testing.T) {
-	r := newRig(t, true)
+	r := newRig(t, rigOptions{finger: true})
 	r.start()
 	r.play("finger.txt")
 	if p := r.status("12121210"); p.Status != store.PurchaseApproved {
@@ -770,7 +789,7 @@ func TestControllerNeeds(t *testing.T) {
 // was taken and before the card signs: the card operation fails, and
 // Buy declines the purchase on the open channel with the reason.
 func TestBuyCardGoneWhileSigning(t *testing.T) {
-	r := newRig(t, false)
+	r := newRig(t, rigOptions{})
 	r.newPurchase("31313130", 700, "", "")
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
@@ -790,5 +809,25 @@ func TestBuyCardGoneWhileSigning(t *testing.T) {
 	}
 	if p := r.status("31313130"); p.Status != store.PurchaseDeclined {
 		t.Errorf("purchase: status %s, want declined", p.Status)
+	}
+}
+
+// TestOnlinePIN runs a purchase where the server accepts only an online
+// PIN: the PIN typed on the keypad goes to the server in a PIN block; a
+// wrong one is refused by the server with the tries left and the
+// purchase stays open for the right one.
+func TestOnlinePIN(t *testing.T) {
+	r := newRig(t, rigOptions{cvms: protocol.CVMs(txn.CVMOnlinePIN), onlinePIN: "8642"})
+	r.start()
+	r.play("onlinepin.txt")
+	if p := r.status("45454540"); p.Status != store.PurchaseApproved {
+		t.Errorf("purchase: status %s, want approved", p.Status)
+	}
+	if err := r.finish(); err != nil {
+		t.Errorf("Run() = %v, want nil", err)
+	}
+	log, err := r.client().Log(context.Background())
+	if err != nil || len(log) < 2 || log[0].CVM != txn.CVMOnlinePIN {
+		t.Errorf("card log = %+v, %v; want the purchase signed with an online PIN, twice", log, err)
 	}
 }

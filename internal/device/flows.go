@@ -587,7 +587,11 @@ func (s *cardSession) bought(res BuyResult) error {
 	s.c.enter(StateResult)
 	t := res.Transaction
 	if !res.OK() {
-		s.c.show("Not paid", clip(res.Code.String()), clip(t.Merchant), "OK")
+		third := clip(t.Merchant)
+		if res.Code == protocol.CodePINIncorrect {
+			third = tries(res.TriesLeft)
+		}
+		s.c.show("Not paid", clip(res.Code.String()), third, "OK")
 		return s.ack()
 	}
 	goods := ""
