@@ -612,8 +612,8 @@ func (s *cardSession) bought(res BuyResult) error {
 	return s.ack()
 }
 
-// print prints r when there is a printer; a failure is logged and shown
-// on the receipt's behalf: the payment stands.
+// print prints r when there is a printer and the power for it; a
+// failure is logged: the payment stands, with or without its receipt.
 func (s *cardSession) print(r hal.Receipt) {
 	if s.c.Printer == nil {
 		return
