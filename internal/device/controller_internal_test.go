@@ -1,6 +1,11 @@
 package device
 
 import (
+	"go/parser"
+	"go/token"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 
 	"cardlink/internal/hal"
@@ -53,6 +58,33 @@ func TestWrap(t *testing.T) {
 			if got[i] != tt.want[i] || len([]rune(got[i])) > hal.Cols {
 				t.Errorf("wrap(%q) = %q, want %q", tt.in, got, tt.want)
 				break
+			}
+		}
+	}
+}
+
+// TestImports keeps the controller off concrete drivers and the server:
+// it sees hal, reader and link only through their interfaces.
+func TestImports(t *testing.T) {
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	banned := []string{"cardlink/internal/hal/", "cardlink/internal/reader/", "cardlink/internal/link/", "cardlink/internal/server", "cardlink/internal/store"}
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(token.NewFileSet(), name, nil, parser.ImportsOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, imp := range f.Imports {
+			path, _ := strconv.Unquote(imp.Path.Value)
+			for _, b := range banned {
+				if strings.HasPrefix(path, b) {
+					t.Errorf("%s imports %s: the device names no concrete driver and no server package", name, path)
+				}
 			}
 		}
 	}
