@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -110,8 +111,9 @@ func (p *paper) text(t *testing.T) (string, int) {
 // swapPower is the real power manager (package power), replaced by a new
 // one when a script's "battery N" event sets the battery's level.
 type swapPower struct {
-	mu sync.Mutex
-	m  *power.Manager
+	mu   sync.Mutex
+	m    *power.Manager
+	used map[hal.Operation]int // units spent, by operation
 }
 
 func newManager(t testing.TB, level int) *power.Manager {
@@ -137,7 +139,18 @@ func (p *swapPower) set(m *power.Manager) {
 
 func (p *swapPower) Status() hal.PowerStatus             { return p.get().Status() }
 func (p *swapPower) Check(op hal.Operation, n int) error { return p.get().Check(op, n) }
-func (p *swapPower) Use(op hal.Operation, n int) error   { return p.get().Use(op, n) }
+func (p *swapPower) Use(op hal.Operation, n int) error {
+	err := p.get().Use(op, n)
+	if err == nil {
+		p.mu.Lock()
+		if p.used == nil {
+			p.used = map[hal.Operation]int{}
+		}
+		p.used[op] += n
+		p.mu.Unlock()
+	}
+	return err
+}
 
 var _ hal.Power = (*swapPower)(nil)
 
@@ -829,5 +842,38 @@ func TestOnlinePIN(t *testing.T) {
 	log, err := r.client().Log(context.Background())
 	if err != nil || len(log) < 2 || log[0].CVM != txn.CVMOnlinePIN {
 		t.Errorf("card log = %+v, %v; want the purchase signed with an online PIN, twice", log, err)
+	}
+}
+
+// TestEnergyOfAPurchase measures what one purchase by reference costs the
+// battery in the power manager's energy model, over the network and over
+// the modem, side by side: the units the controller spent by operation
+// and the energy the manager took. It checks that the controller meters
+// the card, the link and the printer at all; the figures go to the log
+// (docs/device.md).
+func TestEnergyOfAPurchase(t *testing.T) {
+	spent := map[hal.Operation]int64{}
+	for _, op := range []hal.Operation{hal.OpNetwork, hal.OpModem} {
+		r := newRig(t, rigOptions{})
+		r.ctrl.LinkOp = op
+		before, _ := r.power.get().Levels()
+		r.start()
+		r.play("buy.txt")
+		if err := r.finish(); err != nil {
+			t.Fatal(err)
+		}
+		after, _ := r.power.get().Levels()
+		r.power.mu.Lock()
+		used := maps.Clone(r.power.used)
+		r.power.mu.Unlock()
+		spent[op] = before - after
+		t.Logf("purchase over %v: %d µJ (%.4f%% of a 2500 mAh 3 V battery); units: %v", op, before-after,
+			100*float64(before-after)/(2500*3*3.6e6), used)
+		if used[hal.OpCardWrite] == 0 || used[hal.OpCardRead] == 0 || used[op] == 0 || used[hal.OpPrinter] == 0 {
+			t.Errorf("units spent over %v = %v; want card reads and writes, link bytes and printed lines", op, used)
+		}
+	}
+	if spent[hal.OpModem] <= spent[hal.OpNetwork] {
+		t.Errorf("a purchase over the modem took %d µJ, over the network %d µJ; want the modem to cost more", spent[hal.OpModem], spent[hal.OpNetwork])
 	}
 }
