@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -139,6 +140,10 @@ func message(err error) string {
 		return "Server refused the device"
 	case errors.Is(err, hal.ErrLowPower):
 		return "Power too low"
+	case errors.Is(err, errUnreachable):
+		return "Server unreachable"
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF), errors.Is(err, context.DeadlineExceeded):
+		return "Link lost"
 	}
 	return err.Error()
 }
@@ -155,6 +160,9 @@ func (s *cardSession) unusable(err error) error {
 	<-s.hctx.Done()
 	return s.end(context.Cause(s.hctx))
 }
+
+// errUnreachable wraps a failed Dial.
+var errUnreachable = errors.New("connecting to the server")
 
 // menu offers the services until the card goes away or the holder is
 // done.
@@ -372,13 +380,19 @@ func (s *cardSession) verifyHolder(ctx context.Context, title string, accepted p
 // offline are the methods the card checks itself.
 var offline = protocol.CVMs(txn.CVMOfflinePIN, txn.CVMBiometric)
 
+// forget has the card forget a holder verification no signature used
+// (best effort: a card taken out forgets it anyway).
+func (s *cardSession) forget() {
+	s.card.ResetVerification(context.WithoutCancel(s.hctx))
+}
+
 // dial opens a link to the server and shows the link state.
 func (s *cardSession) dial(ctx context.Context) (link.Link, error) {
 	s.c.indicate(func(i *hal.Indicators) { i.Link = hal.LinkConnecting })
 	l, err := s.c.Dial(ctx)
 	if err != nil {
 		s.c.indicate(func(i *hal.Indicators) { i.Link = hal.LinkDown })
-		return nil, fmt.Errorf("connecting to the server: %w", err)
+		return nil, fmt.Errorf("%w: %w", errUnreachable, err)
 	}
 	s.c.indicate(func(i *hal.Indicators) { i.Link = hal.LinkUp })
 	return &closeLink{Link: s.c.metered(l), done: func() {
@@ -455,6 +469,8 @@ func (s *cardSession) signIn() error {
 	if err != nil {
 		return err
 	}
+	// A verification no signature used must not cover a later one.
+	defer s.forget()
 	return s.online("Signing in", func(ctx context.Context, l link.Link, id Identity) error {
 		opts := s.authOptions()
 		opts.PIN, opts.Biometric = v.PIN, v.Biometric
@@ -781,6 +797,7 @@ func (s *cardSession) pay() error {
 	if _, err := s.verifyHolder(s.hctx, clip("Pay "+amount.String()), offline, false); err != nil {
 		return err
 	}
+	defer s.forget()
 	d, err := s.card.Debit(s.hctx, &t)
 	if err != nil {
 		return err
