@@ -70,6 +70,11 @@ type AuthOptions struct {
 	OnlinePIN string
 	// Biometric is a template the card matches before it signs.
 	Biometric []byte
+	// Checked says the card already checked PIN or Biometric in this
+	// session (the caller had it verify them, as the controller does to
+	// ask again after a wrong PIN): it is not presented again, which
+	// saves a card write. The card still refuses to sign without it.
+	Checked bool
 	// ServerBiometric is a template the server matches against the one
 	// its operator enrolled (where the operator enabled server-side
 	// matching): the card signs with CVM none and the template travels in
@@ -211,6 +216,8 @@ func cardInfo(ctx context.Context, card *wallet.Client) (wallet.Info, error) {
 // biometric in opts; else it does nothing.
 func verifyOnCard(ctx context.Context, card *wallet.Client, opts AuthOptions) error {
 	switch {
+	case opts.Checked:
+		return nil
 	case opts.PIN != "":
 		return card.VerifyPIN(ctx, opts.PIN)
 	case opts.Biometric != nil:

@@ -356,7 +356,7 @@ func (s *cardSession) verifyHolder(ctx context.Context, title string, accepted p
 				}
 				continue
 			}
-			return AuthOptions{Biometric: tmpl}, nil
+			return AuthOptions{Biometric: tmpl, Checked: true}, nil
 		}
 		if !offline {
 			return AuthOptions{OnlinePIN: pin}, nil
@@ -373,7 +373,7 @@ func (s *cardSession) verifyHolder(ctx context.Context, title string, accepted p
 		if err != nil {
 			return AuthOptions{}, err
 		}
-		return AuthOptions{PIN: pin}, nil
+		return AuthOptions{PIN: pin, Checked: true}, nil
 	}
 }
 
@@ -473,7 +473,7 @@ func (s *cardSession) signIn() error {
 	defer s.forget()
 	return s.online("Signing in", func(ctx context.Context, l link.Link, id Identity) error {
 		opts := s.authOptions()
-		opts.PIN, opts.Biometric = v.PIN, v.Biometric
+		opts.PIN, opts.Biometric, opts.Checked = v.PIN, v.Biometric, v.Checked
 		res, err := Authenticate(ctx, l, id, s.card, opts)
 		if err != nil {
 			return err
