@@ -110,6 +110,9 @@ func (s *cardSession) fail(err error) error {
 	if e := s.end(err); e != nil {
 		return e
 	}
+	if errors.Is(err, errShown) {
+		return nil
+	}
 	s.c.enter(StateError)
 	s.c.Log.Info("error", "err", err)
 	rows := append([]string{"Error"}, wrap(message(err))...)
@@ -161,6 +164,9 @@ func (s *cardSession) unusable(err error) error {
 	return s.end(context.Cause(s.hctx))
 }
 
+// errShown ends a service whose refusal the holder has seen already.
+var errShown = errors.New("refused; shown")
+
 // errUnreachable wraps a failed Dial.
 var errUnreachable = errors.New("connecting to the server")
 
@@ -197,7 +203,7 @@ func (s *cardSession) menu() error {
 		case hal.Key2:
 			run = s.buyReference
 		case hal.Key3:
-			run = func() error { return s.buy("") }
+			run = s.buyPushed
 		case hal.Key4:
 			run = s.load
 		case hal.Key5:
@@ -441,7 +447,10 @@ func (s *cardSession) needs(what string, op hal.Operation, n int) (bool, error) 
 // Timeout, after checking that power allows a transaction.
 func (s *cardSession) online(what string, f func(ctx context.Context, l link.Link, id Identity) error) error {
 	if ok, err := s.needs(what, hal.OpTransaction, 1); !ok {
-		return err
+		if err != nil {
+			return err
+		}
+		return errShown
 	}
 	s.c.enter(StateCommunicating)
 	s.c.show(clip(what), "", "Connecting...")
@@ -511,6 +520,14 @@ func (s *cardSession) buyReference() error {
 		return fmt.Errorf("a reference has %d digits", protocol.ReferenceLen)
 	}
 	return s.buy(ref)
+}
+
+// buyPushed approves the purchase pushed to the card.
+func (s *cardSession) buyPushed() error {
+	if ok, err := s.needs("a purchase", hal.OpTransaction, 1); !ok {
+		return err
+	}
+	return s.buy("")
 }
 
 // review is the Confirm hook: it shows t and waits for OK or CANCEL.
@@ -670,6 +687,8 @@ func (s *cardSession) settle() error {
 	})
 	var perr *protocol.Error
 	switch {
+	case errors.Is(err, errShown):
+		return nil // too little power to try now: later
 	case err == nil:
 		s.c.pending = nil
 		return s.bought(res)
