@@ -836,6 +836,13 @@ func TestOnlinePIN(t *testing.T) {
 	if p := r.status("45454540"); p.Status != store.PurchaseApproved {
 		t.Errorf("purchase: status %s, want approved", p.Status)
 	}
+	if p := r.status("46464640"); p.Status != store.PurchaseDeclined {
+		t.Errorf("purchase interrupted after an online PIN: status %s, want declined", p.Status)
+	}
+	// The right PIN reset the tries; the interrupted one cost none.
+	if pin, err := r.st.PIN(context.Background(), r.card.CardNumber); err != nil || pin.Tries != 3 {
+		t.Errorf("online PIN = %+v, %v; want 3 tries left", pin, err)
+	}
 	if err := r.finish(); err != nil {
 		t.Errorf("Run() = %v, want nil", err)
 	}

@@ -576,6 +576,12 @@ func (s *cardSession) buy(ref string) error {
 	}
 	cardGone := errors.Is(err, reader.ErrCardRemoved) || errors.Is(context.Cause(s.hctx), errCardRemoved)
 	p := &pendingTxn{card: s.info.CardNumber, reference: ref, id: res.Transaction.ID, approval: res.Approval, reason: "link lost"}
+	if p.approval != nil && p.approval.PINBlock != nil {
+		// The PIN block is under this session's key: a new session could
+		// not read it (and the server would count a wrong PIN). The
+		// device does not keep the PIN: it declines instead.
+		p.approval = nil
+	}
 	if cardGone {
 		p.reason = "card removed"
 	}
