@@ -308,6 +308,14 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.mu.Lock()
 	c.state = StateOff
 	c.mu.Unlock()
+	if c.Memory != nil {
+		p, err := c.Memory.pending()
+		if err != nil {
+			c.Log.Warn("forgetting an unreadable pending purchase", "err", err)
+			c.Memory.setPending(nil)
+		}
+		c.pending = p
+	}
 	c.enter(StateIdle)
 	defer func() {
 		c.enter(StateOff)
@@ -337,6 +345,17 @@ func (c *Controller) Run(ctx context.Context) error {
 			return nil
 		}
 		c.enter(StateIdle)
+	}
+}
+
+// setPending keeps p (nil: none) as the purchase to settle, in RAM and
+// in Memory when there is one.
+func (c *Controller) setPending(p *pendingTxn) {
+	c.pending = p
+	if c.Memory != nil {
+		if err := c.Memory.setPending(p); err != nil {
+			c.Log.Warn("pending purchase not stored", "err", err)
+		}
 	}
 }
 

@@ -244,7 +244,14 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	r.drv = headless.New()
 	r.power = &swapPower{m: newManager(t, 80)}
 	r.paper = &paper{}
-	r.ctrl = &device.Controller{
+	r.ctrl = r.controller(id)
+	r.hooks()
+	return r
+}
+
+// controller makes the device's controller over the rig's parts.
+func (r *rig) controller(id device.Identity) *device.Controller {
+	c := &device.Controller{
 		Display: r.drv, Keypad: r.drv, Reader: r.card.Reader, Power: r.power, Printer: printer.New(r.paper, printer.Options{Cut: true}),
 		Dial: r.dial, Identity: id, Payee: r.merchant.Name,
 		Receipts: func(ctx context.Context, rc device.PayReceipt) error {
@@ -254,13 +261,12 @@ func newRig(t *testing.T, o rigOptions) *rig {
 			return nil
 		},
 		Timeout: testTimeout, HolderTimeout: testTimeout, PowerPoll: 20 * time.Millisecond,
-		Log: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})),
+		Log: slog.New(slog.NewTextHandler(r.t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})),
 	}
 	if r.sensor != nil {
-		r.ctrl.Sensor = r.sensor
+		c.Sensor = r.sensor
 	}
-	r.hooks()
-	return r
+	return c
 }
 
 // dial connects to the server unless the script took the link down.
@@ -882,5 +888,54 @@ func TestEnergyOfAPurchase(t *testing.T) {
 	}
 	if spent[hal.OpModem] <= spent[hal.OpNetwork] {
 		t.Errorf("a purchase over the modem took %d µJ, over the network %d µJ; want the modem to cost more", spent[hal.OpModem], spent[hal.OpNetwork])
+	}
+}
+
+// TestRestartSettles shuts the device down with a signed approval not
+// yet delivered: the approval survives in the device's memory, and the
+// device started again delivers it; paid once.
+func TestRestartSettles(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	mem, err := device.CreateMemory(filepath.Join(t.TempDir(), "device.nvm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
+	if err := mem.SetIdentity(r.ctrl.Identity); err != nil {
+		t.Fatal(err)
+	}
+	r.ctrl.Memory, r.ctrl.Identity = mem, device.Identity{}
+	before := r.counter()
+	r.start()
+	r.play("restart1.txt")
+	if err := r.finish(); !errors.Is(err, device.ErrShutdown) {
+		t.Fatalf("Run() = %v, want ErrShutdown", err)
+	}
+	if p := r.status("67676760"); p.Status != store.PurchasePending {
+		t.Fatalf("purchase after the shutdown: status %s, want pending", p.Status)
+	}
+
+	// Power back, link back: a new controller (nothing in RAM) on the
+	// same memory.
+	r.power.set(newManager(t, 80))
+	r.mu.Lock()
+	r.linkDown = false
+	r.mu.Unlock()
+	c := r.controller(device.Identity{})
+	c.Memory = mem
+	ctx, cancel := context.WithTimeout(context.Background(), 2*testTimeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	r.play("restart2.txt")
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("second Run() = %v, want nil", err)
+	}
+	if p := r.status("67676760"); p.Status != store.PurchaseApproved {
+		t.Errorf("purchase: status %s, want approved", p.Status)
+	}
+	if after := r.counter(); after != before+1 {
+		t.Errorf("card counter %d → %d, want one signature", before, after)
 	}
 }

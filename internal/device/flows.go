@@ -30,19 +30,6 @@ type PayReceipt struct {
 	wallet.DebitReceipt
 }
 
-// pendingTxn is a purchase a card removal or a link drop interrupted: the
-// device settles it with the server at the next chance (the same card in
-// the reader, the server reachable).
-type pendingTxn struct {
-	card      string
-	reference string   // "" for a purchase pushed to the card
-	id        [16]byte // the offered transaction
-	// approval is what the card signed; nil when it did not sign (the
-	// device then declines the purchase).
-	approval *protocol.TransactionApproval
-	reason   string // why it was interrupted
-}
-
 // cardSession is one card in the reader.
 type cardSession struct {
 	c    *Controller
@@ -607,7 +594,7 @@ func (s *cardSession) buy(ref string) error {
 	case res.Approval == nil && res.Transaction.ID == ([16]byte{}):
 		return err // nothing was offered: nothing to settle
 	}
-	s.c.pending = p
+	s.c.setPending(p)
 	s.c.Log.Info("purchase interrupted", "reason", p.reason, "signed", p.approval != nil, "err", err)
 	if cardGone {
 		return s.end(errCardRemoved) // settled when the card comes back
@@ -696,16 +683,16 @@ func (s *cardSession) settle() error {
 	case errors.Is(err, errShown):
 		return nil // too little power to try now: later
 	case err == nil:
-		s.c.pending = nil
+		s.c.setPending(nil)
 		return s.bought(res)
 	case errors.Is(err, errLeave), errors.As(err, &perr):
 		// Not offered again: paid or declined by now, or expired.
-		s.c.pending = nil
+		s.c.setPending(nil)
 		s.c.enter(StateResult)
 		s.c.show("Earlier purchase", "is closed", "", "OK")
 		return s.ack()
 	case res.Code == protocol.CodeHolderDeclined:
-		s.c.pending = nil
+		s.c.setPending(nil)
 		s.c.enter(StateResult)
 		s.c.show("Earlier purchase", "cancelled", clip(p.reason), "OK")
 		return s.ack()
