@@ -616,6 +616,11 @@ func TestFlows(t *testing.T) {
 	if fetch < 0 || review < 0 || pin < 0 || pin < review {
 		t.Errorf("after fetching the purchase, the review is at %d and the PIN at %d; want the review first", review, pin)
 	}
+	// The purchase declined at the review never asked for a PIN: the
+	// second OK pressed with its reference did not approve it.
+	if strings.Contains(tr, "|Pay 9.90 EUR        |\n|PIN:") {
+		t.Error("the device asked for a PIN for the purchase declined at the review")
+	}
 	// The printer printed the two purchases and the offline payment.
 	text, cuts := r.paper.text(t)
 	if cuts != 3 || !strings.Contains(text, "Corner Shop") || !strings.Contains(text, "7.50 EUR") || !strings.Contains(text, "Paid from the purse") {

@@ -517,10 +517,27 @@ func (s *cardSession) buyPushed() error {
 	return s.buy("")
 }
 
+// drain drops the keys pressed before now (a second OK pressed while the
+// device talked to the server), so that only a key pressed while the
+// holder sees the transaction answers it. It reads what Keypad.Key
+// returns with a context already ended.
+func (s *cardSession) drain() {
+	done, cancel := context.WithCancel(s.hctx)
+	cancel()
+	for range 64 {
+		k, err := s.c.Keypad.Key(done)
+		if err != nil {
+			return
+		}
+		s.c.Log.Info("key pressed before the review, ignored", "key", k.String())
+	}
+}
+
 // review is the Confirm hook: it shows t and waits for OK or CANCEL.
 func (s *cardSession) review(title string) func(ctx context.Context, t txn.Transaction) (bool, error) {
 	return func(ctx context.Context, t txn.Transaction) (bool, error) {
 		s.c.enter(StateReview)
+		s.drain()
 		s.c.show(clip(t.Merchant), clip(t.Item), clip(title+" "+t.Amount.String()), "OK yes   CANCEL no")
 		for {
 			k, err := s.key(ctx)
