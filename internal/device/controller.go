@@ -519,19 +519,6 @@ func (c *Controller) cardError(ctx context.Context, err error) error {
 	return nil
 }
 
-// lowPower shows why an operation was refused for low power and waits
-// for OK; without a session it returns at once.
-func (c *Controller) lowPower(ctx context.Context, s *cardSession, what string, err error) error {
-	c.enter(StateLowPower)
-	st := c.power()
-	c.Log.Info("refused for low power", "what", what, "err", err)
-	c.show(clip(powerLine(st)), "Too low to start", clip(what), "OK back")
-	if s != nil {
-		return s.ack()
-	}
-	return nil
-}
-
 // clip cuts s to one row.
 func clip(s string) string {
 	r := []rune(s)

@@ -425,9 +425,19 @@ func (s *cardSession) authOptions() AuthOptions {
 // service) and reports false.
 func (s *cardSession) needs(what string, op hal.Operation, n int) (bool, error) {
 	if err := s.c.check(op, n); err != nil {
-		return false, s.c.lowPower(s.ctx, s, what, err)
+		return false, s.lowPower(what, err)
 	}
 	return true, nil
+}
+
+// lowPower shows why the service what was refused for low power and
+// waits for OK.
+func (s *cardSession) lowPower(what string, err error) error {
+	s.c.enter(StateLowPower)
+	st := s.c.power()
+	s.c.Log.Info("refused for low power", "what", what, "err", err)
+	s.c.show(clip(powerLine(st)), "Too low to start", clip(what), "OK back")
+	return s.ack()
 }
 
 // online runs f over a new link with the device's identity, bounded by
