@@ -658,7 +658,8 @@ func TestFlows(t *testing.T) {
 }
 
 // TestCardPulled pulls the card out at the review and in the middle of
-// the PIN: each purchase is declined at once, nothing is paid or signed.
+// the PIN of a purchase, and at the review of a purse load: each is
+// declined at once, nothing is paid or signed; a load afterwards works.
 func TestCardPulled(t *testing.T) {
 	r := newRig(t, rigOptions{})
 	before := r.counter()
@@ -669,14 +670,18 @@ func TestCardPulled(t *testing.T) {
 			t.Errorf("purchase %s: status %s, want declined (the device told the server)", ref, p.Status)
 		}
 	}
-	if got := r.balance(r.holder()); got != 10_000 {
-		t.Errorf("holder account holds %d, want 10000 untouched", got)
+	if got := r.balance(r.holder()); got != 10_000-500 {
+		t.Errorf("holder account holds %d, want 9500 (only the last load)", got)
 	}
 	if err := r.finish(); err != nil {
 		t.Errorf("Run() = %v, want nil", err)
 	}
-	if after := r.counter(); after != before {
-		t.Errorf("card counter %d → %d, want no signature", before, after)
+	// One signature (the load that went through) and its load receipt.
+	if after := r.counter(); after != before+2 {
+		t.Errorf("card counter %d → %d, want the load's two signatures only", before, after)
+	}
+	if p, err := r.client().Purse(context.Background()); err != nil || p.Balance.Minor != 500 || p.Seq != 1 {
+		t.Errorf("Purse() = %+v, %v; want 5.00 EUR, load #1", p, err)
 	}
 }
 
