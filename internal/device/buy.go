@@ -9,6 +9,7 @@ import (
 
 	"cardlink/internal/link"
 	"cardlink/internal/protocol"
+	"cardlink/internal/reader"
 	"cardlink/internal/txn"
 	"cardlink/internal/wallet"
 )
@@ -28,9 +29,43 @@ type BuyOptions struct {
 	// Confirm shows the transaction to the holder and reports whether they
 	// approve it; nil approves (headless). Called after the server's offer
 	// arrived and before the holder verification on the card, with ctx
-	// bounded by the offer's deadline.
+	// bounded by the offer's deadline. An error from it wrapping
+	// ErrInterrupted declines the transaction on the server with the
+	// error's text as the reason, so that it does not wait for its
+	// deadline; any other error leaves it pending.
 	Confirm func(ctx context.Context, t txn.Transaction) (bool, error)
+	// Verify, when set, asks the holder for their verification after
+	// Confirm approved: the holder sees what they approve before they
+	// give a PIN or a finger. See VerifyFunc.
+	Verify VerifyFunc
+	// Resume is an approval the card signed before (BuyResult.Approval)
+	// whose answer was lost. When the server offers the same transaction
+	// (same ID) again, Buy sends Resume as it is and confirms, verifies
+	// and signs nothing; any other offer is handled as usual.
+	Resume *protocol.TransactionApproval
 }
+
+// ErrInterrupted is wrapped by the error of a Confirm or Verify hook
+// when the holder's session ended before they answered (the card was
+// pulled out, power is failing, they cancelled or walked away): Buy and
+// Load then decline the offered transaction on the server, with the
+// error's text as the reason, instead of leaving it pending until its
+// deadline. Any other error from a hook leaves it pending.
+var ErrInterrupted = errors.New("interrupted")
+
+// errLeave, from a Confirm hook, ends Buy without telling the server:
+// the controller settling an interrupted purchase was offered another.
+var errLeave = errors.New("another transaction offered; left pending")
+
+// VerifyFunc asks the holder how they are verified, after they saw and
+// confirmed t. accepted are the methods the server's offer accepts. It
+// returns AuthOptions with exactly one of PIN, OnlinePIN and Biometric
+// set; the card then checks it as if it had been given up front, unless
+// Checked says the hook already had the card check it. ctx is bounded by
+// the offer's deadline. An
+// error from it wrapping ErrInterrupted declines the transaction on the
+// server, as one from Confirm does.
+type VerifyFunc func(ctx context.Context, t txn.Transaction, accepted protocol.CVMSet) (AuthOptions, error)
 
 // BuyResult is the outcome of one purchase approval.
 type BuyResult struct {
@@ -51,7 +86,15 @@ type BuyResult struct {
 	// and its goods were stored. Transaction is then the zero value and
 	// Counter 0.
 	PaidBefore bool
-	ServerKey  []byte // the pinned server key the channel was made with
+	// Approval is the approval the card signed, set as soon as it did,
+	// whether or not it reached the server; when the link dropped before
+	// the result came, give it to the next Buy for the same purchase as
+	// BuyOptions.Resume.
+	Approval  *protocol.TransactionApproval
+	ServerKey []byte // the pinned server key the channel was made with
+	// answered says the server's TransactionResult arrived (Code is
+	// then its code, not the zero value).
+	answered bool
 	// ServerKeys are the keys a server key update told the device to pin,
 	// as in Result.
 	ServerKeys [][]byte
@@ -96,23 +139,20 @@ func Buy(ctx context.Context, l link.Link, id Identity, card *wallet.Client, opt
 	if err := opts.validate(); err != nil {
 		return BuyResult{}, fmt.Errorf("buying: %w", err)
 	}
-	switch {
-	case opts.ServerBiometric != nil:
-		return BuyResult{}, errors.New("buying: the card signs a transaction only after verifying the holder itself or with an online PIN: server-matched biometrics cannot approve one")
-	case method(opts.AuthOptions) == txn.CVMNone:
-		return BuyResult{}, errors.New("buying: a purchase needs the holder verified: give a PIN, an online PIN or a biometric")
+	if err := checkSigner(opts.AuthOptions, opts.Verify != nil); err != nil {
+		return BuyResult{}, fmt.Errorf("buying: %w", err)
 	}
 	info, err := cardInfo(ctx, card)
 	if err != nil {
 		return BuyResult{}, fmt.Errorf("buying: %w", err)
 	}
-	defer forgetUnused(ctx, card, opts.AuthOptions, func() bool { return res.Counter == 0 })
+	defer func() { forgetUnused(ctx, card, opts.AuthOptions, func() bool { return res.Counter == 0 }) }()
 	s, pub, cleanup, err := open(ctx, l, id, opts.AuthOptions)
 	if err != nil {
 		return BuyResult{}, fmt.Errorf("buying: %w", err)
 	}
 	defer cleanup()
-	res, err = s.buy(ctx, info, card, opts)
+	res, err = s.buy(ctx, info, card, &opts)
 	res.ServerKey, res.ServerKeys = pub, s.newKeys
 	if err != nil && ctx.Err() != nil {
 		err = fmt.Errorf("%w (%w)", ctx.Err(), err)
@@ -123,7 +163,23 @@ func Buy(ctx context.Context, l link.Link, id Identity, card *wallet.Client, opt
 	return res, nil
 }
 
-func (s *session) buy(ctx context.Context, info wallet.Info, card *wallet.Client, opts BuyOptions) (BuyResult, error) {
+// checkSigner checks the holder verification of a purchase or a purse
+// operation, which the card signs only after verifying the holder itself
+// or with an online PIN: one is needed, up front or from a Verify hook
+// (deferred), not both.
+func checkSigner(opts AuthOptions, deferred bool) error {
+	switch {
+	case opts.ServerBiometric != nil:
+		return errors.New("the card signs a transaction only after verifying the holder itself or with an online PIN: server-matched biometrics cannot approve one")
+	case deferred && method(opts) != txn.CVMNone:
+		return errors.New("give the holder verification up front or through Verify, not both")
+	case !deferred && method(opts) == txn.CVMNone:
+		return errors.New("a transaction needs the holder verified: give a PIN, an online PIN or a biometric")
+	}
+	return nil
+}
+
+func (s *session) buy(ctx context.Context, info wallet.Info, card *wallet.Client, opts *BuyOptions) (BuyResult, error) {
 	res := BuyResult{CardNumber: info.CardNumber}
 	if err := s.send(&protocol.Hello{Software: Software, Features: opts.Features}); err != nil {
 		return res, err
@@ -147,6 +203,7 @@ func (s *session) buy(ctx context.Context, info wallet.Info, card *wallet.Client
 	if r, ok := m.(*protocol.TransactionResult); ok && opts.Reference != "" {
 		// Paid before: the server delivers the goods again.
 		res.Code, res.CVM, res.PaidBefore = r.Code, r.CVM, r.Code == protocol.CodeOK
+		res.answered = true
 		if r.Code != protocol.CodeOK {
 			return res, fmt.Errorf("receiving: a TransactionResult with %v instead of a TransactionOffer", r.Code)
 		}
@@ -156,14 +213,24 @@ func (s *session) buy(ctx context.Context, info wallet.Info, card *wallet.Client
 	if !ok {
 		return res, fmt.Errorf("receiving: %v instead of a TransactionOffer", m.Type())
 	}
-	t, code, err := s.confirmOffer(ctx, offer, opts.AuthOptions, opts.Confirm)
+	if r := opts.Resume; r != nil {
+		if t, err := txn.Parse(offer.Transaction); err == nil && bytes.Equal(r.ID, t.ID[:]) {
+			// The card signed this before; the server never took it.
+			res.Transaction, res.Approval, res.Counter = t, r, r.Counter
+			if err := s.send(r); err != nil {
+				return res, err
+			}
+			return s.buyResult(ctx, card, t, &res)
+		}
+	}
+	t, code, err := s.confirmOffer(ctx, offer, &opts.AuthOptions, opts.Confirm, opts.Verify)
 	res.Transaction, res.Code = t, code
 	if err != nil || code != protocol.CodeOK {
 		return res, err
 	}
 
 	if err := verifyOnCard(ctx, card, opts.AuthOptions); err != nil {
-		return res, err
+		return res, s.abandonCard(t, err, &res.Code)
 	}
 	a := &protocol.TransactionApproval{ID: t.ID[:]}
 	var sig wallet.Signature
@@ -176,19 +243,82 @@ func (s *session) buy(ctx context.Context, info wallet.Info, card *wallet.Client
 		sig, err = card.SignTransaction(ctx, offer.Transaction, false)
 	}
 	if err != nil {
-		return res, err
+		return res, s.abandonCard(t, err, &res.Code)
 	}
 	a.Counter, a.CVM, a.Signature = sig.Counter, sig.CVM, sig.Sig
-	res.Counter = sig.Counter
+	res.Counter, res.Approval = sig.Counter, a
 	if err := s.send(a); err != nil {
 		return res, err
 	}
+	return s.buyResult(ctx, card, t, &res)
+}
+
+// buyResult reads the result of the approval of t and stores its goods.
+func (s *session) buyResult(ctx context.Context, card *wallet.Client, t txn.Transaction, res *BuyResult) (BuyResult, error) {
 	r, err := s.result(t)
 	if err != nil {
-		return res, err
+		return *res, err
 	}
-	res.Code, res.CVM, res.TriesLeft = r.Code, r.CVM, int(r.TriesLeft)
-	return res, storeGoods(ctx, card, r.Goods, &res)
+	res.Code, res.CVM, res.TriesLeft, res.answered = r.Code, r.CVM, int(r.TriesLeft), true
+	return *res, storeGoods(ctx, card, r.Goods, res)
+}
+
+// interrupted handles a Confirm or Verify hook that failed: when err
+// wraps ErrInterrupted the device declines t on the server with err's
+// text as the reason, and returns the server's code; else it leaves t
+// pending and returns CodeOK.
+func (s *session) interrupted(t txn.Transaction, err error) protocol.Code {
+	if !errors.Is(err, ErrInterrupted) {
+		return protocol.CodeOK
+	}
+	code, _ := s.abandon(t, err.Error())
+	return code
+}
+
+// abandonCard handles a card that failed before its approval was sent:
+// when it went away (reader.ErrCardRemoved), the device declines the
+// offered transaction with that reason, so that the server does not keep
+// it pending until its deadline, and *code becomes the server's answer.
+// Any other card error (a wrong PIN) leaves the transaction pending, to
+// be approved again. It returns err.
+func (s *session) abandonCard(t txn.Transaction, err error, code *protocol.Code) error {
+	if errors.Is(err, reader.ErrCardRemoved) {
+		if c, aerr := s.abandon(t, "card removed"); aerr == nil {
+			*code = c
+		}
+	}
+	return err
+}
+
+// abandon declines the offered transaction t on the server, because the
+// holder could not finish (reason says why, for the server's log): it
+// sends Error CodeHolderDeclined with reason and reads the server's
+// result, whose code it returns.
+func (s *session) abandon(t txn.Transaction, reason string) (protocol.Code, error) {
+	if err := s.send(&protocol.Error{Code: protocol.CodeHolderDeclined, Text: reasonText(reason)}); err != nil {
+		return protocol.CodeOK, err
+	}
+	r, err := s.result(t)
+	if err != nil {
+		return protocol.CodeOK, err
+	}
+	return r.Code, nil
+}
+
+// reasonText makes reason fit protocol.Error.Text: printable ASCII, at
+// most protocol.MaxText bytes.
+func reasonText(reason string) string {
+	b := make([]byte, 0, len(reason))
+	for _, r := range reason {
+		if r < 0x20 || r > 0x7E {
+			r = '?'
+		}
+		b = append(b, byte(r))
+		if len(b) == protocol.MaxText {
+			break
+		}
+	}
+	return string(b)
 }
 
 // confirmOffer reads the offered transaction and has the holder confirm
@@ -198,24 +328,40 @@ func (s *session) buy(ctx context.Context, info wallet.Info, card *wallet.Client
 // server is told); or the server's answer to the holder's decline. An
 // offer that does not parse is refused (CodeMalformed) and returned as an
 // error.
-func (s *session) confirmOffer(ctx context.Context, offer *protocol.TransactionOffer, opts AuthOptions,
-	confirm func(context.Context, txn.Transaction) (bool, error)) (txn.Transaction, protocol.Code, error) {
+func (s *session) confirmOffer(ctx context.Context, offer *protocol.TransactionOffer, opts *AuthOptions,
+	confirm func(context.Context, txn.Transaction) (bool, error), verify VerifyFunc) (txn.Transaction, protocol.Code, error) {
 	t, err := txn.Parse(offer.Transaction)
 	if err != nil {
 		s.send(&protocol.Error{Code: protocol.CodeMalformed})
 		return t, protocol.CodeOK, fmt.Errorf("reading the offered transaction: %w", err)
 	}
-	if want := method(opts); !offer.CVMs.Has(want) {
+	if want := method(*opts); verify == nil && !offer.CVMs.Has(want) {
 		return t, protocol.CodeCVMNotAccepted, s.send(&protocol.Error{Code: protocol.CodeCVMNotAccepted})
 	}
-	if confirm == nil {
-		return t, protocol.CodeOK, nil
+	hctx, cancel := context.WithTimeout(ctx, time.Duration(offer.TTL)*time.Second)
+	defer cancel()
+	yes := true
+	if confirm != nil {
+		yes, err = confirm(hctx, t)
+		if err != nil {
+			return t, s.interrupted(t, err), fmt.Errorf("confirming with the holder: %w", err)
+		}
 	}
-	cctx, cancel := context.WithTimeout(ctx, time.Duration(offer.TTL)*time.Second)
-	yes, err := confirm(cctx, t)
-	cancel()
-	if err != nil {
-		return t, protocol.CodeOK, fmt.Errorf("confirming with the holder: %w", err)
+	if yes && verify != nil {
+		v, err := verify(hctx, t, offer.CVMs)
+		if err == nil {
+			err = v.validate()
+		}
+		if err == nil && (method(v) == txn.CVMNone || v.ServerBiometric != nil) {
+			err = errors.New("the Verify hook gave no PIN, online PIN or biometric")
+		}
+		if err != nil {
+			return t, s.interrupted(t, err), fmt.Errorf("verifying the holder: %w", err)
+		}
+		if !offer.CVMs.Has(method(v)) {
+			return t, protocol.CodeCVMNotAccepted, s.send(&protocol.Error{Code: protocol.CodeCVMNotAccepted})
+		}
+		opts.PIN, opts.OnlinePIN, opts.Biometric, opts.Checked = v.PIN, v.OnlinePIN, v.Biometric, v.Checked
 	}
 	if yes {
 		return t, protocol.CodeOK, nil

@@ -24,6 +24,9 @@ type LoadOptions struct {
 	// Confirm shows the load (or unload) transaction to the holder and
 	// reports whether they approve it; nil approves (headless).
 	Confirm func(ctx context.Context, t txn.Transaction) (bool, error)
+	// Verify, when set, asks for the holder's verification after Confirm,
+	// as for Buy (an unload takes a PIN or a biometric only).
+	Verify VerifyFunc
 }
 
 // PurseResult is the outcome of a purse load or unload.
@@ -103,13 +106,11 @@ func purse(ctx context.Context, l link.Link, id Identity, card *wallet.Client, o
 	if err := opts.validate(); err != nil {
 		return PurseResult{}, err
 	}
-	switch m := method(opts.AuthOptions); {
-	case opts.ServerBiometric != nil:
-		return PurseResult{}, errors.New("the card signs only after verifying the holder itself or with an online PIN: server-matched biometrics cannot approve")
-	case m == txn.CVMNone:
-		return PurseResult{}, errors.New("the holder must be verified: give a PIN, an online PIN or a biometric")
-	case kind == protocol.PurseKindUnload && m == txn.CVMOnlinePIN:
-		return PurseResult{}, errors.New("an unload is a purse debit, which the card makes only after verifying the holder itself: give a PIN or a biometric")
+	if err := checkSigner(opts.AuthOptions, opts.Verify != nil); err != nil {
+		return PurseResult{}, err
+	}
+	if kind == protocol.PurseKindUnload && method(opts.AuthOptions) == txn.CVMOnlinePIN {
+		return PurseResult{}, errUnloadOnline
 	}
 	info, err := cardInfo(ctx, card)
 	if err != nil {
@@ -126,13 +127,13 @@ func purse(ctx context.Context, l link.Link, id Identity, card *wallet.Client, o
 	if amount.Currency != res.Before.Balance.Currency || amount.Minor <= 0 {
 		return res, fmt.Errorf("amount %d %s: want a positive amount in the purse's currency %s", amount.Minor, amount.Currency, res.Before.Balance.Currency)
 	}
-	defer forgetUnused(ctx, card, opts.AuthOptions, func() bool { return res.Counter == 0 })
+	defer func() { forgetUnused(ctx, card, opts.AuthOptions, func() bool { return res.Counter == 0 }) }()
 	s, pub, cleanup, err := open(ctx, l, id, opts.AuthOptions)
 	if err != nil {
 		return res, err
 	}
 	defer cleanup()
-	err = s.purse(ctx, info, card, opts, kind, amount, &res)
+	err = s.purse(ctx, info, card, &opts, kind, amount, &res)
 	res.ServerKey, res.ServerKeys = pub, s.newKeys
 	if err != nil && ctx.Err() != nil {
 		err = fmt.Errorf("%w (%w)", ctx.Err(), err)
@@ -145,7 +146,10 @@ func purse(ctx context.Context, l link.Link, id Identity, card *wallet.Client, o
 	return res, err
 }
 
-func (s *session) purse(ctx context.Context, info wallet.Info, card *wallet.Client, opts LoadOptions, kind uint8, amount money.Amount, res *PurseResult) error {
+// errUnloadOnline refuses an online PIN for an unload.
+var errUnloadOnline = errors.New("an unload is a purse debit, which the card makes only after verifying the holder itself: give a PIN or a biometric")
+
+func (s *session) purse(ctx context.Context, info wallet.Info, card *wallet.Client, opts *LoadOptions, kind uint8, amount money.Amount, res *PurseResult) error {
 	if err := s.send(&protocol.Hello{Software: Software, Features: opts.Features}); err != nil {
 		return err
 	}
@@ -177,10 +181,15 @@ func (s *session) purse(ctx context.Context, info wallet.Info, card *wallet.Clie
 	if !ok {
 		return fmt.Errorf("receiving: %v instead of a TransactionOffer", m.Type())
 	}
-	t, code, err := s.confirmOffer(ctx, offer, opts.AuthOptions, opts.Confirm)
+	t, code, err := s.confirmOffer(ctx, offer, &opts.AuthOptions, opts.Confirm, opts.Verify)
 	res.Transaction, res.Code = t, code
 	if err != nil || code != protocol.CodeOK {
 		return err
+	}
+	if kind == protocol.PurseKindUnload && opts.OnlinePIN != "" {
+		code, _ := s.abandon(t, "an unload needs an offline PIN or a biometric")
+		res.Code = code
+		return errUnloadOnline
 	}
 	if t.Amount != amount {
 		// The holder confirmed what the server offered; the device also
@@ -189,13 +198,13 @@ func (s *session) purse(ctx context.Context, info wallet.Info, card *wallet.Clie
 		return fmt.Errorf("the server offered %d %s, not the %d %s asked for", t.Amount.Minor, t.Amount.Currency, amount.Minor, amount.Currency)
 	}
 	if err := verifyOnCard(ctx, card, opts.AuthOptions); err != nil {
-		return err
+		return s.abandonCard(t, err, &res.Code)
 	}
 	a := &protocol.TransactionApproval{ID: t.ID[:]}
 	if kind == protocol.PurseKindUnload {
 		d, err := card.Debit(ctx, &t)
 		if err != nil {
-			return err
+			return s.abandonCard(t, err, &res.Code)
 		}
 		a.Counter, a.CVM, a.Signature = d.Counter, d.CVM, d.Sig
 	} else {
@@ -206,7 +215,7 @@ func (s *session) purse(ctx context.Context, info wallet.Info, card *wallet.Clie
 			}
 		}
 		if sig, err = card.SignTransaction(ctx, offer.Transaction, opts.OnlinePIN != ""); err != nil {
-			return err
+			return s.abandonCard(t, err, &res.Code)
 		}
 		a.Counter, a.CVM, a.Signature = sig.Counter, sig.CVM, sig.Sig
 	}
