@@ -8,30 +8,10 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"cardlink/internal/cardfile"
 )
-
-// lockedBuffer is a bytes.Buffer safe for the command's logger and the
-// test to share.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestCardAttach runs "card attach" against a loopback listener playing
 // pcscd's vpcd: the card must answer GET ATR and a SELECT, and the command

@@ -19,22 +19,32 @@ import (
 )
 
 const demoHelp = `
-Walks through the cardlink card platform with no set-up: it creates an
-issuer, issues a virtual smart card into a file, and then uses the card the
-way a device and a server will — PIN checks, a challenge-response login, a
-signed purchase, the e-money purse, the e-goods store and the on-card log —
-checking every signature it gets back and explaining each step. It runs in a
-temporary directory that is removed at the end, unless --keep names a
-directory to leave the issuer and card in. It finishes in about a second and
-leaves nothing running.`
+Walks through cardlink with no set-up: it starts a server (the one
+'cardlink server' runs, on a SQLite database in a temporary directory),
+issues a virtual smart card, provisions a device, and has the card holder
+sign in and buy an e-book on the device — the device's 4x20 screen printed
+at each step, the operator's and the merchant's commands shown as they
+run. The purchase is approved by the card's signature over exactly what
+the screen showed, posted to the ledger, and its licence key lands in the
+card's e-goods store. It finishes in a few seconds, stops the server and
+removes its files, unless --keep names a directory to leave them in.
+
+--card-only walks through the card alone instead, with no server or
+device: PIN checks, a challenge-response login, a signed purchase, the
+e-money purse, the e-goods store and the on-card log, checking every
+signature it gets back.`
 
 func demoCommand() *command {
-	c := &command{name: "demo", summary: "issue a virtual card and walk through what it does"}
+	c := &command{name: "demo", summary: "a server, a card and a device: sign in and buy, shown step by step"}
 	c.run = func(e *env, args []string) error {
-		fs := newFlags(e, "cardlink demo", "cardlink demo [--keep DIR]", demoHelp)
-		keep := fs.String("keep", "", "directory (must not exist) to keep the issuer and card in")
+		fs := newFlags(e, "cardlink demo", "cardlink demo [--keep DIR] [--card-only]", demoHelp)
+		keep := fs.String("keep", "", "directory (must not exist) to keep the server data, card and device in")
+		cardOnly := fs.Bool("card-only", false, "walk through the card alone, with no server or device")
 		if err := parse(fs, args); err != nil {
 			return err
+		}
+		if fs.NArg() > 0 {
+			return usagef("demo: unexpected argument %q", fs.Arg(0))
 		}
 		dir := *keep
 		if dir == "" {
@@ -47,7 +57,10 @@ func demoCommand() *command {
 		} else if err := os.Mkdir(dir, 0o700); err != nil {
 			return fmt.Errorf("demo: %w", err)
 		}
-		return runDemo(e, dir, *keep != "")
+		if *cardOnly {
+			return runDemo(e, dir, *keep != "")
+		}
+		return runDeviceDemo(e, dir, *keep != "")
 	}
 	return c
 }

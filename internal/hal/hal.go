@@ -151,7 +151,9 @@ type Display interface {
 // Keypad gives the keys the holder presses, in order.
 type Keypad interface {
 	// Key blocks until a key is pressed or ctx ends (then it returns
-	// ctx's error).
+	// ctx's error). A key already pressed and not yet taken is returned
+	// even when ctx has ended: the controller drains keys pressed too
+	// early (before a review appeared) with an ended context.
 	Key(ctx context.Context) (Key, error)
 }
 
