@@ -295,15 +295,19 @@ func (d *decoder) number(empty bool) string {
 	return string(b)
 }
 
+// ErrNumber is wrapped by the errors for a string that is not a
+// telephone number.
+var ErrNumber = errors.New("line: not a telephone number")
+
 // checkNumber reports whether s is a telephone number: 1 to 20 characters
 // of 0-9, * and #.
 func checkNumber(s string) error {
 	if len(s) == 0 || len(s) > maxNumber {
-		return fmt.Errorf("number %q: want 1 to %d characters", s, maxNumber)
+		return fmt.Errorf("%w: %q: want 1 to %d characters", ErrNumber, s, maxNumber)
 	}
 	for _, c := range []byte(s) {
 		if !(c >= '0' && c <= '9' || c == '*' || c == '#') {
-			return fmt.Errorf("number %q: want only 0-9, * and #", s)
+			return fmt.Errorf("%w: %q: want only 0-9, * and #", ErrNumber, s)
 		}
 	}
 	return nil

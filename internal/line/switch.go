@@ -403,17 +403,12 @@ func (s *Switch) dial(p *party, m message) bool {
 		p.hangup(CauseShutdown, "the switch is stopping")
 		return false
 	}
-	s.nextID++
-	id := s.nextID
-	if fwd.Seed == 0 {
-		fwd.Seed = 2*id - 1
+	if _, err := impair.New(fwd); err != nil {
+		s.mu.Unlock()
+		s.refuse(p, fmt.Errorf("impairments: %w", err))
+		return false
 	}
-	if back.Seed == 0 {
-		back.Seed = 2 * id
-	}
-	fl, err1 := impair.New(fwd)
-	bl, err2 := impair.New(back)
-	if err := errors.Join(err1, err2); err != nil {
+	if _, err := impair.New(back); err != nil {
 		s.mu.Unlock()
 		s.refuse(p, fmt.Errorf("impairments: %w", err))
 		return false
@@ -441,6 +436,16 @@ func (s *Switch) dial(p *party, m message) bool {
 		p.hangup(CauseBusy, "")
 		return false
 	}
+	s.nextID++
+	id := s.nextID
+	if fwd.Seed == 0 {
+		fwd.Seed = 2*id - 1
+	}
+	if back.Seed == 0 {
+		back.Seed = 2 * id
+	}
+	fl, _ := impair.New(fwd) // valid: checked above
+	bl, _ := impair.New(back)
 	c := &call{
 		sw: s, id: id, number: m.number, from: m.from,
 		caller: p, callee: callee,
