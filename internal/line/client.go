@@ -415,6 +415,30 @@ func (call *Call) Pending() int {
 	return int(max(0, call.written-call.txPos))
 }
 
+// Drain waits until the line has taken every sample written (Pending is
+// 0), so that a party can hang up without cutting its last words, or turn
+// from sending to listening. It fails with the reason the call ended, or
+// ctx's error.
+func (call *Call) Drain(ctx context.Context) error {
+	call.mu.Lock()
+	defer call.mu.Unlock()
+	for call.written > call.txPos {
+		if call.err != nil {
+			return call.err
+		}
+		ch := call.changed
+		call.mu.Unlock()
+		select {
+		case <-ch:
+			call.mu.Lock()
+		case <-ctx.Done():
+			call.mu.Lock()
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
 // Written is how many samples this party has written.
 func (call *Call) Written() int64 {
 	call.mu.Lock()

@@ -79,7 +79,7 @@ type Switch struct {
 
 	wg      sync.WaitGroup
 	served  atomic.Int64 // calls connected so far
-	dropped atomic.Int64 // frames dropped for parties that did not read
+	stalls  atomic.Int64 // frames that waited for a party's queue
 }
 
 // NewSwitch returns a switch with the configuration cfg (validated).
@@ -116,14 +116,14 @@ type Stats struct {
 	Parties   int   // connected now
 	Calls     int   // ringing or connected now
 	Connected int64 // calls answered since the start
-	Dropped   int64 // frames not delivered to parties that did not read them
+	Stalls    int64 // frames that had to wait for a party to take its audio
 }
 
 // Stats reports the switch's counters; it is safe for concurrent use.
 func (s *Switch) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Stats{Parties: len(s.parties), Calls: len(s.calls), Connected: s.served.Load(), Dropped: s.dropped.Load()}
+	return Stats{Parties: len(s.parties), Calls: len(s.calls), Connected: s.served.Load(), Stalls: s.stalls.Load()}
 }
 
 // Serve accepts parties on ln until ctx ends, then ends every call (the
@@ -185,7 +185,8 @@ func (s *Switch) shutdown() {
 type party struct {
 	sw     *Switch
 	conn   net.Conn
-	out    chan []byte   // encoded messages for writeLoop; nil closes the connection
+	out    chan []byte   // encoded messages for writeLoop; nil ends them
+	wrote  chan struct{} // closed when writeLoop has returned
 	gone   chan struct{} // closed when the connection is
 	goneMu sync.Once
 
@@ -202,7 +203,7 @@ type party struct {
 }
 
 func (s *Switch) newParty(conn net.Conn) *party {
-	p := &party{sw: s, conn: conn, out: make(chan []byte, 64), gone: make(chan struct{})}
+	p := &party{sw: s, conn: conn, out: make(chan []byte, 64), wrote: make(chan struct{}), gone: make(chan struct{})}
 	s.mu.Lock()
 	s.parties[p] = struct{}{}
 	s.mu.Unlock()
@@ -210,18 +211,25 @@ func (s *Switch) newParty(conn net.Conn) *party {
 }
 
 // writeLoop writes p's queued messages until a nil message or the
-// connection's end.
+// connection's end. After a nil message it closes the connection's
+// sending half, so that the party reads everything up to the END before
+// the connection goes, and gives the party 5 s to close its end.
 func (p *party) writeLoop() {
 	defer p.sw.wg.Done()
-	defer p.close()
+	defer close(p.wrote)
 	for {
 		select {
 		case b := <-p.out:
 			if b == nil {
+				if tc, ok := p.conn.(*net.TCPConn); ok {
+					tc.CloseWrite()
+				}
+				p.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 				return
 			}
 			p.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
 			if _, err := p.conn.Write(b); err != nil {
+				p.close()
 				return
 			}
 		case <-p.gone:
@@ -248,13 +256,25 @@ func (p *party) send(m *message) {
 	}
 }
 
-// sendAudio queues an audio frame, or drops it if the party is not
-// reading: the line does not wait.
+// sendAudio queues an audio frame. If the party's queue is full (it
+// does not read, or the host is too busy to write), the call's clock
+// waits for it rather than lose audio; a party that takes nothing for
+// 10 s is dropped.
 func (p *party) sendAudio(b []byte) {
 	select {
 	case p.out <- b:
+		return
 	default:
-		p.sw.dropped.Add(1)
+	}
+	p.sw.stalls.Add(1)
+	t := time.NewTimer(10 * time.Second)
+	defer t.Stop()
+	select {
+	case p.out <- b:
+	case <-p.gone:
+	case <-t.C:
+		p.sw.log.Warn("dropping a party that reads nothing", "remote", p.conn.RemoteAddr())
+		p.close()
 	}
 }
 
@@ -354,14 +374,21 @@ func (s *Switch) remove(p *party) {
 		}
 	}
 	s.mu.Unlock()
-	// The writer may still be flushing a last END; it closes the
-	// connection after it (or on the write deadline).
+	// The writer may still be flushing a last END: let it finish, then
+	// read what the party still sends until it closes (or 5 s pass), so
+	// that closing does not reset the connection under the END.
 	select {
 	case p.out <- nil:
 	case <-p.gone:
 	case <-time.After(5 * time.Second):
-		p.close()
 	}
+	select {
+	case <-p.wrote:
+		p.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		io.Copy(io.Discard, io.LimitReader(p.conn, 1<<20))
+	case <-time.After(5 * time.Second):
+	}
+	p.close()
 }
 
 func (s *Switch) window(asked uint32) int {
