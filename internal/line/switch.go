@@ -77,9 +77,9 @@ type Switch struct {
 	nextID  uint64
 	closing bool
 
-	wg      sync.WaitGroup
-	served  atomic.Int64 // calls connected so far
-	stalls  atomic.Int64 // frames that waited for a party's queue
+	wg     sync.WaitGroup
+	served atomic.Int64 // calls connected so far
+	stalls atomic.Int64 // frames that waited for a party's queue
 }
 
 // NewSwitch returns a switch with the configuration cfg (validated).
