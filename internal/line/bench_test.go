@@ -54,7 +54,8 @@ func TestHelperSwitch(t *testing.T) {
 // switch's CPU time per second of call (switch-cpu/call-s: a ratio to
 // real time; 1/it is how many calls one core carries in real time), the
 // parties' (party-cpu/call-s), and how far the line's clock fell behind
-// (late: elapsed real time over the line time / speed; 1 is on time).
+// (late: a call's mean real time over its line time / speed; 1 is on
+// time).
 // Tune with LINE_BENCH_CALLS (default 20), LINE_BENCH_SPEED (5) and
 // LINE_BENCH_SECONDS of line time per call (10).
 func BenchmarkSwitch(b *testing.B) {
@@ -103,7 +104,7 @@ func BenchmarkSwitch(b *testing.B) {
 
 // runCalls connects calls calls to one listener and has both parties of
 // each send a tone and read for seconds of line time; it returns the
-// real time the exchange took.
+// mean real time of a call.
 func runCalls(b *testing.B, addr string, calls, seconds int) time.Duration {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -132,7 +133,7 @@ func runCalls(b *testing.B, addr string, calls, seconds int) time.Duration {
 	}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	var start time.Time
+	var total time.Duration // of the callers' calls, from answer to hangup
 	for range calls {
 		wg.Add(2)
 		go func() {
@@ -151,17 +152,16 @@ func runCalls(b *testing.B, addr string, calls, seconds int) time.Duration {
 				b.Error(err)
 				return
 			}
-			mu.Lock()
-			if start.IsZero() {
-				start = time.Now()
-			}
-			mu.Unlock()
+			start := time.Now()
 			talk(c, true)
+			mu.Lock()
+			total += time.Since(start)
+			mu.Unlock()
 			c.Hangup()
 		}()
 	}
 	wg.Wait()
-	return time.Since(start)
+	return total / time.Duration(calls)
 }
 
 func envInt(name string, def int) int {

@@ -251,7 +251,7 @@ func readUntilEnd(c *Call) (int, error) {
 }
 
 func TestSignalling(t *testing.T) {
-	_, addr := startSwitch(t, Config{RingTimeout: 2 * time.Second, Speed: 20})
+	sw, addr := startSwitch(t, Config{RingTimeout: 2 * time.Second, Speed: 20})
 	ctx := testCtx(t)
 	if _, err := Dial(ctx, addr, "999", nil); !errors.Is(err, ErrNoSuchNumber) {
 		t.Errorf("dialling an unregistered number: %v, want ErrNoSuchNumber", err)
@@ -289,6 +289,11 @@ func TestSignalling(t *testing.T) {
 	defer cancel()
 	if _, err := Dial(short, addr, "200", nil); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("dial with an expiring context: %v, want DeadlineExceeded", err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); sw.Stats().Calls != 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d calls still up 10 s after every caller hung up", sw.Stats().Calls)
+		}
 	}
 	// Bad numbers and options never reach the switch.
 	if _, err := Dial(ctx, addr, "12a", nil); err == nil {

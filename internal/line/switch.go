@@ -174,7 +174,7 @@ func (s *Switch) shutdown() {
 	}
 	s.mu.Unlock()
 	for _, c := range calls {
-		c.end(CauseShutdown, CauseShutdown, "")
+		c.end(CauseShutdown, CauseShutdown, "") // sends nothing while closing
 	}
 	for _, p := range parties {
 		p.hangup(CauseShutdown, "the switch is stopping")
@@ -260,7 +260,7 @@ func (p *party) send(m *message) {
 // does not read, or the host is too busy to write), the call's clock
 // waits for it rather than lose audio; a party that takes nothing for
 // 10 s is dropped.
-func (p *party) sendAudio(b []byte) {
+func (p *party) sendAudio(b []byte, done <-chan struct{}) {
 	select {
 	case p.out <- b:
 		return
@@ -272,6 +272,7 @@ func (p *party) sendAudio(b []byte) {
 	select {
 	case p.out <- b:
 	case <-p.gone:
+	case <-done:
 	case <-t.C:
 		p.sw.log.Warn("dropping a party that reads nothing", "remote", p.conn.RemoteAddr())
 		p.close()
@@ -591,6 +592,7 @@ func (c *call) end(callerCause, calleeCause Cause, text string) {
 		s := c.sw
 		s.mu.Lock()
 		delete(s.calls, c)
+		closing := s.closing
 		s.mu.Unlock()
 		for _, q := range []*party{c.caller, c.callee} {
 			q.mu.Lock()
@@ -600,6 +602,9 @@ func (c *call) end(callerCause, calleeCause Cause, text string) {
 			q.mu.Unlock()
 		}
 		s.log.Info("call ended", "call", c.id, "caller", callerCause, "callee", calleeCause)
+		if closing {
+			return // shutdown hangs up every party
+		}
 		c.callee.send(&message{typ: msgEnd, cause: calleeCause, text: text})
 		c.caller.hangup(callerCause, text)
 	})
@@ -720,7 +725,7 @@ func (p *party) deliver(c *call, s []float64) {
 		for i, v := range s[:n] {
 			m.samples[i] = toPCM(v)
 		}
-		p.sendAudio(m.encode(make([]byte, 0, headerLen+24+2*n)))
+		p.sendAudio(m.encode(make([]byte, 0, headerLen+24+2*n)), c.done)
 		m.rxPos += uint64(n)
 		s = s[n:]
 	}
