@@ -508,7 +508,13 @@ func checkConfig(c *impair.Config) error {
 	case c.BurstDBFS > 0 || c.BurstDBFS < minLevelCdB/100:
 		return fmt.Errorf("burst level %v dBFS: want -200 to 0", c.BurstDBFS)
 	}
-	if _, err := impair.New(*c); err != nil {
+	// Check what the switch will get: the values rounded for the wire.
+	d := decoder{p: appendConfig(nil, c)}
+	w := d.config()
+	if d.err != nil {
+		return d.err
+	}
+	if _, err := impair.New(*w); err != nil {
 		return err
 	}
 	return nil

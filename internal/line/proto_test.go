@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"math"
 	"testing"
 	"time"
 
@@ -73,6 +74,33 @@ func TestParseErrors(t *testing.T) {
 	}
 	if _, err := (&reader{r: bytes.NewReader([]byte{msgAudio, 4, 0, 1})}).read(); !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Errorf("truncated message: %v, want ErrUnexpectedEOF", err)
+	}
+}
+
+// TestCheckConfig: what a party may ask for, the switch accepts, after
+// the wire's rounding too.
+func TestCheckConfig(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		c    impair.Config
+		ok   bool
+	}{
+		{"clean", impair.Config{}, true},
+		{"everything", impair.Config{BandLimit: true, NoiseDBFS: -200, AttenuationDB: 120, DriftPPM: -50000,
+			BurstEvery: time.Hour, BurstLength: time.Second, BurstDBFS: -3}, true},
+		{"noise above full scale", impair.Config{NoiseDBFS: 1}, false},
+		{"noise too low for the wire", impair.Config{NoiseDBFS: -201}, false},
+		{"attenuation beyond 120 dB", impair.Config{AttenuationDB: 121}, false},
+		{"drift", impair.Config{DriftPPM: 50001}, false},
+		{"NaN", impair.Config{AttenuationDB: math.NaN()}, false},
+		{"bursts without a level", impair.Config{BurstEvery: time.Second, BurstLength: time.Millisecond}, false},
+		{"bursts that become endless on the wire", impair.Config{BurstEvery: 1500 * time.Microsecond,
+			BurstLength: 1200 * time.Microsecond, BurstDBFS: -10}, false},
+	} {
+		err := checkConfig(&tt.c)
+		if (err == nil) != tt.ok {
+			t.Errorf("%s: checkConfig = %v, want ok %v", tt.name, err, tt.ok)
+		}
 	}
 }
 
