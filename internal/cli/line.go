@@ -237,10 +237,10 @@ func (f *partyFlags) source(cmd string) ([]float64, error) {
 	return s, nil
 }
 
-// talk sends src on the call and records what arrives, until the call
-// ends, the duration of line time passes, or (with no duration) src has
-// gone out and 200 ms more. It returns what arrived and why the call
-// ended ("" if this party hung up).
+// talk sends src on the call and records what arrives (the first hour),
+// until the call ends, the duration of line time passes, or (with no
+// duration) src has gone out and 200 ms more. It returns what arrived and
+// why the call ended ("" if this party hung up).
 func talk(ctx context.Context, call *line.Call, src []float64, duration time.Duration, untilHangup bool) ([]float64, string) {
 	var wg sync.WaitGroup
 	sent := make(chan struct{})
@@ -262,30 +262,34 @@ func talk(ctx context.Context, call *line.Call, src []float64, duration time.Dur
 	var got []float64
 	buf := make([]float64, 1024)
 	tail := int64(-1)
+	var heard int64 // samples read
 	var why string
 	for {
 		n, err := call.Read(buf)
-		got = append(got, buf[:n]...)
+		if len(got) < audio.MaxSamples { // keep at most an hour
+			got = append(got, buf[:min(n, audio.MaxSamples-len(got))]...)
+		}
 		if err != nil {
 			if !errors.Is(err, line.ErrClosed) {
 				why = err.Error()
 			}
 			break
 		}
-		if limit >= 0 && int64(len(got)) >= limit {
-			got = got[:limit]
+		heard += int64(n)
+		if limit >= 0 && heard >= limit {
+			got = got[:min(int64(len(got)), limit)]
 			break
 		}
 		if limit < 0 && src != nil && !untilHangup && tail < 0 {
 			select {
 			case <-sent:
 				if call.Pending() == 0 {
-					tail = int64(len(got)) + audio.Rate/5
+					tail = heard + audio.Rate/5
 				}
 			default:
 			}
 		}
-		if tail >= 0 && int64(len(got)) >= tail {
+		if tail >= 0 && heard >= tail {
 			break
 		}
 	}
