@@ -290,11 +290,7 @@ func TestSignalling(t *testing.T) {
 	if _, err := Dial(short, addr, "200", nil); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("dial with an expiring context: %v, want DeadlineExceeded", err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); sw.Stats().Calls != 0; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d calls still up 10 s after every caller hung up", sw.Stats().Calls)
-		}
-	}
+	waitFor(t, "every call to end", func() bool { return sw.Stats().Calls == 0 })
 	// Bad numbers and options never reach the switch.
 	if _, err := Dial(ctx, addr, "12a", nil); err == nil {
 		t.Error("dialling 12a succeeded")
@@ -783,6 +779,59 @@ func TestRecord(t *testing.T) {
 		want := map[string]float64{"callee": -16, "caller": math.Inf(-1)}[who]
 		if math.Abs(peak-want) > 0.2 && !(math.IsInf(want, -1) && peak < -90) {
 			t.Errorf("%s recording: loudest 100 ms at %.2f dBFS, want %v", who, peak, want)
+		}
+	}
+}
+
+// TestStaleRing: a caller gives up while the line rings and nobody
+// accepts; the next caller's ring is the one Accept answers.
+func TestStaleRing(t *testing.T) {
+	sw, addr := startSwitch(t, Config{})
+	ctx := testCtx(t)
+	l, err := Listen(ctx, addr, "1200", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for i := range 3 {
+		short, cancel := context.WithCancel(ctx)
+		errc := make(chan error, 1)
+		go func() {
+			_, err := Dial(short, addr, "1200", nil)
+			errc <- err
+		}()
+		waitFor(t, "the ring", func() bool { return sw.Stats().Calls == 1 })
+		cancel()
+		if err := <-errc; !errors.Is(err, context.Canceled) {
+			t.Fatalf("dial %d: %v, want Canceled", i, err)
+		}
+		waitFor(t, "the end of the ring", func() bool { return sw.Stats().Calls == 0 })
+	}
+	accepted := make(chan *Call, 1)
+	go func() {
+		c, err := l.Accept(ctx)
+		if err != nil {
+			t.Error(err)
+		}
+		accepted <- c
+	}()
+	caller, err := Dial(ctx, addr, "1200", &Options{From: "5"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer caller.Hangup()
+	callee := <-accepted
+	if callee == nil || callee.ID() != caller.ID() || callee.Remote() != "5" {
+		t.Fatalf("accepted %+v, want call %d from 5", callee, caller.ID())
+	}
+}
+
+// waitFor polls cond for at most 20 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(2 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s after 20 s", what)
 		}
 	}
 }
