@@ -831,7 +831,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(2 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("no %s after 20 s", what)
+			t.Fatalf("still waiting for %s after 20 s", what)
 		}
 	}
 }
