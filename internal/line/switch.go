@@ -217,22 +217,44 @@ func (s *Switch) newParty(conn net.Conn) *party {
 func (p *party) writeLoop() {
 	defer p.sw.wg.Done()
 	defer close(p.wrote)
+	var bufs net.Buffers
 	for {
+		var b []byte
 		select {
-		case b := <-p.out:
-			if b == nil {
-				if tc, ok := p.conn.(*net.TCPConn); ok {
-					tc.CloseWrite()
+		case b = <-p.out:
+		case <-p.gone:
+			return
+		}
+		// Write what is queued behind it in the same system call: a
+		// call catching up after the host was busy sends frames in
+		// bursts.
+		last := b == nil
+		bufs = append(bufs[:0], b)
+	more:
+		for !last && len(bufs) < 16 {
+			select {
+			case b = <-p.out:
+				if b == nil {
+					last = true
+					break more
 				}
-				p.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-				return
+				bufs = append(bufs, b)
+			default:
+				break more
 			}
+		}
+		if len(bufs[0]) > 0 {
 			p.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
-			if _, err := p.conn.Write(b); err != nil {
+			if _, err := bufs.WriteTo(p.conn); err != nil {
 				p.close()
 				return
 			}
-		case <-p.gone:
+		}
+		if last {
+			if tc, ok := p.conn.(*net.TCPConn); ok {
+				tc.CloseWrite()
+			}
+			p.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 			return
 		}
 	}
