@@ -138,8 +138,6 @@ type Call struct {
 	id       uint64
 	remote   string // the number dialled, or the caller's number
 	window   int
-	frame    int
-	dialled  bool // the connection is the call's alone
 	capacity int
 
 	mu      sync.Mutex
@@ -212,7 +210,7 @@ func Dial(ctx context.Context, addr, number string, opts *Options) (*Call, error
 			return nil, fmt.Errorf("dialling %s: %w", number, causeErr(m.cause, m.text))
 		case msgConnected:
 			call := newCall(c, m.callID, number, opts.Buffer)
-			call.window, call.frame, call.dialled = int(m.window), int(m.frame), true
+			call.window = int(m.window)
 			call.setConnected()
 			go call.readLoop()
 			return call, nil

@@ -245,7 +245,7 @@ func (ln *listenLine) loop() {
 				return
 			}
 			call.mu.Lock()
-			call.window, call.frame = int(m.window), int(m.frame)
+			call.window = int(m.window)
 			call.mu.Unlock()
 			call.setConnected()
 			continue
