@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -834,4 +835,50 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("still waiting for %s after 20 s", what)
 		}
 	}
+}
+
+// TestGarbage feeds a live switch random bytes, alone and after a valid
+// first message, on many connections: each is refused or carried on,
+// and the switch still connects a call afterwards.
+func TestGarbage(t *testing.T) {
+	sw, addr := startSwitch(t, Config{})
+	ctx := testCtx(t)
+	rng := rand.New(rand.NewPCG(7, 7))
+	prefixes := [][]byte{
+		nil,
+		(&message{typ: msgRegister, number: "77"}).encode(nil),
+		(&message{typ: msgDial, number: "77"}).encode(nil),
+		{msgAudio, 4, 0},
+	}
+	var wg sync.WaitGroup
+	for i := range 100 {
+		junk := make([]byte, rng.IntN(64))
+		for j := range junk {
+			junk[j] = byte(rng.UintN(256))
+		}
+		data := append(append([]byte(nil), prefixes[i%len(prefixes)]...), junk...)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := dialSwitch(ctx, addr)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer c.nc.Close()
+			c.nc.Write(data)
+			// Whatever the switch answers, the party then leaves.
+			c.nc.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+			for {
+				if _, err := c.rd.read(); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	waitFor(t, "the garbage parties to go", func() bool { st := sw.Stats(); return st.Parties == 0 && st.Calls == 0 })
+	caller, callee := connect(t, ctx, addr, "78", nil)
+	readN(t, caller, 160)
+	readN(t, callee, 160)
 }
