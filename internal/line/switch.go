@@ -447,20 +447,16 @@ func (s *Switch) dial(p *party, m message) bool {
 	if m.back != nil {
 		back = *m.back
 	}
+	for _, cfg := range []impair.Config{fwd, back} {
+		if _, err := impair.New(cfg); err != nil {
+			s.refuse(p, fmt.Errorf("impairments: %w", err))
+			return false
+		}
+	}
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
 		p.hangup(CauseShutdown, "the switch is stopping")
-		return false
-	}
-	if _, err := impair.New(fwd); err != nil {
-		s.mu.Unlock()
-		s.refuse(p, fmt.Errorf("impairments: %w", err))
-		return false
-	}
-	if _, err := impair.New(back); err != nil {
-		s.mu.Unlock()
-		s.refuse(p, fmt.Errorf("impairments: %w", err))
 		return false
 	}
 	lines, ok := s.lines[m.number]
