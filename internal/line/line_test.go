@@ -367,6 +367,8 @@ func TestProtocolErrors(t *testing.T) {
 		{"bad version", []byte{msgRegister, 6, 0, 9, 1, '1', 0, 0, 0, 0}},
 		{"letters", []byte{msgRegister, 6, 0, 1, 1, 'a', 0, 0, 0, 0}},
 		{"oversized", []byte{msgAudio, 0xff, 0xff}},
+		{"endless bursts", (&message{typ: msgDial, number: "1", fwd: &impair.Config{
+			BurstEvery: time.Second, BurstLength: 2 * time.Second, BurstDBFS: -10}}).encode(nil)},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			c, err := dialSwitch(ctx, addr)
