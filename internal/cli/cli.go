@@ -77,6 +77,7 @@ func root() *command {
 			serverKeyCommand(),
 			merchantCommand(),
 			accountCommand(),
+			lineCommand(),
 			versionCommand(),
 		},
 	}

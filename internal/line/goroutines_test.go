@@ -1,0 +1,5 @@
+package line
+
+import "runtime"
+
+func goroutines() int { return runtime.NumGoroutine() }
