@@ -777,7 +777,9 @@ func (c *Conn) checkEnd(now time.Time) (time.Time, error) {
 		switch {
 		case c.finAcked && !c.finRcvd:
 			done = true
-		case (c.finAcked || (c.finRcvd && c.finSent)) && c.finRcvd:
+		case c.finRcvd && c.finSent:
+			// The peer is done and reads no more: our fin need not be
+			// acknowledged.
 			// Linger while the peer may still resend its fin.
 			quiet := c.lingerFrom
 			if c.lastDataAt.After(quiet) {
@@ -1008,11 +1010,12 @@ func (c *Conn) reclaimAt() time.Time {
 }
 
 // linger is how long a closing side that received the peer's fin keeps
-// answering after the last data or fin frame arrived.
+// answering after the last data or fin frame arrived: long enough for the
+// peer to resend its fin once more at its longest timeout.
 func (c *Conn) linger() time.Duration {
-	d := 2 * c.rto
+	d := c.cfg.MaxRTO + c.rto
 	if c.cfg.HalfDuplex {
-		d = max(d, 2*c.maxIdle()+c.rto)
+		d += 2 * c.maxIdle()
 	}
 	return d
 }

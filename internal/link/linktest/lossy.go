@@ -54,8 +54,8 @@ type LossyEnd struct {
 	// guarded by lp.mu
 	rng      *rand.Rand
 	sent     int64
-	burst    int   // bytes left in the current burst
-	forced   int   // bytes the next writes lose to a burst asked for with Wipe
+	burst    int // bytes left in the current burst
+	forced   int // bytes the next writes lose to a burst asked for with Wipe
 	txUntil  time.Time
 	collided bool
 	stats    Damage
@@ -73,6 +73,8 @@ type Damage struct {
 type lossyPipe struct {
 	cfg LossyConfig
 	mu  sync.Mutex
+	// noise wipes out what is on the line, both ways, in [noiseFrom, noiseUntil).
+	noiseFrom, noiseUntil time.Time
 }
 
 // LossyPipe returns the two connected ends of a new in-memory lossy link.
@@ -87,59 +89,88 @@ func LossyPipe(cfg LossyConfig) (a, b *LossyEnd) {
 	return a, b
 }
 
-// Write sends b, damaged, to the other end. With Realtime it sleeps for
-// b's airtime first (and, with HalfDuplex, garbles b and whatever the
-// other end sent meanwhile if the two overlapped). It returns len(b) when
-// the damaged bytes were delivered, and the errors of End.Write otherwise.
+// Write sends b, damaged, to the other end. With Realtime it delivers b
+// byte by byte, each once its airtime has passed, as a modem does (and,
+// with HalfDuplex, garbles b and whatever the other end sends meanwhile
+// if the two overlap). It returns len(b) when all of b was delivered, and
+// the errors of End.Write otherwise.
 func (e *LossyEnd) Write(b []byte) (int, error) {
 	lp := e.lp
 	cfg := &lp.cfg
-	airtime := cfg.Airtime(int64(len(b)))
-	halfDuplex := cfg.HalfDuplex && cfg.Realtime && airtime > 0
-	lp.mu.Lock()
-	e.sent += int64(len(b))
-	if halfDuplex {
-		now := time.Now()
-		if e.other.txUntil.After(now) {
+	start := time.Now()
+	if !cfg.Realtime || cfg.BitsPerSecond <= 0 {
+		if err := e.deliver(b, start, false); err != nil {
+			return 0, err
+		}
+		return len(b), nil
+	}
+	if cfg.HalfDuplex {
+		lp.mu.Lock()
+		if e.other.txUntil.After(start) {
 			e.collided, e.other.collided = true, true
 		}
-		e.txUntil = now.Add(airtime)
+		e.txUntil = start.Add(cfg.Airtime(int64(len(b))))
+		lp.mu.Unlock()
 	}
-	lp.mu.Unlock()
-	if cfg.Realtime {
-		time.Sleep(airtime)
+	garbled := false
+	for i := range b {
+		at := start.Add(cfg.Airtime(int64(i)))
+		time.Sleep(time.Until(start.Add(cfg.Airtime(int64(i + 1)))))
+		lp.mu.Lock()
+		c := e.collided
+		garbled = garbled || c
+		lp.mu.Unlock()
+		if err := e.deliver(b[i:i+1], at, c); err != nil {
+			return i, err
+		}
 	}
-	lp.mu.Lock()
-	var out []byte
-	if e.collided {
+	if garbled {
+		lp.mu.Lock()
 		e.collided = false
 		e.stats.Collisions++
+		lp.mu.Unlock()
+	}
+	return len(b), nil
+}
+
+// deliver damages b, whose transmission began at start (garbles it all
+// if collided), and hands it to the other end.
+func (e *LossyEnd) deliver(b []byte, start time.Time, collided bool) error {
+	e.lp.mu.Lock()
+	e.sent += int64(len(b))
+	var out []byte
+	if collided {
 		out = make([]byte, len(b))
 		for i := range out {
 			out[i] = byte(e.rng.Uint32())
 		}
 	} else {
-		out = e.damage(b)
+		out = e.damage(b, start)
 	}
-	lp.mu.Unlock()
+	e.lp.mu.Unlock()
 	if len(out) == 0 {
-		return len(b), nil
+		return nil
 	}
-	if _, err := e.End.Write(out); err != nil {
-		return 0, err
-	}
-	return len(b), nil
+	_, err := e.End.Write(out)
+	return err
 }
 
-// damage returns b as the line delivers it. lp.mu must be held.
-func (e *LossyEnd) damage(b []byte) []byte {
+// damage returns b, whose transmission began at start, as the line
+// delivers it. lp.mu must be held.
+func (e *LossyEnd) damage(b []byte, start time.Time) []byte {
 	cfg := &e.lp.cfg
 	out := make([]byte, 0, len(b)+len(b)/8)
 	burstLen := cfg.BurstLen
 	if burstLen <= 0 {
 		burstLen = 32
 	}
-	for _, c := range b {
+	noisy := e.lp.noiseUntil.After(start)
+	for i, c := range b {
+		if noisy {
+			if at := start.Add(cfg.Airtime(int64(i))); !at.Before(e.lp.noiseFrom) && at.Before(e.lp.noiseUntil) {
+				e.burst = max(e.burst, 1)
+			}
+		}
 		if e.burst == 0 && e.forced > 0 {
 			e.burst = e.forced
 			e.forced = 0
@@ -188,6 +219,18 @@ func (e *LossyEnd) Wipe(n int) {
 	e.lp.mu.Lock()
 	defer e.lp.mu.Unlock()
 	e.forced += max(n, 0)
+}
+
+// Noise makes a noise burst wipe out everything on the line, both ways,
+// for d from now (each byte replaced by a random byte or lost, at even
+// odds), as a click or a carrier dropout does. A byte is on the line at
+// the time its airtime says, counted from the start of its write; without
+// BitsPerSecond only writes that start within d are hit.
+func (e *LossyEnd) Noise(d time.Duration) {
+	e.lp.mu.Lock()
+	defer e.lp.mu.Unlock()
+	now := time.Now()
+	e.lp.noiseFrom, e.lp.noiseUntil = now, now.Add(d)
 }
 
 // Sent is how many bytes this end has written, before damage.
