@@ -167,7 +167,13 @@ func (c Config) withDefaults() Config {
 		c.MaxPayload = 64
 	}
 	if c.MinRTO == 0 {
-		c.MinRTO = 2*c.airtime(c.maxFrame()) + c.airtime(ackFrameLen) + 2*c.Turnaround + slack
+		if c.HalfDuplex {
+			// The turn's timer: the peer's answer begins within an
+			// acknowledgement's time, and bytes still arriving stretch it.
+			c.MinRTO = c.airtime(2*ackFrameLen) + 2*c.Turnaround + slack
+		} else {
+			c.MinRTO = 2*c.airtime(c.maxFrame()) + c.airtime(ackFrameLen) + 2*c.Turnaround + slack
+		}
 	}
 	if c.MaxRTO == 0 {
 		c.MaxRTO = max(8*c.MinRTO, 2*time.Second)
@@ -212,6 +218,7 @@ type Stats struct {
 	PayloadSent   int64         // stream bytes acknowledged by the peer
 	PayloadRcvd   int64         // stream bytes delivered in order
 	TurnsReceived int64         // times the turn came to this side (half duplex)
+	Probes        int64         // frames resent early on an idle line (full duplex)
 }
 
 // sendLimit is how many written bytes wait at most for framing; Write
@@ -915,7 +922,36 @@ func (c *Conn) planFull(now time.Time, hot bool) ([]byte, []*outFrame, time.Time
 	if !c.rtoAt.IsZero() {
 		wake = earliest(wake, c.rtoAt)
 	}
+	// The line would idle: resend the oldest frame still unaccounted for
+	// once a round trip has passed without its acknowledgement, rather
+	// than wait for the full timeout. It costs no time that new data
+	// could use, and a lost last frame of a message is the common loss.
+	for _, o := range c.out {
+		if o.sacked || o.sentAt.IsZero() {
+			continue
+		}
+		at := o.sentAt.Add(c.probeDelay())
+		if now.Before(at) {
+			wake = earliest(wake, at)
+			break
+		}
+		c.stats.Resent++
+		c.stats.Probes++
+		f := c.wireFrame(c.transmit(o))
+		c.ackDue = false
+		return appendFrame(nil, &f, !hot), []*outFrame{o}, time.Time{}, nil
+	}
 	return nil, nil, wake, nil
+}
+
+// probeDelay is how long an idle full-duplex sender waits for an
+// acknowledgement before resending: a round trip and its usual spread, at
+// least an acknowledgement's airtime and the slack.
+func (c *Conn) probeDelay() time.Duration {
+	if c.srtt == 0 {
+		return c.rto
+	}
+	return c.srtt + max(2*c.rttvar, c.cfg.airtime(ackFrameLen)+slack)
 }
 
 // planHalf builds the next burst when this side holds the turn, or takes

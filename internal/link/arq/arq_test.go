@@ -2,8 +2,9 @@ package arq
 
 import (
 	"bytes"
-	"fmt"
+	"errors"
 	"io"
+	"runtime"
 	"testing"
 	"time"
 
@@ -66,24 +67,64 @@ func TestConformance(t *testing.T) {
 	}
 }
 
-func TestSmoke(t *testing.T) {
-	a, b, _, _ := newPair(t, linktest.LossyConfig{Seed: 9, BER: 1e-3}, Config{MaxRTO: 200 * time.Millisecond})
-	want := bytes.Repeat([]byte("hello, lossy world "), 500)
-	errc := make(chan error, 1)
-	go func() {
-		_, err := a.Write(want)
-		if err == nil {
-			err = a.Close()
+// TestNoGoroutineLeak closes links in every way they end and checks no
+// goroutine stays behind (the synctest tests check the same inside their
+// bubbles).
+func TestNoGoroutineLeak(t *testing.T) {
+	before := runtime.NumGoroutine()
+	for _, half := range []bool{false, true} {
+		cfg := Config{HalfDuplex: half, MaxRTO: 200 * time.Millisecond, GiveUp: time.Second}
+		// A transfer and a clean close.
+		a, b, _, _ := newPair(t, linktest.LossyConfig{Seed: 1, BER: 1e-4}, cfg)
+		transfer(t, a, b, bytes.Repeat([]byte("leak? "), 1000))
+		// The line cut under both.
+		a, b, la, _ := newPair(t, linktest.LossyConfig{}, cfg)
+		la.CutAfter(0)
+		a.Close()
+		b.Close()
+		// A peer gone silent.
+		a, b, _, lb := newPair(t, linktest.LossyConfig{}, cfg)
+		lb.Stall()
+		a.Write([]byte("anyone?"))
+		if err := a.Close(); !errors.Is(err, ErrPeerGone) {
+			t.Errorf("Close() to a silent peer = %v, want ErrPeerGone", err)
 		}
-		errc <- err
-	}()
-	got, err := io.ReadAll(b)
-	if err != nil || !bytes.Equal(got, want) {
-		t.Fatalf("ReadAll = %d bytes, %v", len(got), err)
+		b.Close()
 	}
-	if err := <-errc; err != nil {
-		t.Fatal(err)
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
 	}
-	b.Close()
-	fmt.Printf("%+v\n%+v\n", a.Stats(), b.Stats())
+	if n := runtime.NumGoroutine(); n > before {
+		buf := make([]byte, 1<<16)
+		t.Errorf("%d goroutines after closing everything, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
+	}
 }
+
+func TestConfigValidate(t *testing.T) {
+	bad := []Config{
+		{BitRate: -1},
+		{Window: MaxWindow + 1},
+		{Window: -1},
+		{MaxPayload: MaxPayloadLimit + 1},
+		{MinRTO: time.Second, MaxRTO: time.Millisecond},
+		{GiveUp: -time.Second},
+	}
+	for _, c := range bad {
+		if err := c.Validate(); !errors.Is(err, ErrConfig) {
+			t.Errorf("%+v.Validate() = %v, want ErrConfig", c, err)
+		}
+		if _, err := New(nopRWC{}, c); !errors.Is(err, ErrConfig) {
+			t.Errorf("New(%+v) = %v, want ErrConfig", c, err)
+		}
+	}
+	if err := (Config{}).Validate(); err != nil {
+		t.Errorf("Config{}.Validate() = %v, want nil", err)
+	}
+}
+
+type nopRWC struct{}
+
+func (nopRWC) Read([]byte) (int, error)    { return 0, io.EOF }
+func (nopRWC) Write(b []byte) (int, error) { return len(b), nil }
+func (nopRWC) Close() error                { return nil }

@@ -246,6 +246,32 @@ func TestPeerGone(t *testing.T) {
 	}
 }
 
+// TestNoPrimary: two half-duplex sides that both wait for the turn (a
+// misconfiguration) end with ErrPeerGone instead of waiting forever.
+func TestNoPrimary(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		la, lb := linktest.LossyPipe(slowLine(linktest.LossyConfig{}, true))
+		cfg := Config{BitRate: lineRate, HalfDuplex: true, GiveUp: time.Minute}
+		a, _ := New(la, cfg)
+		b, _ := New(lb, cfg)
+		a.Write([]byte("after you"))
+		errc := make(chan error, 1)
+		go func() {
+			_, err := a.Read(make([]byte, 1))
+			errc <- err
+		}()
+		_, errB := b.Read(make([]byte, 1))
+		errA := <-errc
+		// The first to give up hangs up: the other sees the line go down.
+		if !errors.Is(errA, ErrPeerGone) && !errors.Is(errB, ErrPeerGone) ||
+			errA == nil || errB == nil {
+			t.Errorf("Read() with no primary = %v, %v, want ErrPeerGone on one side and an error on both", errA, errB)
+		}
+		a.Close()
+		b.Close()
+	})
+}
+
 // TestDeadline: a read deadline interrupts Read and leaves the link
 // usable, as package channel expects.
 func TestDeadline(t *testing.T) {
