@@ -41,11 +41,14 @@
 // frames that arrive after a gap and reports them in an acknowledgement's
 // bitmap; the sender resends only what is missing. Because the stream
 // beneath never reorders bytes, a frame still unacknowledged when a frame
-// sent after it has been acknowledged is lost, and is resent at once; the
+// sent after it has been acknowledged is lost, and is resent at once. A
+// sender that would otherwise leave the line idle resends its oldest
+// unacknowledged frame once a round trip has passed (the lost last frame
+// of a message is the common case, and the idle line costs nothing). The
 // retransmission timer (RFC 6298: SRTT, RTTVAR, RTO = SRTT + 4·RTTVAR,
 // Karn's rule, doubling on expiry up to Config.MaxRTO) covers the rest,
 // resending every unacknowledged frame. The timer's floor follows from the
-// line's bit rate: the time a frame and its acknowledgement take.
+// line's bit rate: the time two frames and an acknowledgement take.
 //
 // # Half duplex
 //
@@ -54,7 +57,8 @@
 // whose last frame carries O, which hands the turn over. The Primary side
 // starts with the turn and is the only one that takes it back unasked:
 // when no frame with O arrives within its timeout (adaptive as above,
-// measured from handing over; stretched while bytes are still arriving),
+// measured from handing over to getting the turn back, with a floor of two
+// acknowledgements' airtime; stretched while bytes are still arriving),
 // it sends again, which also recovers a lost O either way. The secondary
 // never transmits unasked, so the two never both wait nor both talk for
 // long. An idle primary keeps handing the turn over, more and more slowly
@@ -65,9 +69,10 @@
 // # Closing and failing
 //
 // Close sends a fin after all written data and waits for its
-// acknowledgement; a side that received the peer's fin sends its own and
-// waits only until the line has been quiet a while (answering a resent
-// fin meanwhile). A peer that answers nothing for Config.GiveUp while
+// acknowledgement (the peer then has everything it needs from us); a side
+// that received the peer's fin first sends its own and waits only until
+// that is acknowledged or the line has been quiet for the peer's longest
+// timeout (answering a resent fin meanwhile) or goes down. A peer that answers nothing for Config.GiveUp while
 // something awaits its acknowledgement (in half duplex: at all) ends the
 // link with ErrPeerGone; a stream beneath that fails ends it with
 // ErrLineDown. Read returns io.EOF after the peer's data once its fin
@@ -125,11 +130,14 @@ type Config struct {
 	// Turnaround is how long the line needs to change direction (a
 	// half-duplex modem raising its carrier); it is added to timeouts.
 	Turnaround time.Duration
-	// MinRTO and MaxRTO bound the retransmission timeout; 0 derives them
-	// from BitRate (MaxRTO: 8 times MinRTO, at least 2 s).
+	// MinRTO and MaxRTO bound the retransmission timeout (in half duplex,
+	// the turn's timeout); 0 derives them from BitRate: MinRTO is the
+	// airtime of two largest frames and an acknowledgement (half duplex:
+	// of two acknowledgements), plus twice Turnaround, plus 50 ms; MaxRTO
+	// is 4 times MinRTO, at least 2 s.
 	MinRTO, MaxRTO time.Duration
 	// GiveUp is how long the peer may answer nothing before the link ends
-	// with ErrPeerGone; 0 means 8 times MaxRTO, at least 30 s.
+	// with ErrPeerGone; 0 means 6 times MaxRTO, at least 30 s.
 	GiveUp time.Duration
 }
 
@@ -176,11 +184,11 @@ func (c Config) withDefaults() Config {
 		}
 	}
 	if c.MaxRTO == 0 {
-		c.MaxRTO = max(8*c.MinRTO, 2*time.Second)
+		c.MaxRTO = max(4*c.MinRTO, 2*time.Second)
 	}
 	c.MaxRTO = max(c.MaxRTO, c.MinRTO)
 	if c.GiveUp == 0 {
-		c.GiveUp = max(8*c.MaxRTO, 30*time.Second)
+		c.GiveUp = max(6*c.MaxRTO, 30*time.Second)
 	}
 	return c
 }
@@ -782,11 +790,13 @@ func (c *Conn) checkEnd(now time.Time) (time.Time, error) {
 	if c.closing && !c.finished {
 		done := false
 		switch {
-		case c.finAcked && !c.finRcvd:
+		case c.finAcked:
+			// The peer has our fin: it needs nothing more from us.
 			done = true
 		case c.finRcvd && c.finSent:
 			// The peer is done and reads no more: our fin need not be
-			// acknowledged.
+			// acknowledged, but the peer may lack our acknowledgement of
+			// its fin.
 			// Linger while the peer may still resend its fin.
 			quiet := c.lingerFrom
 			if c.lastDataAt.After(quiet) {

@@ -123,6 +123,7 @@ func TestChannelOverLossyLine(t *testing.T) {
 						t.Fatalf("Dial() = %v, Accept() = %v, want nil, nil", err, r.err)
 					}
 					sc := r.c
+					handshake := time.Since(start)
 					rnd := rand.New(rand.NewPCG(1, 2))
 					for i, size := range []int{1, 200, 600, 40} {
 						msg := randomBytes(rnd, size)
@@ -146,7 +147,7 @@ func TestChannelOverLossyLine(t *testing.T) {
 					if err := <-errc; err != nil {
 						t.Errorf("server Close() = %v", err)
 					}
-					t.Logf("line time %v; device %+v", time.Since(start), dev.Stats())
+					t.Logf("handshake %v, all %v; device %+v", handshake, time.Since(start), dev.Stats())
 					// Taking turns, the two sides never talk at once on a
 					// clean line (on a noisy one a lost "over" may make
 					// the primary speak while the secondary still does).
