@@ -73,7 +73,7 @@ func TestConformance(t *testing.T) {
 func TestNoGoroutineLeak(t *testing.T) {
 	before := runtime.NumGoroutine()
 	for _, half := range []bool{false, true} {
-		cfg := Config{HalfDuplex: half, MaxRTO: 200 * time.Millisecond, GiveUp: time.Second}
+		cfg := Config{HalfDuplex: half, MaxRTO: 200 * time.Millisecond}
 		// A transfer and a clean close.
 		a, b, _, _ := newPair(t, linktest.LossyConfig{Seed: 1, BER: 1e-4}, cfg)
 		transfer(t, a, b, bytes.Repeat([]byte("leak? "), 1000))
@@ -83,6 +83,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 		a.Close()
 		b.Close()
 		// A peer gone silent.
+		cfg.GiveUp = time.Second
 		a, b, _, lb := newPair(t, linktest.LossyConfig{}, cfg)
 		lb.Stall()
 		a.Write([]byte("anyone?"))
