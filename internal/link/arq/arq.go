@@ -909,6 +909,13 @@ func (c *Conn) planFull(now time.Time, hot bool) ([]byte, []*outFrame, time.Time
 	if c.finished {
 		return nil, nil, time.Time{}, nil
 	}
+	if c.ackDue && len(c.ooo) > 0 {
+		// Data frames carry only the cumulative acknowledgement: say
+		// what is held out of order first, or the peer resends it.
+		c.ackDue = false
+		f := c.ackFrame()
+		return appendFrame(nil, &f, !hot), nil, time.Time{}, nil
+	}
 	if !c.rtoAt.IsZero() && !now.Before(c.rtoAt) {
 		c.stats.Timeouts++
 		c.backoff()
@@ -1025,10 +1032,16 @@ func (c *Conn) planHalf(now time.Time) ([]byte, []*outFrame, time.Time, error) {
 	c.idleDelay = 0
 	c.idleUntil = time.Time{}
 	var buf []byte
+	sack := len(c.ooo) > 0 // data frames cannot say what is held out of order
 	for i, o := range sent {
 		f := c.wireFrame(o)
-		f.over = i == len(sent)-1 // the last frame hands the turn over
+		f.over = i == len(sent)-1 && !sack // the last frame hands the turn over
 		buf = appendFrame(buf, &f, i == 0)
+	}
+	if sack {
+		f := c.ackFrame()
+		f.over = true
+		buf = appendFrame(buf, &f, false)
 	}
 	c.ackDue = false
 	c.turn = false
