@@ -32,8 +32,9 @@
 // corruption that gets through as an attack and ends the session, noise
 // between frames arrives as random candidates, and demodulator slips
 // change a frame's length; 2^-32 against 2^-16 undetected is worth two
-// bytes a frame (about 3% at the default 64-byte payload). For frames
-// under 655 bytes CRC-32C also detects every error of up to 5 bits.
+// bytes a frame (3% at the default 64-byte payload). Castagnoli's
+// polynomial detects more multi-bit errors at these lengths than IEEE's
+// (Koopman, 2002).
 //
 // # Reliability
 //
@@ -48,7 +49,10 @@
 // retransmission timer (RFC 6298: SRTT, RTTVAR, RTO = SRTT + 4·RTTVAR,
 // Karn's rule, doubling on expiry up to Config.MaxRTO) covers the rest,
 // resending every unacknowledged frame. The timer's floor follows from the
-// line's bit rate: the time two frames and an acknowledgement take.
+// line's bit rate: the time two frames and an acknowledgement take. New
+// frames carry fewer bytes as the measured loss grows (the size that moves
+// the most data, down to 16 bytes): long frames on a clean line, short
+// ones on a noisy line.
 //
 // # Half duplex
 //
@@ -85,6 +89,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"sync"
 	"time"
@@ -119,7 +124,9 @@ type Config struct {
 	// 0 means MaxWindow.
 	Window int
 	// MaxPayload is the most stream bytes in one frame, 1 to
-	// MaxPayloadLimit; 0 means 64 (at 1200 bit/s a frame then takes 0.6 s).
+	// MaxPayloadLimit; 0 means 64 (at 1200 bit/s such a frame takes
+	// 0.6 s). Frames shrink from it, down to 16 bytes, as the line loses
+	// more of them (see payloadSize).
 	MaxPayload int
 	// HalfDuplex makes the two sides take turns (see the package
 	// documentation). Both sides must agree.
@@ -137,7 +144,7 @@ type Config struct {
 	// is 4 times MinRTO, at least 2 s.
 	MinRTO, MaxRTO time.Duration
 	// GiveUp is how long the peer may answer nothing before the link ends
-	// with ErrPeerGone; 0 means 6 times MaxRTO, at least 30 s.
+	// with ErrPeerGone; 0 means 3 times MaxRTO, at least 30 s.
 	GiveUp time.Duration
 }
 
@@ -188,7 +195,7 @@ func (c Config) withDefaults() Config {
 	}
 	c.MaxRTO = max(c.MaxRTO, c.MinRTO)
 	if c.GiveUp == 0 {
-		c.GiveUp = max(6*c.MaxRTO, 30*time.Second)
+		c.GiveUp = max(3*c.MaxRTO, 30*time.Second)
 	}
 	return c
 }
@@ -227,6 +234,7 @@ type Stats struct {
 	PayloadRcvd   int64         // stream bytes delivered in order
 	TurnsReceived int64         // times the turn came to this side (half duplex)
 	Probes        int64         // frames resent early on an idle line (full duplex)
+	Payload       int           // stream bytes the next new frame may carry (adapts to loss)
 }
 
 // sendLimit is how many written bytes wait at most for framing; Write
@@ -312,6 +320,10 @@ type Conn struct {
 	idleDelay  time.Duration
 	idleUntil  time.Time
 
+	// Frame loss estimate (EWMA over copies sent) and the mean line
+	// length of the frames it was measured on.
+	loss, lossLen float64
+
 	stats Stats
 }
 
@@ -336,6 +348,7 @@ func New(rw io.ReadWriteCloser, cfg Config) (*Conn, error) {
 		rto:       cfg.MinRTO * 2,
 		lastHeard: now,
 		turn:      cfg.HalfDuplex && cfg.Primary,
+		lossLen:   float64(cfg.maxFrame()),
 	}
 	c.rto = min(c.rto, cfg.MaxRTO)
 	c.rcond = sync.NewCond(&c.mu)
@@ -496,6 +509,7 @@ func (c *Conn) Stats() Stats {
 	defer c.mu.Unlock()
 	s := c.stats
 	s.SRTT, s.RTO = c.srtt, c.rto
+	s.Payload = c.payloadSize()
 	return s
 }
 
@@ -574,7 +588,7 @@ func (c *Conn) handle(f *frame, now time.Time) {
 			// acknowledge was lost.
 			for _, o := range c.out {
 				if !o.sacked && o.lastTx <= c.lastOverTx {
-					o.lost = true
+					c.markLost(o)
 				}
 			}
 		}
@@ -597,6 +611,7 @@ func (c *Conn) handleAck(f *frame, now time.Time) {
 		o := c.out[0]
 		if !o.sacked {
 			newest = o
+			c.noteOutcome(false, o)
 		}
 		c.hiAcked = max(c.hiAcked, o.firstTx)
 		if o.fin {
@@ -621,6 +636,7 @@ func (c *Conn) handleAck(f *frame, now time.Time) {
 				o := c.out[s-c.base]
 				if !o.sacked {
 					newest = o
+					c.noteOutcome(false, o)
 				}
 				o.sacked = true
 				c.hiAcked = max(c.hiAcked, o.firstTx)
@@ -633,8 +649,8 @@ func (c *Conn) handleAck(f *frame, now time.Time) {
 	// The stream beneath keeps order: a frame last sent before one the
 	// peer has acknowledged, and not acknowledged itself, was lost.
 	for _, o := range c.out {
-		if !o.sacked && !o.lost && o.lastTx < c.hiAcked {
-			o.lost = true
+		if !o.sacked && o.lastTx < c.hiAcked {
+			c.markLost(o)
 		}
 	}
 	c.wcond.Broadcast()
@@ -685,6 +701,45 @@ func (c *Conn) deliver(f *frame) {
 	c.rcond.Broadcast()
 	c.wcond.Broadcast() // Close may be waiting for the peer's fin
 }
+
+// markLost marks o for resending, counting the loss once per copy.
+func (c *Conn) markLost(o *outFrame) {
+	if !o.lost {
+		o.lost = true
+		c.noteOutcome(true, o)
+	}
+}
+
+// noteOutcome feeds the fate of one copy of o (lost, or the one that got
+// through) to the estimate of the line's frame loss.
+func (c *Conn) noteOutcome(lost bool, o *outFrame) {
+	const gain = 1.0 / 16
+	x := 0.0
+	if lost {
+		x = 1
+	}
+	c.loss += gain * (x - c.loss)
+	c.lossLen += gain * (float64(len(o.payload)+headerLen+crcLen+2) - c.lossLen)
+}
+
+// payloadSize is how many stream bytes a new frame carries: the size that
+// moves the most data through the loss measured so far. With byte error
+// rate q, a frame of L payload bytes gets through with probability
+// (1-q)^(L+8) and carries L/(L+8) of its airtime; the product is largest
+// where L(L+8) = 8/q (to first order in q). Between minPayload and
+// Config.MaxPayload.
+func (c *Conn) payloadSize() int {
+	if c.loss < 1e-3 {
+		return c.cfg.MaxPayload
+	}
+	q := 1 - math.Pow(1-c.loss, 1/c.lossLen)
+	l := int(-4 + math.Sqrt(16+8/q))
+	return max(min(l, c.cfg.MaxPayload), min(minPayload, c.cfg.MaxPayload))
+}
+
+// minPayload is the least payloadSize picks (Config.MaxPayload permitting):
+// below it the frame is mostly overhead whatever the line.
+const minPayload = 16
 
 // sample feeds one round-trip measurement to the estimator (RFC 6298 §2).
 func (c *Conn) sample(r time.Duration) {
@@ -845,7 +900,7 @@ func (c *Conn) nextFrame() *outFrame {
 	var o *outFrame
 	switch {
 	case len(c.sbuf) > 0:
-		n := min(len(c.sbuf), c.cfg.MaxPayload)
+		n := min(len(c.sbuf), c.payloadSize())
 		o = &outFrame{seq: c.nextSeq, payload: append([]byte(nil), c.sbuf[:n]...)}
 		c.sbuf = c.sbuf[n:]
 		if len(c.sbuf) == 0 {
@@ -921,7 +976,7 @@ func (c *Conn) planFull(now time.Time, hot bool) ([]byte, []*outFrame, time.Time
 		c.backoff()
 		for _, o := range c.out {
 			if !o.sacked {
-				o.lost = true
+				c.markLost(o)
 			}
 		}
 		c.rtoAt = time.Time{}
@@ -963,10 +1018,14 @@ func (c *Conn) planFull(now time.Time, hot bool) ([]byte, []*outFrame, time.Time
 
 // probeDelay is how long an idle full-duplex sender waits for an
 // acknowledgement before resending: a round trip and its usual spread, at
-// least an acknowledgement's airtime and the slack.
+// least an acknowledgement's airtime and the slack; MinRTO before the
+// first measurement. It does not back off: on a line of its own a sender
+// loses nothing by trying again, while a backed-off timer would leave
+// only a handful of tries before GiveUp, too few on a line that loses a
+// third of its frames.
 func (c *Conn) probeDelay() time.Duration {
 	if c.srtt == 0 {
-		return c.rto
+		return c.cfg.MinRTO
 	}
 	return c.srtt + max(2*c.rttvar, c.cfg.airtime(ackFrameLen)+slack)
 }

@@ -47,9 +47,9 @@ func TestGoodput(t *testing.T) {
 	if testing.Short() {
 		t.Skip("measures many transfers")
 	}
-	payloads := []int{64}
+	payloads := []int{0}
 	if *goodputTable {
-		payloads = []int{32, 64, 128, 256}
+		payloads = []int{32, 0, 128, 256}
 	}
 	lines := []struct {
 		name string
@@ -63,7 +63,7 @@ func TestGoodput(t *testing.T) {
 		{"bursts 1/2000 B", linktest.LossyConfig{Burst: 5e-4, BurstLen: 32}},
 	}
 	var out strings.Builder
-	fmt.Fprintf(&out, "| line | mode | payload | goodput / line rate | line bytes / payload byte | resent frames | timeouts |\n|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&out, "| line | mode | MaxPayload | goodput / line rate | line bytes / payload byte | resent frames | timeouts | payload at the end |\n|---|---|---|---|---|---|---|---|\n")
 	const n = 4096
 	for _, l := range lines {
 		for _, half := range modes() {
@@ -71,7 +71,11 @@ func TestGoodput(t *testing.T) {
 				lc := l.lc
 				lc.Seed = 42
 				ratio, lb, s := goodput(t, lc, Config{HalfDuplex: half, MaxPayload: p}, n)
-				fmt.Fprintf(&out, "| %s | %s | %d | %.0f%% | %.2f | %d | %d |\n", l.name, modeName(half), p, 100*ratio, float64(lb)/n, s.Resent, s.Timeouts+s.TurnTimeouts)
+				name := fmt.Sprint(p)
+				if p == 0 {
+					name = "64 (default)"
+				}
+				fmt.Fprintf(&out, "| %s | %s | %s | %.0f%% | %.2f | %d | %d | %d |\n", l.name, modeName(half), name, 100*ratio, float64(lb)/n, s.Resent, s.Timeouts+s.TurnTimeouts, s.Payload)
 			}
 		}
 	}
@@ -105,4 +109,64 @@ func BenchmarkTransfer(b *testing.B) {
 			})
 		}
 	}
+}
+
+// TestExchangeTime measures, in fake time at 1200 bit/s, an exchange
+// shaped like an authentication over the Noise channel (channel frames of
+// 98, 50, 19, 218, 618 and 58 bytes, alternating direction), averaged
+// over 10 seeds, for two frame sizes; go test -run TestExchangeTime -v
+// -goodput prints it.
+func TestExchangeTime(t *testing.T) {
+	if !*goodputTable {
+		t.Skip("a measurement: run with -goodput")
+	}
+	sizes := []int{98, 50, 19, 218, 618, 58}
+	raw := 0
+	for _, n := range sizes {
+		raw += n
+	}
+	var out strings.Builder
+	fmt.Fprintf(&out, "| line | mode | MaxPayload 64 | MaxPayload 128 |\n|---|---|---|---|\n")
+	for _, l := range []struct {
+		name string
+		lc   linktest.LossyConfig
+	}{
+		{"clean", linktest.LossyConfig{}},
+		{"BER 1e-4", linktest.LossyConfig{BER: 1e-4}},
+		{"noisy", linktest.LossyConfig{BER: 5e-4, Drop: 3e-4, Insert: 3e-4, Burst: 2e-4}},
+		{"BER 1e-3", linktest.LossyConfig{BER: 1e-3}},
+	} {
+		for _, half := range modes() {
+			fmt.Fprintf(&out, "| %s | %s |", l.name, modeName(half))
+			for _, p := range []int{64, 128} {
+				const runs = 10
+				var total time.Duration
+				for seed := range runs {
+					lc := l.lc
+					lc.Seed = uint64(seed + 100)
+					synctest.Test(t, func(t *testing.T) {
+						a, b, _, _ := newPair(t, slowLine(lc, half), Config{BitRate: lineRate, HalfDuplex: half, MaxPayload: p})
+						r := rand.New(rand.NewPCG(uint64(seed), 1))
+						start := time.Now()
+						for i, size := range sizes {
+							from, to := a, b
+							if i%2 == 1 {
+								from, to = b, a
+							}
+							go from.Write(randomBytes(r, size))
+							if _, err := io.ReadFull(to, make([]byte, size)); err != nil {
+								t.Errorf("%s %s payload %d seed %d message %d: reading: %v", l.name, modeName(half), p, seed, i, err)
+							}
+						}
+						total += time.Since(start)
+						a.Close()
+						b.Close()
+					})
+				}
+				fmt.Fprintf(&out, " %.1f s |", (total / runs).Seconds())
+			}
+			fmt.Fprintln(&out)
+		}
+	}
+	t.Logf("%d bytes in 6 messages, alternating; raw line time %.1f s:\n%s", raw, float64(raw*10)/lineRate, out.String())
 }
