@@ -743,6 +743,7 @@ const minPayload = 16
 
 // sample feeds one round-trip measurement to the estimator (RFC 6298 §2).
 func (c *Conn) sample(r time.Duration) {
+	r = max(r, 0) // the airtime estimate of a buffering stream may overshoot
 	if c.srtt == 0 {
 		c.srtt, c.rttvar = r, r/2
 	} else {
@@ -790,8 +791,14 @@ func (c *Conn) send() {
 			continue
 		}
 		if len(buf) > 0 {
+			start := time.Now()
 			_, werr := c.rw.Write(buf)
+			// A stream that buffers returns before the bytes are on the
+			// line; they have left no earlier than their airtime.
 			now = time.Now()
+			if left := start.Add(c.cfg.airtime(len(buf))); left.After(now) {
+				now = left
+			}
 			c.mu.Lock()
 			c.stats.BytesSent += int64(len(buf))
 			for _, o := range sent {

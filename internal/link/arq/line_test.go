@@ -273,6 +273,22 @@ func TestNoPrimary(t *testing.T) {
 	})
 }
 
+// TestBufferingStream: a stream beneath whose Write returns at once (a
+// modem with a transmit buffer) while Config.BitRate says the line is
+// slow; the link must not be confused by frames that seem to leave in the
+// future.
+func TestBufferingStream(t *testing.T) {
+	for _, half := range modes() {
+		t.Run(modeName(half), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				lc := linktest.LossyConfig{Seed: 5, BER: 3e-4}
+				a, b, _, _ := newPair(t, lc, Config{BitRate: lineRate, HalfDuplex: half})
+				transfer(t, a, b, randomBytes(rand.New(rand.NewPCG(5, 5)), 3000))
+			})
+		})
+	}
+}
+
 // TestDeadline: a read deadline interrupts Read and leaves the link
 // usable, as package channel expects.
 func TestDeadline(t *testing.T) {
