@@ -289,6 +289,46 @@ func TestBufferingStream(t *testing.T) {
 	}
 }
 
+// dropWrites loses whole writes of the stream beneath: each write is one
+// burst in half duplex, ending with the frame that hands the turn over.
+type dropWrites struct {
+	*linktest.LossyEnd
+	n    int
+	drop map[int]bool
+}
+
+func (d *dropWrites) Write(b []byte) (int, error) {
+	d.n++
+	if d.drop[d.n] {
+		return len(b), nil
+	}
+	return d.LossyEnd.Write(b)
+}
+
+// TestTurnLost loses the turn-passing frame both ways: the secondary's
+// first two answers and the primary's third burst vanish whole. The
+// primary must take the turn back each time and the data still arrive.
+func TestTurnLost(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		la, lb := linktest.LossyPipe(slowLine(linktest.LossyConfig{}, true))
+		cfg := Config{BitRate: lineRate, HalfDuplex: true}
+		pcfg := cfg
+		pcfg.Primary = true
+		a, err := New(&dropWrites{LossyEnd: la, drop: map[int]bool{3: true}}, pcfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := New(&dropWrites{LossyEnd: lb, drop: map[int]bool{1: true, 2: true}}, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		transfer(t, a, b, randomBytes(rand.New(rand.NewPCG(9, 9)), 2000))
+		if s := a.Stats(); s.TurnTimeouts < 3 {
+			t.Errorf("primary Stats().TurnTimeouts = %d, want at least 3 (one per lost turn)", s.TurnTimeouts)
+		}
+	})
+}
+
 // TestDeadline: a read deadline interrupts Read and leaves the link
 // usable, as package channel expects.
 func TestDeadline(t *testing.T) {
