@@ -65,22 +65,26 @@
 // acknowledgements' airtime; stretched while bytes are still arriving),
 // it sends again, which also recovers a lost O either way. The secondary
 // never transmits unasked, so the two never both wait nor both talk for
-// long. An idle primary keeps handing the turn over, more and more slowly
-// (up to about half a second on a 1200 bit/s line), so the secondary can
-// speak. When the turn comes back, every frame the peer has not
-// acknowledged was lost and is resent.
+// long. An idle primary keeps handing the turn over, more and more
+// slowly (up to about a third of a second on a 1200 bit/s line), so the
+// secondary can speak. When the turn comes back, every frame the peer has
+// not acknowledged was lost and is resent. Both sides talk at once only
+// when the primary's timer runs out while the secondary still answers (a
+// late answer to a poll); it costs a turn timeout.
 //
 // # Closing and failing
 //
 // Close sends a fin after all written data and waits for its
 // acknowledgement (the peer then has everything it needs from us); a side
 // that received the peer's fin first sends its own and waits only until
-// that is acknowledged or the line has been quiet for the peer's longest
-// timeout (answering a resent fin meanwhile) or goes down. A peer that answers nothing for Config.GiveUp while
-// something awaits its acknowledgement (in half duplex: at all) ends the
-// link with ErrPeerGone; a stream beneath that fails ends it with
+// that is acknowledged, the line goes down, or the line has been quiet for
+// the peer's longest timeout (answering a resent fin meanwhile). A peer
+// that answers nothing for Config.GiveUp while something awaits its
+// acknowledgement (in half duplex: at all) ends the link with
+// ErrPeerGone; a stream beneath that fails or ends ends it with
 // ErrLineDown. Read returns io.EOF after the peer's data once its fin
-// arrived.
+// arrived. An idle full-duplex link sends nothing: use read deadlines to
+// notice a silent peer.
 //
 // It imports link and the standard library, and knows nothing of modems.
 package arq
@@ -268,7 +272,6 @@ type Conn struct {
 	kick chan struct{} // wakes the sender goroutine
 
 	closeOnce sync.Once // closes rw
-	rwErr     error
 
 	mu    sync.Mutex
 	rcond *sync.Cond // Read waits on it
@@ -331,8 +334,9 @@ var _ link.Link = (*Conn)(nil)
 
 // New starts a link over rw, which it owns from then on (Close closes
 // it; closing rw must unblock a Read on it). Both ends must run New with
-// compatible Configs (same HalfDuplex, one Primary). It starts two
-// goroutines, which end when the link does.
+// compatible Configs (same HalfDuplex, one Primary). It starts
+// goroutines (one reads the line, one writes it), which end when the link
+// does: after Close, or once it failed.
 func New(rw io.ReadWriteCloser, cfg Config) (*Conn, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -535,7 +539,7 @@ func (c *Conn) shutdown(err error) {
 		c.poke()
 	}
 	c.mu.Unlock()
-	c.closeOnce.Do(func() { c.rwErr = c.rw.Close() })
+	c.closeOnce.Do(func() { c.rw.Close() })
 }
 
 // receive is the goroutine that reads the line and feeds the decoder.
