@@ -352,7 +352,8 @@ func New(rw io.ReadWriteCloser, cfg Config) (*Conn, error) {
 		rto:       cfg.MinRTO * 2,
 		lastHeard: now,
 		turn:      cfg.HalfDuplex && cfg.Primary,
-		lossLen:   float64(cfg.maxFrame()),
+		lossLen:   priorLen,
+		loss:      lossPrior,
 	}
 	c.rto = min(c.rto, cfg.MaxRTO)
 	c.rcond = sync.NewCond(&c.mu)
@@ -740,6 +741,17 @@ func (c *Conn) payloadSize() int {
 	l := int(-4 + math.Sqrt(16+8/q))
 	return max(min(l, c.cfg.MaxPayload), min(minPayload, c.cfg.MaxPayload))
 }
+
+// lossPrior is the frame loss assumed before any frame was sent: a link
+// starts with frames of about 40 bytes (at the default MaxPayload) and
+// grows them as they get through. A frame cannot be split once sent, so a
+// link that started with long frames on a very bad line would be stuck
+// resending them.
+const lossPrior = 0.25
+
+// priorLen is the frame length on the line lossPrior is taken to have been
+// measured on: a frame of 64 payload bytes.
+const priorLen = 72
 
 // minPayload is the least payloadSize picks (Config.MaxPayload permitting):
 // below it the frame is mostly overhead whatever the line.

@@ -129,3 +129,38 @@ type nopRWC struct{}
 func (nopRWC) Read([]byte) (int, error)    { return 0, io.EOF }
 func (nopRWC) Write(b []byte) (int, error) { return len(b), nil }
 func (nopRWC) Close() error                { return nil }
+
+// TestPayloadSize follows the frame size through clean and lossy spells:
+// a new link starts below MaxPayload, grows to it as frames get through,
+// and shrinks (not below 16 bytes) as they are lost.
+func TestPayloadSize(t *testing.T) {
+	c := &Conn{cfg: Config{}.withDefaults(), loss: lossPrior, lossLen: priorLen}
+	start := c.payloadSize()
+	if start >= c.cfg.MaxPayload || start < minPayload {
+		t.Errorf("payloadSize() of a new link = %d, want between %d and %d", start, minPayload, c.cfg.MaxPayload)
+	}
+	o := &outFrame{payload: make([]byte, 40)}
+	for range 100 {
+		c.noteOutcome(false, o)
+	}
+	if got := c.payloadSize(); got != c.cfg.MaxPayload {
+		t.Errorf("payloadSize() after 100 frames through = %d, want MaxPayload %d", got, c.cfg.MaxPayload)
+	}
+	prev := c.payloadSize()
+	for range 20 {
+		c.noteOutcome(true, o) // half the frames lost
+		c.noteOutcome(false, o)
+		if got := c.payloadSize(); got > prev {
+			t.Fatalf("payloadSize() grew from %d to %d while half the frames were lost", prev, got)
+		} else {
+			prev = got
+		}
+	}
+	if prev >= 32 || prev < minPayload {
+		t.Errorf("payloadSize() with half the frames lost = %d, want between %d and 32", prev, minPayload)
+	}
+	small := &Conn{cfg: Config{MaxPayload: 8}.withDefaults(), loss: 0.9, lossLen: 20}
+	if got := small.payloadSize(); got != 8 {
+		t.Errorf("payloadSize() with MaxPayload 8 = %d, want 8", got)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -349,22 +350,22 @@ func TestDeadline(t *testing.T) {
 }
 
 // TestOverhead checks the documented cost of a frame on a clean line: a
-// 64-byte payload free of flag and escape bytes takes 72 bytes, its
-// acknowledgement 8.
+// 32-byte payload (under the size a new link starts with) free of flag and
+// escape bytes takes 40 bytes, its acknowledgement 8.
 func TestOverhead(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		a, b, la, lb := newPair(t, slowLine(linktest.LossyConfig{}, false), Config{BitRate: lineRate})
-		data := bytes.Repeat([]byte{'x'}, 64)
+		data := bytes.Repeat([]byte{'x'}, 32)
 		a.Write(data)
-		if _, err := io.ReadFull(b, make([]byte, 64)); err != nil {
+		if _, err := io.ReadFull(b, make([]byte, 32)); err != nil {
 			t.Fatal(err)
 		}
 		synctest.Wait()
-		for a.Stats().PayloadSent < 64 {
+		for a.Stats().PayloadSent < 32 {
 			time.Sleep(10 * time.Millisecond)
 		}
-		if got := la.Sent(); got != 64+8 {
-			t.Errorf("line bytes for a 64-byte write = %d, want 72", got)
+		if got := la.Sent(); got != 32+8 {
+			t.Errorf("line bytes for a 32-byte write = %d, want 40", got)
 		}
 		if got := lb.Sent(); got != 8 {
 			t.Errorf("line bytes for its acknowledgement = %d, want 8", got)
@@ -374,11 +375,13 @@ func TestOverhead(t *testing.T) {
 	})
 }
 
+var randomRuns = flag.Int("random", 12, "TestRandomTransfers: how many random configurations")
+
 // TestRandomTransfers is a property test: random payload sizes, write
 // sizes, window, frame size and line damage; both ways at once; the bytes
 // come out as they went in.
 func TestRandomTransfers(t *testing.T) {
-	n := 12
+	n := *randomRuns
 	if testing.Short() {
 		n = 4
 	}
