@@ -3,8 +3,13 @@ package arq
 import (
 	"bytes"
 	"errors"
+	"go/parser"
+	"go/token"
 	"io"
+	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -162,5 +167,32 @@ func TestPayloadSize(t *testing.T) {
 	small := &Conn{cfg: Config{MaxPayload: 8}.withDefaults(), loss: 0.9, lossLen: 20}
 	if got := small.payloadSize(); got != 8 {
 		t.Errorf("payloadSize() with MaxPayload 8 = %d, want 8", got)
+	}
+}
+
+// TestImports keeps the package independent of modems, the line simulator
+// and the channel: the standard library and package link only.
+func TestImports(t *testing.T) {
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fset := token.NewFileSet()
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		af, err := parser.ParseFile(fset, f, nil, parser.ImportsOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, imp := range af.Imports {
+			path, _ := strconv.Unquote(imp.Path.Value)
+			external := strings.Contains(strings.SplitN(path, "/", 2)[0], ".")
+			own := strings.HasPrefix(path, "cardlink/")
+			if (external || own) && path != "cardlink/internal/link" {
+				t.Errorf("%s imports %s; arq may import only the standard library and cardlink/internal/link", f, path)
+			}
+		}
 	}
 }

@@ -161,6 +161,36 @@ func TestChannelOverLossyLine(t *testing.T) {
 	}
 }
 
+// TestChannelDeadline: a handshake the server never answers ends when the
+// context does, through arq's deadlines, as package channel expects of a
+// link with SetDeadline.
+func TestChannelDeadline(t *testing.T) {
+	devKey, err := channel.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvKey, err := channel.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	synctest.Test(t, func(t *testing.T) {
+		dev, srv, _, _ := newPair(t, slowLine(linktest.LossyConfig{}, false), Config{BitRate: lineRate})
+		defer srv.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := channel.Dial(ctx, dev, channel.Config{Static: devKey, ServerPub: srvKey.Public})
+		if !errors.Is(err, channel.ErrHandshake) || !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Dial() with a silent server = %v, want ErrHandshake and context.DeadlineExceeded", err)
+		}
+		// The deadline was cleared: the link still works.
+		go srv.Write([]byte("late"))
+		if _, err := io.ReadFull(dev, make([]byte, 4)); err != nil {
+			t.Errorf("Read() after the failed handshake = %v, want nil", err)
+		}
+		dev.Close()
+	})
+}
+
 // TestBurstMidTransfer wipes out two and a half seconds of the line in the
 // middle of a transfer; retransmission carries the data across.
 func TestBurstMidTransfer(t *testing.T) {
