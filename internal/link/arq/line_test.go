@@ -194,6 +194,53 @@ func TestChannelDeadline(t *testing.T) {
 	})
 }
 
+// noiseLine is a line with no peer on it, only noise: its Read returns
+// random bytes at 1200 bit/s, its Write discards.
+type noiseLine struct {
+	r      *rand.Rand
+	closed chan struct{}
+}
+
+func (n *noiseLine) Read(b []byte) (int, error) {
+	b = b[:min(len(b), 12)]
+	select {
+	case <-n.closed:
+		return 0, io.EOF
+	case <-time.After(time.Duration(len(b)) * time.Second / 120):
+	}
+	for i := range b {
+		b[i] = byte(n.r.Uint32())
+		if n.r.IntN(64) == 0 {
+			b[i] = flagByte // noise that looks like frame boundaries
+		}
+	}
+	return len(b), nil
+}
+
+func (n *noiseLine) Write(b []byte) (int, error) { return len(b), nil }
+func (n *noiseLine) Close() error                { close(n.closed); return nil }
+
+// TestNoiseIsNotData listens to ten minutes of noise: none of it may pass
+// as a frame, let alone as data.
+func TestNoiseIsNotData(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c, err := New(&noiseLine{r: rand.New(rand.NewPCG(1, 1)), closed: make(chan struct{})}, Config{BitRate: lineRate})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(10 * time.Minute))
+		n, err := c.Read(make([]byte, 100))
+		if n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("Read() on a noise-only line = %d, %v, want 0 and the deadline", n, err)
+		}
+		s := c.Stats()
+		if s.FramesRcvd != 0 || s.BadFrames < 1000 {
+			t.Errorf("Stats() after ten minutes of noise = %d frames, %d refused, want 0 and over 1000", s.FramesRcvd, s.BadFrames)
+		}
+		c.Close()
+	})
+}
+
 // TestBurstMidTransfer wipes out two and a half seconds of the line in the
 // middle of a transfer; retransmission carries the data across.
 func TestBurstMidTransfer(t *testing.T) {
