@@ -194,6 +194,34 @@ func TestChannelDeadline(t *testing.T) {
 	})
 }
 
+// TestIdle leaves a link idle for ten minutes: it must not give up on a
+// quiet but present peer, and must carry data afterwards, from either
+// side (in half duplex the idle primary keeps handing the turn over).
+func TestIdle(t *testing.T) {
+	for _, half := range modes() {
+		t.Run(modeName(half), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				a, b, la, lb := newPair(t, slowLine(linktest.LossyConfig{Seed: 3, BER: 1e-4}, half), Config{BitRate: lineRate, HalfDuplex: half})
+				time.Sleep(10 * time.Minute)
+				go b.Write([]byte("still there?"))
+				if _, err := io.ReadFull(a, make([]byte, 12)); err != nil {
+					t.Errorf("secondary→primary after ten idle minutes: %v", err)
+				}
+				go a.Write([]byte("yes"))
+				if _, err := io.ReadFull(b, make([]byte, 3)); err != nil {
+					t.Errorf("primary→secondary after ten idle minutes: %v", err)
+				}
+				// Idle polling is bounded: under 20% of the line.
+				if idle := la.Airtime() + lb.Airtime(); idle > 2*time.Minute {
+					t.Errorf("ten idle minutes used %v of airtime", idle)
+				}
+				a.Close()
+				b.Close()
+			})
+		})
+	}
+}
+
 // noiseLine is a line with no peer on it, only noise: its Read returns
 // random bytes at 1200 bit/s, its Write discards.
 type noiseLine struct {
