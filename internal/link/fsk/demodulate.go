@@ -1,0 +1,416 @@
+package fsk
+
+import (
+	"math"
+	"math/cmplx"
+)
+
+// How the Demodulator works
+//
+// Each sample is mixed down with the mark and the space frequency and
+// summed over a sliding window of one bit period: two noncoherent
+// correlators, the matched filters of a bit of either tone whatever its
+// phase. Their energies give a soft decision per sample,
+//
+//	D[n] = (|mark|² − |space|²) / E,
+//
+// positive for mark, where E is a slow average of |mark|² + |space|², so
+// the decision does not depend on the level. D is best, and the
+// correlators free of the neighbouring bits, at the sample that ends a
+// bit period.
+//
+// A character starts where D turns negative (a start bit). The demodulator
+// then tries every start time within half a bit of that edge (a quarter
+// bit of where the previous character predicts it, when characters come
+// back to back) and keeps the one whose ten sampling instants give the
+// largest sum of soft decisions, the start bit counted as space and the
+// stop bit as mark: maximum-likelihood timing per character, which
+// follows sample-clock drift and needs no bit-clock loop. The character
+// is accepted when its start bit is space and its stop bit mark.
+//
+// The carrier is up while the two correlators hold most of the power in
+// the window (their share, averaged over several bits, with hysteresis)
+// and the level is above −60 dBFS. For the narrow 300 and 75 bit/s
+// modes a 4th-order band-pass filter first removes what lies outside the
+// channel, such as the other direction of a full-duplex call.
+
+// EventKind says what an Event reports.
+type EventKind uint8
+
+// The events a Demodulator reports.
+const (
+	CarrierUp    EventKind = iota + 1 // the tones appeared
+	CarrierDown                       // the tones went away
+	Byte                              // a character was received
+	FramingError                      // a start bit without a stop bit: no character
+)
+
+// String returns the kind's name.
+func (k EventKind) String() string {
+	switch k {
+	case CarrierUp:
+		return "carrier up"
+	case CarrierDown:
+		return "carrier down"
+	case Byte:
+		return "byte"
+	case FramingError:
+		return "framing error"
+	}
+	return "unknown event"
+}
+
+// Event is something the demodulator found in its input. At is the index
+// (from 0, counting every sample the Demodulator was given) of the start
+// of the character, or of the sample where the carrier change was
+// detected.
+type Event struct {
+	Kind EventKind
+	Byte byte // for Byte
+	At   int64
+}
+
+// Stats counts what a Demodulator has found so far.
+type Stats struct {
+	Bytes         int // characters received
+	FramingErrors int // characters dropped for a missing stop bit
+	Carriers      int // times the carrier came up
+}
+
+// Carrier detection: the share of the window's power held by the two
+// correlators (1 for a clean carrier), averaged over carrierBits bit
+// periods, must rise above carrierOn for the carrier to come up and fall
+// below carrierOff for it to go down; the mean power must be above
+// minPower. Noise alone holds about 2·(2·baud)/bandwidth of it.
+const (
+	carrierBits = 8
+	carrierHold = 2 // bit periods the share must stay across a threshold
+	minPower    = 0.5e-6 // −60 dBFS
+)
+
+type demodState uint8
+
+const (
+	stIdle demodState = iota // no carrier
+	stHunt                   // looking for a start bit from scan on
+	stWait                   // waiting for the samples of a character
+)
+
+// Demodulator receives one FSK mode from a stream of samples. It is not
+// safe for concurrent use. Its memory is fixed when it is made (a few
+// thousand samples of history at 8 kHz), whatever it is fed.
+type Demodulator struct {
+	mode  Mode
+	rate  int
+	bit   float64 // samples per bit
+	win   int     // correlator window, samples
+	pre   *bandPass
+	on    float64 // carrier thresholds
+	off   float64
+	alpha float64 // level average
+	calph float64 // carrier average
+
+	oscM, oscS   complex128 // e^{-iωn}
+	stepM, stepS complex128
+	ringM, ringS []complex128
+	ringP        []float64
+	ri           int
+	sumM, sumS   complex128
+	sumP         float64
+	level        float64 // average |mark|²+|space|²
+	cNum, cDen   float64 // carrier share, averaged
+
+	carrier bool
+	n       int64     // samples consumed
+	hist    []float64 // D, by sample index & mask
+	histR   []float64 // carrier share, by sample index & mask
+	mask    int64
+
+	state  demodState
+	scan   int64   // next sample to look at for a start bit
+	run    int     // consecutive samples with D > 0 (up to win)
+	armed  bool    // D has been positive for half a bit since the last start bit
+	hold   int     // samples the carrier share has been across its threshold
+	locked bool    // the last character was good: the next may follow it
+	pred   float64 // where the next character starts, if it follows
+	c      float64 // centre of the start-time search
+	span   int     // search c−span … c+span
+	evalAt int64
+
+	stats Stats
+}
+
+// NewDemodulator returns a Demodulator for mode at rate samples per
+// second. It fails for a mode the rate cannot carry.
+func NewDemodulator(mode Mode, rate int) (*Demodulator, error) {
+	if err := mode.check(rate); err != nil {
+		return nil, err
+	}
+	bit := float64(rate) / mode.Baud
+	win := max(2, int(math.Round(bit)))
+	d := &Demodulator{
+		mode:  mode,
+		rate:  rate,
+		bit:   bit,
+		win:   win,
+		alpha: 1 / (4 * bit),
+		calph: 1 / (carrierBits * bit),
+		oscM:  1,
+		oscS:  1,
+		stepM: cmplx.Rect(1, -2*math.Pi*mode.Mark/float64(rate)),
+		stepS: cmplx.Rect(1, -2*math.Pi*mode.Space/float64(rate)),
+		ringM: make([]complex128, win),
+		ringS: make([]complex128, win),
+		ringP: make([]float64, win),
+	}
+	lo, hi := min(mode.Mark, mode.Space)-mode.Baud, max(mode.Mark, mode.Space)+mode.Baud
+	bw := float64(rate) / 2
+	if hi-lo < float64(rate)/4 && lo > 0 && hi < 0.45*float64(rate) {
+		d.pre = newBandPass(lo, hi, rate)
+		bw = hi - lo
+	} else {
+		bw = min(bw, 3400-300)
+	}
+	// Share of band-limited noise in the two correlators, and thresholds
+	// between it and a clean carrier's 1.
+	noise := min(0.9, 2*2*mode.Baud/bw)
+	d.on = noise + 0.6*(1-noise)
+	d.off = noise + 0.45*(1-noise)
+	size := int64(1)
+	for size < int64(16*bit)+int64(win)+64 {
+		size <<= 1
+	}
+	d.hist = make([]float64, size)
+	d.histR = make([]float64, size)
+	d.mask = size - 1
+	return d, nil
+}
+
+// Mode returns the mode the Demodulator receives.
+func (d *Demodulator) Mode() Mode { return d.mode }
+
+// Stats returns the counts so far.
+func (d *Demodulator) Stats() Stats { return d.stats }
+
+// Carrier reports whether the carrier is up.
+func (d *Demodulator) Carrier() bool { return d.carrier }
+
+// Demodulate consumes samples and appends what it found to dst. Samples
+// that are not numbers count as 0 and samples are limited to ±4.
+func (d *Demodulator) Demodulate(dst []Event, samples []float64) []Event {
+	for _, x := range samples {
+		dst = d.sample(dst, x)
+	}
+	return dst
+}
+
+// Flush ends the stream: it decodes a character still waiting for
+// samples as if silence followed, reports the carrier going down and
+// leaves the Demodulator ready for a new stream.
+func (d *Demodulator) Flush(dst []Event) []Event {
+	for d.state == stWait {
+		dst = d.sample(dst, 0)
+	}
+	if d.carrier {
+		d.carrier = false
+		dst = append(dst, Event{Kind: CarrierDown, At: d.n})
+	}
+	d.state, d.locked = stIdle, false
+	return dst
+}
+
+func (d *Demodulator) sample(dst []Event, x float64) []Event {
+	if x != x { // NaN
+		x = 0
+	}
+	x = max(-4, min(4, x))
+	if d.pre != nil {
+		x = d.pre.next(x)
+	}
+	zm, zs := complex(x, 0)*d.oscM, complex(x, 0)*d.oscS
+	d.oscM *= d.stepM
+	d.oscS *= d.stepS
+	i := d.ri
+	d.sumM += zm - d.ringM[i]
+	d.sumS += zs - d.ringS[i]
+	d.sumP += x*x - d.ringP[i]
+	d.ringM[i], d.ringS[i], d.ringP[i] = zm, zs, x*x
+	d.ri++
+	if d.ri == d.win {
+		d.ri = 0
+	}
+	if d.n&1023 == 1023 {
+		d.renormalize()
+	}
+
+	em := real(d.sumM)*real(d.sumM) + imag(d.sumM)*imag(d.sumM)
+	es := real(d.sumS)*real(d.sumS) + imag(d.sumS)*imag(d.sumS)
+	d.level += d.alpha * (em + es - d.level)
+	d.cNum += d.calph * (em + es - d.cNum)
+	d.cDen += d.calph * (float64(d.win)*max(d.sumP, 0)/2 - d.cDen)
+	var v, share float64
+	if d.level > 0 {
+		v = (em - es) / d.level
+	}
+	if d.cDen > 0 {
+		share = d.cNum / d.cDen
+	}
+	n := d.n
+	d.hist[n&d.mask] = v
+	d.histR[n&d.mask] = share
+	d.n++
+
+	power := 4 * d.cDen / float64(d.win*d.win)
+	crossing := (!d.carrier && share > d.on && power > minPower) ||
+		(d.carrier && (share < d.off || power < minPower/2))
+	if crossing {
+		d.hold++
+	} else {
+		d.hold = 0
+	}
+	switch {
+	case d.hold < d.win*carrierHold:
+	case !d.carrier:
+		d.hold = 0
+		d.carrier = true
+		d.stats.Carriers++
+		dst = append(dst, Event{Kind: CarrierUp, At: n})
+		if d.state == stIdle {
+			d.state = stHunt
+			d.scan = max(int64(d.win), n-int64(8*d.bit), n-d.mask+int64(d.win))
+			d.armed, d.run = false, 0
+		}
+	default:
+		d.hold = 0
+		d.carrier = false
+		d.locked = false
+		dst = append(dst, Event{Kind: CarrierDown, At: n})
+		if d.state == stHunt {
+			d.state = stIdle
+		}
+	}
+
+	switch d.state {
+	case stHunt:
+		for ; d.scan <= n; d.scan++ {
+			v := d.hist[d.scan&d.mask]
+			if !d.armed {
+				if v > 0 {
+					d.run++
+				} else {
+					d.run = 0
+				}
+				d.armed = d.run >= d.win/2
+				continue
+			}
+			if v < 0 {
+				edge := float64(d.scan) + 0.5 - float64(d.win)/2
+				if d.locked && math.Abs(edge-d.pred) <= d.bit/2 {
+					d.c, d.span = d.pred, max(1, int(math.Ceil(d.bit/4)))
+				} else {
+					d.c, d.span = edge, int(math.Ceil(d.bit/2))
+				}
+				d.state = stWait
+				d.evalAt = d.at(d.c+float64(d.span), frameBits-1)
+				break
+			}
+		}
+	}
+	if d.state == stWait && n >= d.evalAt {
+		dst = d.character(dst)
+	}
+	return dst
+}
+
+// at is the sample that ends bit k of a character starting at t0.
+func (d *Demodulator) at(t0 float64, k int) int64 {
+	return int64(math.Round(t0+float64(k+1)*d.bit)) - 1
+}
+
+func (d *Demodulator) soft(t0 float64, k int) float64 {
+	return d.hist[d.at(t0, k)&d.mask]
+}
+
+// character decodes the character whose start-time search is complete.
+func (d *Demodulator) character(dst []Event) []Event {
+	best, bestM := d.c, math.Inf(-1)
+	for j := -d.span; j <= d.span; j++ {
+		t0 := d.c + float64(j)
+		m := d.soft(t0, frameBits-1) - d.soft(t0, 0)
+		for k := 1; k <= dataBits; k++ {
+			m += math.Abs(d.soft(t0, k))
+		}
+		if m > bestM {
+			best, bestM = t0, m
+		}
+	}
+	var b byte
+	for k := range dataBits {
+		if d.soft(best, k+1) > 0 {
+			b |= 1 << k
+		}
+	}
+	stop := d.at(best, frameBits-1)
+	start := int64(math.Round(best))
+	ok := d.soft(best, 0) < 0 && d.soft(best, frameBits-1) > 0 && d.histR[stop&d.mask] > d.off
+	if ok {
+		d.stats.Bytes++
+		dst = append(dst, Event{Kind: Byte, Byte: b, At: start})
+		d.locked = true
+		d.pred = best + frameBits*d.bit
+		d.scan, d.armed = stop+1, true
+	} else {
+		d.stats.FramingErrors++
+		dst = append(dst, Event{Kind: FramingError, At: start})
+		d.locked = false
+		// Look again just after the edge that started this attempt.
+		d.scan, d.armed, d.run = int64(math.Round(d.c+float64(d.win)/2)), false, 0
+	}
+	d.state = stHunt
+	if !d.carrier {
+		d.state = stIdle
+	}
+	return dst
+}
+
+// renormalize keeps the oscillators on the unit circle and recomputes the
+// window sums, so that rounding errors cannot build up.
+func (d *Demodulator) renormalize() {
+	d.oscM /= complex(cmplx.Abs(d.oscM), 0)
+	d.oscS /= complex(cmplx.Abs(d.oscS), 0)
+	d.sumM, d.sumS, d.sumP = 0, 0, 0
+	for i := range d.ringM {
+		d.sumM += d.ringM[i]
+		d.sumS += d.ringS[i]
+		d.sumP += d.ringP[i]
+	}
+}
+
+// Demodulate decodes a whole buffer of samples at rate samples per
+// second: the bytes received and what the demodulator counted. It fails
+// for a mode the rate cannot carry.
+func Demodulate(mode Mode, rate int, samples []float64) ([]byte, Stats, error) {
+	d, err := NewDemodulator(mode, rate)
+	if err != nil {
+		return nil, Stats{}, err
+	}
+	var out []byte
+	var ev []Event
+	for len(samples) > 0 {
+		chunk := samples[:min(len(samples), 4096)]
+		samples = samples[len(chunk):]
+		ev = d.Demodulate(ev[:0], chunk)
+		out = appendBytes(out, ev)
+	}
+	out = appendBytes(out, d.Flush(ev[:0]))
+	return out, d.Stats(), nil
+}
+
+func appendBytes(dst []byte, ev []Event) []byte {
+	for _, e := range ev {
+		if e.Kind == Byte {
+			dst = append(dst, e.Byte)
+		}
+	}
+	return dst
+}
