@@ -78,13 +78,20 @@ type Stats struct {
 }
 
 // Carrier detection: the share of the window's power held by the two
-// correlators (1 for a clean carrier), averaged over carrierBits bit
-// periods, must rise above carrierOn for the carrier to come up and fall
-// below carrierOff for it to go down; the mean power must be above
-// minPower. Noise alone holds about 2·(2·baud)/bandwidth of it.
+// correlators (about 1 for a clean carrier, a little more where the tones
+// leak into each other's correlator), averaged over carrierBits bit
+// periods, must stay above carrierOn for carrierUpHold bit periods for the
+// carrier to come up, and below carrierOff for carrierDownHold for it to
+// go down; the mean power must be above minPower. Telephone-band noise
+// alone holds 0.5–0.75 of it (0.85–0.9 at worst, for the 1200 bit/s modes,
+// whose correlators span most of the band), a carrier 0.9 and more down
+// to 4 dB SNR.
 const (
-	carrierBits = 8
-	carrierHold = 2 // bit periods the share must stay across a threshold
+	carrierBits     = 16
+	carrierOn       = 0.9
+	carrierOff      = 0.8
+	carrierUpHold   = 2
+	carrierDownHold = 4
 	minPower    = 0.5e-6 // −60 dBFS
 )
 
@@ -123,6 +130,10 @@ type Demodulator struct {
 	carrier bool
 	n       int64     // samples consumed
 	hist    []float64 // D, by sample index & mask
+	histM   []complex128 // running sums of the mixed-down samples, through
+	histS   []complex128 // each sample index (& mask)
+	sumAllM complex128
+	sumAllS complex128
 	histR   []float64 // carrier share, by sample index & mask
 	mask    int64
 
@@ -164,23 +175,17 @@ func NewDemodulator(mode Mode, rate int) (*Demodulator, error) {
 		ringP: make([]float64, win),
 	}
 	lo, hi := min(mode.Mark, mode.Space)-mode.Baud, max(mode.Mark, mode.Space)+mode.Baud
-	bw := float64(rate) / 2
 	if hi-lo < float64(rate)/4 && lo > 0 && hi < 0.45*float64(rate) {
 		d.pre = newBandPass(lo, hi, rate)
-		bw = hi - lo
-	} else {
-		bw = min(bw, 3400-300)
 	}
-	// Share of band-limited noise in the two correlators, and thresholds
-	// between it and a clean carrier's 1.
-	noise := min(0.9, 2*2*mode.Baud/bw)
-	d.on = noise + 0.6*(1-noise)
-	d.off = noise + 0.45*(1-noise)
+	d.on, d.off = carrierOn, carrierOff
 	size := int64(1)
 	for size < int64(16*bit)+int64(win)+64 {
 		size <<= 1
 	}
 	d.hist = make([]float64, size)
+	d.histM = make([]complex128, size)
+	d.histS = make([]complex128, size)
 	d.histR = make([]float64, size)
 	d.mask = size - 1
 	return d, nil
@@ -257,6 +262,10 @@ func (d *Demodulator) sample(dst []Event, x float64) []Event {
 	}
 	n := d.n
 	d.hist[n&d.mask] = v
+	d.sumAllM += zm
+	d.sumAllS += zs
+	d.histM[n&d.mask] = d.sumAllM
+	d.histS[n&d.mask] = d.sumAllS
 	d.histR[n&d.mask] = share
 	d.n++
 
@@ -269,7 +278,8 @@ func (d *Demodulator) sample(dst []Event, x float64) []Event {
 		d.hold = 0
 	}
 	switch {
-	case d.hold < d.win*carrierHold:
+	case !d.carrier && d.hold < d.win*carrierUpHold:
+	case d.carrier && d.hold < d.win*carrierDownHold:
 	case !d.carrier:
 		d.hold = 0
 		d.carrier = true
@@ -306,12 +316,12 @@ func (d *Demodulator) sample(dst []Event, x float64) []Event {
 			if v < 0 {
 				edge := float64(d.scan) + 0.5 - float64(d.win)/2
 				if d.locked && math.Abs(edge-d.pred) <= d.bit/2 {
-					d.c, d.span = d.pred, max(1, int(math.Ceil(d.bit/4)))
+					d.c, d.span = d.pred, searchSteps/4
 				} else {
-					d.c, d.span = edge, int(math.Ceil(d.bit/2))
+					d.c, d.span = edge, searchSteps/2
 				}
 				d.state = stWait
-				d.evalAt = d.at(d.c+float64(d.span), frameBits-1)
+				d.evalAt = int64(math.Ceil(d.c+d.bit*(frameBits+float64(d.span)/searchSteps))) + 1
 				break
 			}
 		}
@@ -327,21 +337,41 @@ func (d *Demodulator) at(t0 float64, k int) int64 {
 	return int64(math.Round(t0+float64(k+1)*d.bit)) - 1
 }
 
+// searchSteps is how finely the start of a character is searched: in
+// steps of this fraction of a bit.
+const searchSteps = 16
+
+// prefix returns the running sum in h up to time t (in samples), the
+// sample at index i spanning [i, i+1).
+func (d *Demodulator) prefix(h []complex128, t float64) complex128 {
+	f := math.Floor(t)
+	i := int64(f)
+	a, b := h[(i-1)&d.mask], h[i&d.mask]
+	return a + complex(t-f, 0)*(b-a)
+}
+
+// soft is the soft decision for bit k of a character starting at t0: the
+// difference of the mark and space energies over exactly that bit.
 func (d *Demodulator) soft(t0 float64, k int) float64 {
-	return d.hist[d.at(t0, k)&d.mask]
+	a, b := t0+float64(k)*d.bit, t0+float64(k+1)*d.bit
+	m := d.prefix(d.histM, b) - d.prefix(d.histM, a)
+	s := d.prefix(d.histS, b) - d.prefix(d.histS, a)
+	em := real(m)*real(m) + imag(m)*imag(m)
+	es := real(s)*real(s) + imag(s)*imag(s)
+	return (em - es) / (d.level + 1e-300)
 }
 
 // character decodes the character whose start-time search is complete.
 func (d *Demodulator) character(dst []Event) []Event {
-	best, bestM := d.c, math.Inf(-1)
+	best, bestM, bestJ := d.c, math.Inf(-1), 0
 	for j := -d.span; j <= d.span; j++ {
-		t0 := d.c + float64(j)
+		t0 := d.c + float64(j)*d.bit/searchSteps
 		m := d.soft(t0, frameBits-1) - d.soft(t0, 0)
 		for k := 1; k <= dataBits; k++ {
 			m += math.Abs(d.soft(t0, k))
 		}
 		if m > bestM {
-			best, bestM = t0, m
+			best, bestM, bestJ = t0, m, j
 		}
 	}
 	var b byte
@@ -352,13 +382,35 @@ func (d *Demodulator) character(dst []Event) []Event {
 	}
 	stop := d.at(best, frameBits-1)
 	start := int64(math.Round(best))
-	ok := d.soft(best, 0) < 0 && d.soft(best, frameBits-1) > 0 && d.histR[stop&d.mask] > d.off
-	if ok {
+	startOK := d.soft(best, 0) < 0 && d.histR[stop&d.mask] > d.off
+	stopOK := d.soft(best, frameBits-1) > 0
+	// A character that follows the last one on time keeps a bad stop bit:
+	// noise is as likely to hit it as any data bit.
+	followed := d.locked && d.c == d.pred
+	if followed && (bestJ == -d.span || bestJ == d.span) {
+		// The best fit at the edge of the search: not a character that
+		// follows the last one on time. Look for its start bit instead.
+		d.locked = false
+		d.state = stHunt
+		return dst
+	}
+	if startOK && (stopOK || followed) {
 		d.stats.Bytes++
 		dst = append(dst, Event{Kind: Byte, Byte: b, At: start})
 		d.locked = true
 		d.pred = best + frameBits*d.bit
 		d.scan, d.armed = stop+1, true
+		if d.carrier {
+			// The next character may follow at once: try it there, and
+			// look for a start bit only if it does not.
+			d.c, d.span = d.pred, searchSteps/4
+			d.evalAt = int64(math.Ceil(d.c+d.bit*(frameBits+float64(d.span)/searchSteps))) + 1
+			d.state = stWait
+			return dst
+		}
+	} else if followed && !startOK {
+		// No character right after the last one: the line is idle.
+		d.locked = false
 	} else {
 		d.stats.FramingErrors++
 		dst = append(dst, Event{Kind: FramingError, At: start})

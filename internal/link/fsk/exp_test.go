@@ -29,7 +29,7 @@ func TestExp(t *testing.T) {
 			}
 			got, st, _ := Demodulate(m, audio.Rate, x)
 			e := editDistance(data, got)
-			line += fmt.Sprintf(" %2.0f:%d/%d/%d", snr, e, len(got), st.FramingErrors)
+			line += fmt.Sprintf(" %2.0f:%d/%d/%d/%d", snr, e, len(got), st.FramingErrors, st.Carriers)
 		}
 		t.Logf("%-8s %s", m.Name, line)
 	}
