@@ -341,6 +341,10 @@ func (d *Demodulator) at(t0 float64, k int) int64 {
 // steps of this fraction of a bit.
 const searchSteps = 16
 
+// timingGain is the share of a character's own timing estimate in the
+// timing used to decode a character that follows the last one.
+const timingGain = 0.5
+
 // prefix returns the running sum in h up to time t (in samples), the
 // sample at index i spanning [i, i+1).
 func (d *Demodulator) prefix(h []complex128, t float64) complex128 {
@@ -374,12 +378,7 @@ func (d *Demodulator) character(dst []Event) []Event {
 			best, bestM, bestJ = t0, m, j
 		}
 	}
-	var b byte
-	for k := range dataBits {
-		if d.soft(best, k+1) > 0 {
-			b |= 1 << k
-		}
-	}
+	b := d.bits(best)
 	stop := d.at(best, frameBits-1)
 	start := int64(math.Round(best))
 	startOK := d.soft(best, 0) < 0 && d.histR[stop&d.mask] > d.off
@@ -393,6 +392,13 @@ func (d *Demodulator) character(dst []Event) []Event {
 		d.locked = false
 		d.state = stHunt
 		return dst
+	}
+	if followed {
+		// Timing changes slowly from one character to the next: smooth it.
+		best = d.pred + timingGain*(best-d.pred)
+		b = d.bits(best)
+		startOK = d.soft(best, 0) < 0 && d.histR[stop&d.mask] > d.off
+		stopOK = d.soft(best, frameBits-1) > 0
 	}
 	if startOK && (stopOK || followed) {
 		d.stats.Bytes++
@@ -423,6 +429,17 @@ func (d *Demodulator) character(dst []Event) []Event {
 		d.state = stIdle
 	}
 	return dst
+}
+
+// bits returns the data bits of the character starting at t0.
+func (d *Demodulator) bits(t0 float64) byte {
+	var b byte
+	for k := range dataBits {
+		if d.soft(t0, k+1) > 0 {
+			b |= 1 << k
+		}
+	}
+	return b
 }
 
 // renormalize keeps the oscillators on the unit circle and recomputes the
