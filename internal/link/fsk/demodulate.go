@@ -92,7 +92,12 @@ const (
 	carrierOff      = 0.8
 	carrierUpHold   = 2
 	carrierDownHold = 4
-	minPower    = 0.5e-6 // −60 dBFS
+	// When the carrier comes up, the start of a character is looked for
+	// lookBackBits back in the historyBits of soft decisions kept: carrier
+	// detection lags, and a short lead-in must not cost the first byte.
+	lookBackBits = 24
+	historyBits  = 40
+	minPower        = 0.5e-6 // −60 dBFS
 )
 
 type demodState uint8
@@ -128,8 +133,8 @@ type Demodulator struct {
 	cNum, cDen   float64 // carrier share, averaged
 
 	carrier bool
-	n       int64     // samples consumed
-	hist    []float64 // D, by sample index & mask
+	n       int64        // samples consumed
+	hist    []float64    // D, by sample index & mask
 	histM   []complex128 // running sums of the mixed-down samples, through
 	histS   []complex128 // each sample index (& mask)
 	sumAllM complex128
@@ -137,16 +142,19 @@ type Demodulator struct {
 	histR   []float64 // carrier share, by sample index & mask
 	mask    int64
 
-	state  demodState
-	scan   int64   // next sample to look at for a start bit
-	run    int     // consecutive samples with D > 0 (up to win)
-	armed  bool    // D has been positive for half a bit since the last start bit
-	hold   int     // samples the carrier share has been across its threshold
-	locked bool    // the last character was good: the next may follow it
-	pred   float64 // where the next character starts, if it follows
-	c      float64 // centre of the start-time search
-	span   int     // search c−span … c+span
-	evalAt int64
+	state    demodState
+	scan     int64   // next sample to look at for a start bit
+	run      int     // consecutive samples with D > 0 (up to win)
+	armed    bool    // D has been positive for half a bit since the last start bit
+	hold     int     // samples the carrier share has been across its threshold
+	locked   bool    // the last character was good: the next may follow it
+	pred     float64 // where the next character starts, if it follows
+	period   float64 // samples per bit as measured, near bit
+	last     float64 // start of the last good character
+	haveLast bool
+	c        float64 // centre of the start-time search
+	span     int     // search c−span … c+span
+	evalAt   int64
 
 	stats Stats
 }
@@ -160,19 +168,20 @@ func NewDemodulator(mode Mode, rate int) (*Demodulator, error) {
 	bit := float64(rate) / mode.Baud
 	win := max(2, int(math.Round(bit)))
 	d := &Demodulator{
-		mode:  mode,
-		rate:  rate,
-		bit:   bit,
-		win:   win,
-		alpha: 1 / (4 * bit),
-		calph: 1 / (carrierBits * bit),
-		oscM:  1,
-		oscS:  1,
-		stepM: cmplx.Rect(1, -2*math.Pi*mode.Mark/float64(rate)),
-		stepS: cmplx.Rect(1, -2*math.Pi*mode.Space/float64(rate)),
-		ringM: make([]complex128, win),
-		ringS: make([]complex128, win),
-		ringP: make([]float64, win),
+		mode:   mode,
+		rate:   rate,
+		bit:    bit,
+		win:    win,
+		period: bit,
+		alpha:  1 / (4 * bit),
+		calph:  1 / (carrierBits * bit),
+		oscM:   1,
+		oscS:   1,
+		stepM:  cmplx.Rect(1, -2*math.Pi*mode.Mark/float64(rate)),
+		stepS:  cmplx.Rect(1, -2*math.Pi*mode.Space/float64(rate)),
+		ringM:  make([]complex128, win),
+		ringS:  make([]complex128, win),
+		ringP:  make([]float64, win),
 	}
 	lo, hi := min(mode.Mark, mode.Space)-mode.Baud, max(mode.Mark, mode.Space)+mode.Baud
 	if hi-lo < float64(rate)/4 && lo > 0 && hi < 0.45*float64(rate) {
@@ -180,7 +189,7 @@ func NewDemodulator(mode Mode, rate int) (*Demodulator, error) {
 	}
 	d.on, d.off = carrierOn, carrierOff
 	size := int64(1)
-	for size < int64(16*bit)+int64(win)+64 {
+	for size < int64(historyBits*bit)+int64(win)+64 {
 		size <<= 1
 	}
 	d.hist = make([]float64, size)
@@ -283,11 +292,12 @@ func (d *Demodulator) sample(dst []Event, x float64) []Event {
 	case !d.carrier:
 		d.hold = 0
 		d.carrier = true
+		d.period, d.haveLast = d.bit, false
 		d.stats.Carriers++
 		dst = append(dst, Event{Kind: CarrierUp, At: n})
 		if d.state == stIdle {
 			d.state = stHunt
-			d.scan = max(int64(d.win), n-int64(8*d.bit), n-d.mask+int64(d.win))
+			d.scan = max(int64(d.win), n-int64(lookBackBits*d.bit), n-d.mask+int64(d.win))
 			d.armed, d.run = false, 0
 		}
 	default:
@@ -315,13 +325,13 @@ func (d *Demodulator) sample(dst []Event, x float64) []Event {
 			}
 			if v < 0 {
 				edge := float64(d.scan) + 0.5 - float64(d.win)/2
-				if d.locked && math.Abs(edge-d.pred) <= d.bit/2 {
+				if d.locked && math.Abs(edge-d.pred) <= d.period/2 {
 					d.c, d.span = d.pred, searchSteps/4
 				} else {
 					d.c, d.span = edge, searchSteps/2
 				}
 				d.state = stWait
-				d.evalAt = int64(math.Ceil(d.c+d.bit*(frameBits+float64(d.span)/searchSteps))) + 1
+				d.evalAt = int64(math.Ceil(d.c+d.period*(frameBits+float64(d.span)/searchSteps))) + 1
 				break
 			}
 		}
@@ -334,7 +344,7 @@ func (d *Demodulator) sample(dst []Event, x float64) []Event {
 
 // at is the sample that ends bit k of a character starting at t0.
 func (d *Demodulator) at(t0 float64, k int) int64 {
-	return int64(math.Round(t0+float64(k+1)*d.bit)) - 1
+	return int64(math.Round(t0+float64(k+1)*d.period)) - 1
 }
 
 // searchSteps is how finely the start of a character is searched: in
@@ -344,6 +354,15 @@ const searchSteps = 16
 // timingGain is the share of a character's own timing estimate in the
 // timing used to decode a character that follows the last one.
 const timingGain = 0.5
+
+// The bit rate is tracked from one character to the next with periodGain,
+// within maxRateError of the nominal rate: sample-clock drift, and
+// transmitters whose bits are a whole number of samples (minimodem at 8 kHz
+// sends 1200 bit/s as 1143).
+const (
+	periodGain   = 0.1
+	maxRateError = 0.06
+)
 
 // prefix returns the running sum in h up to time t (in samples), the
 // sample at index i spanning [i, i+1).
@@ -357,7 +376,7 @@ func (d *Demodulator) prefix(h []complex128, t float64) complex128 {
 // soft is the soft decision for bit k of a character starting at t0: the
 // difference of the mark and space energies over exactly that bit.
 func (d *Demodulator) soft(t0 float64, k int) float64 {
-	a, b := t0+float64(k)*d.bit, t0+float64(k+1)*d.bit
+	a, b := t0+float64(k)*d.period, t0+float64(k+1)*d.period
 	m := d.prefix(d.histM, b) - d.prefix(d.histM, a)
 	s := d.prefix(d.histS, b) - d.prefix(d.histS, a)
 	em := real(m)*real(m) + imag(m)*imag(m)
@@ -369,7 +388,7 @@ func (d *Demodulator) soft(t0 float64, k int) float64 {
 func (d *Demodulator) character(dst []Event) []Event {
 	best, bestM, bestJ := d.c, math.Inf(-1), 0
 	for j := -d.span; j <= d.span; j++ {
-		t0 := d.c + float64(j)*d.bit/searchSteps
+		t0 := d.c + float64(j)*d.period/searchSteps
 		m := d.soft(t0, frameBits-1) - d.soft(t0, 0)
 		for k := 1; k <= dataBits; k++ {
 			m += math.Abs(d.soft(t0, k))
@@ -404,13 +423,22 @@ func (d *Demodulator) character(dst []Event) []Event {
 		d.stats.Bytes++
 		dst = append(dst, Event{Kind: Byte, Byte: b, At: start})
 		d.locked = true
-		d.pred = best + frameBits*d.bit
+		if d.haveLast {
+			// Characters back to back (or nearly) measure the sender's bit
+			// rate against our sample clock.
+			if p := (best - d.last) / frameBits; math.Abs(p/d.bit-1) < maxRateError {
+				d.period += periodGain * (p - d.period)
+				d.period = max(d.bit*(1-maxRateError), min(d.bit*(1+maxRateError), d.period))
+			}
+		}
+		d.last, d.haveLast = best, true
+		d.pred = best + frameBits*d.period
 		d.scan, d.armed = stop+1, true
 		if d.carrier {
 			// The next character may follow at once: try it there, and
 			// look for a start bit only if it does not.
 			d.c, d.span = d.pred, searchSteps/4
-			d.evalAt = int64(math.Ceil(d.c+d.bit*(frameBits+float64(d.span)/searchSteps))) + 1
+			d.evalAt = int64(math.Ceil(d.c+d.period*(frameBits+float64(d.span)/searchSteps))) + 1
 			d.state = stWait
 			return dst
 		}
@@ -420,7 +448,7 @@ func (d *Demodulator) character(dst []Event) []Event {
 	} else {
 		d.stats.FramingErrors++
 		dst = append(dst, Event{Kind: FramingError, At: start})
-		d.locked = false
+		d.locked, d.haveLast = false, false
 		// Look again just after the edge that started this attempt.
 		d.scan, d.armed, d.run = int64(math.Round(d.c+float64(d.win)/2)), false, 0
 	}
