@@ -90,14 +90,46 @@ const (
 	carrierBits     = 16
 	carrierOn       = 0.9
 	carrierOff      = 0.8
-	carrierUpHold   = 2
+	leakWeight      = 0.6 // how much of the tones' leak the thresholds add
+	carrierUpHold   = 8
 	carrierDownHold = 4
+	// The carrier also goes down when, for fadeHold bit periods, the
+	// power averaged over fastBits is below fadeRatio of its average while
+	// the carrier was up and the share over fastBits is below carrierOn:
+	// the end of a transmission shows at once there, long before the
+	// slow share falls (a weaker signal keeps its share).
+	fastBits  = 2
+	fadeRatio = 0.25
+	fadeHold  = 1
+	// The end of the carrier is seen up to fadeBits bit periods late; a
+	// character starting after that is not decoded.
+	fadeBits = 4
+	// noiseShare is a share typical of noise alone.
+	noiseShare = 0.6
+	// The band-pass filter of the narrow modes passes the tones and
+	// channelMargin times the bit rate on either side.
+	channelMargin = 0.75
+	// A wide mode whose tones leave highPassMargin times the bit rate
+	// above highPassFrom gets a 4th-order high-pass filter at highPassAt
+	// (sharper ones cost V.23 1–2 dB).
+	highPassFrom   = 500
+	highPassMargin = 0.6
+	highPassAt     = 600 // Hz
+	// A character is accepted only if the correlators hold frameShare of
+	// its power, each bit at its own tone: noise alone that happens to
+	// look like a start and a stop bit (before the carrier is detected,
+	// or after it ends) does not.
+	frameShare = 0.85
+	bitEnergy  = 0.2
+	// The start bit of a character from before the carrier was detected
+	// must have startEnergy of the mean (not be the carrier's onset).
+	startEnergy = 0.5
 	// When the carrier comes up, the start of a character is looked for
 	// lookBackBits back in the historyBits of soft decisions kept: carrier
 	// detection lags, and a short lead-in must not cost the first byte.
 	lookBackBits = 24
 	historyBits  = 40
-	minPower        = 0.5e-6 // −60 dBFS
+	minPower     = 0.5e-6 // −60 dBFS
 )
 
 type demodState uint8
@@ -116,11 +148,13 @@ type Demodulator struct {
 	rate  int
 	bit   float64 // samples per bit
 	win   int     // correlator window, samples
-	pre   *bandPass
+	pre   filter  // nil for none
 	on    float64 // carrier thresholds
 	off   float64
+	frame float64 // frameShare
 	alpha float64 // level average
 	calph float64 // carrier average
+	falph float64 // fast power average
 
 	oscM, oscS   complex128 // e^{-iωn}
 	stepM, stepS complex128
@@ -131,6 +165,9 @@ type Demodulator struct {
 	sumP         float64
 	level        float64 // average |mark|²+|space|²
 	cNum, cDen   float64 // carrier share, averaged
+	fNum, fDen   float64 // carrier share, averaged over fastBits
+	held         float64 // power, averaged over carrierBits while the carrier is up
+	fade         int     // samples the carrier has been fading
 
 	carrier bool
 	n       int64        // samples consumed
@@ -139,7 +176,9 @@ type Demodulator struct {
 	histS   []complex128 // each sample index (& mask)
 	sumAllM complex128
 	sumAllS complex128
-	histR   []float64 // carrier share, by sample index & mask
+	histX   []float64 // running sum of the squared samples (& mask)
+	histF   []float64 // power averaged over fastBits (& mask)
+	sumAllX float64
 	mask    int64
 
 	state    demodState
@@ -152,6 +191,9 @@ type Demodulator struct {
 	period   float64 // samples per bit as measured, near bit
 	last     float64 // start of the last good character
 	haveLast bool
+	downAt   int64   // where the carrier last went down
+	upAt     int64   // where the carrier last came up
+	start    int64   // where the stream started (0, or where Flush left it)
 	c        float64 // centre of the start-time search
 	span     int     // search c−span … c+span
 	evalAt   int64
@@ -175,6 +217,7 @@ func NewDemodulator(mode Mode, rate int) (*Demodulator, error) {
 		period: bit,
 		alpha:  1 / (4 * bit),
 		calph:  1 / (carrierBits * bit),
+		falph:  1 / (fastBits * bit),
 		oscM:   1,
 		oscS:   1,
 		stepM:  cmplx.Rect(1, -2*math.Pi*mode.Mark/float64(rate)),
@@ -183,11 +226,20 @@ func NewDemodulator(mode Mode, rate int) (*Demodulator, error) {
 		ringS:  make([]complex128, win),
 		ringP:  make([]float64, win),
 	}
-	lo, hi := min(mode.Mark, mode.Space)-mode.Baud, max(mode.Mark, mode.Space)+mode.Baud
-	if hi-lo < float64(rate)/4 && lo > 0 && hi < 0.45*float64(rate) {
+	lo, hi := min(mode.Mark, mode.Space)-channelMargin*mode.Baud, max(mode.Mark, mode.Space)+channelMargin*mode.Baud
+	switch {
+	case hi-lo < float64(rate)/4 && lo > 0 && hi < 0.45*float64(rate):
 		d.pre = newBandPass(lo, hi, rate)
+	case min(mode.Mark, mode.Space)-highPassMargin*mode.Baud > highPassFrom:
+		// V.23's forward channel, above its back channel.
+		d.pre = newHighPass(highPassAt, rate)
 	}
-	d.on, d.off = carrierOn, carrierOff
+	// A clean carrier's share is 1 plus what each tone leaks into the
+	// other's correlator over a bit, sinc²(shift/baud): 1.04 for Bell 202,
+	// 1.17 for V.23 and the 300 bit/s modes. Noise alone holds 0.6–0.92.
+	x := math.Pi * math.Abs(mode.Mark-mode.Space) / mode.Baud
+	leak := math.Pow(math.Sin(x)/x, 2) * leakWeight
+	d.on, d.off, d.frame = carrierOn+leak, carrierOff+leak, frameShare+leak
 	size := int64(1)
 	for size < int64(historyBits*bit)+int64(win)+64 {
 		size <<= 1
@@ -195,7 +247,8 @@ func NewDemodulator(mode Mode, rate int) (*Demodulator, error) {
 	d.hist = make([]float64, size)
 	d.histM = make([]complex128, size)
 	d.histS = make([]complex128, size)
-	d.histR = make([]float64, size)
+	d.histX = make([]float64, size)
+	d.histF = make([]float64, size)
 	d.mask = size - 1
 	return d, nil
 }
@@ -220,7 +273,8 @@ func (d *Demodulator) Demodulate(dst []Event, samples []float64) []Event {
 
 // Flush ends the stream: it decodes a character still waiting for
 // samples as if silence followed, reports the carrier going down and
-// leaves the Demodulator ready for a new stream.
+// leaves the Demodulator ready for a new stream (sample indexes go on
+// counting from where they were).
 func (d *Demodulator) Flush(dst []Event) []Event {
 	for d.state == stWait {
 		dst = d.sample(dst, 0)
@@ -229,7 +283,10 @@ func (d *Demodulator) Flush(dst []Event) []Event {
 		d.carrier = false
 		dst = append(dst, Event{Kind: CarrierDown, At: d.n})
 	}
-	d.state, d.locked = stIdle, false
+	d.state, d.locked, d.haveLast = stIdle, false, false
+	d.hold, d.fade = 0, 0
+	d.level, d.cNum, d.cDen, d.fNum, d.fDen, d.held = 0, 0, 0, 0, 0, 0
+	d.start, d.scan, d.downAt = d.n, d.n, d.n
 	return dst
 }
 
@@ -275,11 +332,29 @@ func (d *Demodulator) sample(dst []Event, x float64) []Event {
 	d.sumAllS += zs
 	d.histM[n&d.mask] = d.sumAllM
 	d.histS[n&d.mask] = d.sumAllS
-	d.histR[n&d.mask] = share
+	d.sumAllX += x * x
+	d.histX[n&d.mask] = d.sumAllX
 	d.n++
 
-	power := 4 * d.cDen / float64(d.win*d.win)
-	crossing := (!d.carrier && share > d.on && power > minPower) ||
+	power := 2 * d.cDen / float64(d.win*d.win) // mean square of the input
+	d.fNum += d.falph * (em + es - d.fNum)
+	d.fDen += d.falph * (float64(d.win)*max(d.sumP, 0)/2 - d.fDen)
+	fast := 2 * d.fDen / float64(d.win*d.win)
+	d.histF[n&d.mask] = fast
+	// The end of a transmission: the power falls and what is left is not
+	// the tones (a signal that merely grows weaker keeps its share).
+	fading := d.carrier && fast < d.held*fadeRatio && d.fNum < d.on*d.fDen
+	if d.carrier && !fading {
+		d.held += d.calph * (power - d.held)
+	}
+	if fading {
+		d.fade++
+	} else {
+		d.fade = 0
+	}
+	// The share means nothing until its average has seen a few bits.
+	warm := float64(n-d.start) > carrierBits*d.bit
+	crossing := (!d.carrier && warm && share > d.on && power > minPower) ||
 		(d.carrier && (share < d.off || power < minPower/2))
 	if crossing {
 		d.hold++
@@ -287,23 +362,34 @@ func (d *Demodulator) sample(dst []Event, x float64) []Event {
 		d.hold = 0
 	}
 	switch {
-	case !d.carrier && d.hold < d.win*carrierUpHold:
-	case d.carrier && d.hold < d.win*carrierDownHold:
-	case !d.carrier:
+	case !d.carrier && d.hold >= d.win*carrierUpHold:
 		d.hold = 0
 		d.carrier = true
+		d.held = power
+		d.upAt = n
 		d.period, d.haveLast = d.bit, false
 		d.stats.Carriers++
 		dst = append(dst, Event{Kind: CarrierUp, At: n})
 		if d.state == stIdle {
 			d.state = stHunt
-			d.scan = max(int64(d.win), n-int64(lookBackBits*d.bit), n-d.mask+int64(d.win))
+			// Look back for the first start bit, to where the power rose
+			// (a bit before, for the average's lag), but not at what was
+			// looked at before.
+			from := max(int64(d.win), n-int64(lookBackBits*d.bit), n-d.mask+int64(d.win), d.scan)
+			i := n
+			for i > from && d.histF[(i-1)&d.mask] >= power*fadeRatio {
+				i--
+			}
+			d.scan = max(from, i-int64(d.bit))
 			d.armed, d.run = false, 0
 		}
-	default:
-		d.hold = 0
+	case d.carrier && (d.hold >= d.win*carrierDownHold || d.fade >= d.win*fadeHold):
+		d.hold, d.fade = 0, 0
 		d.carrier = false
 		d.locked = false
+		d.downAt = n
+		// Forget the carrier's share: a new carrier must build it anew.
+		d.cNum = min(d.cNum, noiseShare*d.cDen)
 		dst = append(dst, Event{Kind: CarrierDown, At: n})
 		if d.state == stHunt {
 			d.state = stIdle
@@ -400,11 +486,16 @@ func (d *Demodulator) character(dst []Event) []Event {
 	b := d.bits(best)
 	stop := d.at(best, frameBits-1)
 	start := int64(math.Round(best))
-	startOK := d.soft(best, 0) < 0 && d.histR[stop&d.mask] > d.off
+	followed := d.locked && d.c == d.pred
+	if !d.carrier && best > float64(d.downAt)-fadeBits*d.bit {
+		// Noise after the end of the carrier, before it was seen to end.
+		d.state = stIdle
+		return dst
+	}
+	startOK := d.soft(best, 0) < 0 && d.tonal(best, !followed)
 	stopOK := d.soft(best, frameBits-1) > 0
 	// A character that follows the last one on time keeps a bad stop bit:
 	// noise is as likely to hit it as any data bit.
-	followed := d.locked && d.c == d.pred
 	if followed && (bestJ == -d.span || bestJ == d.span) {
 		// The best fit at the edge of the search: not a character that
 		// follows the last one on time. Look for its start bit instead.
@@ -416,7 +507,7 @@ func (d *Demodulator) character(dst []Event) []Event {
 		// Timing changes slowly from one character to the next: smooth it.
 		best = d.pred + timingGain*(best-d.pred)
 		b = d.bits(best)
-		startOK = d.soft(best, 0) < 0 && d.histR[stop&d.mask] > d.off
+		startOK = d.soft(best, 0) < 0 && d.tonal(best, false)
 		stopOK = d.soft(best, frameBits-1) > 0
 	}
 	if startOK && (stopOK || followed) {
@@ -457,6 +548,53 @@ func (d *Demodulator) character(dst []Event) []Event {
 		d.state = stIdle
 	}
 	return dst
+}
+
+// tonal reports whether the character starting at t0 looks like one: its
+// bits' correlators hold frameShare of its power and, if even, no bit has
+// less than bitEnergy of the mean energy of its bits (a character
+// straddling the start of a carrier, noise before it, does not pass; one
+// that follows another on time may straddle a change of level) and their
+// mean is at least fadeRatio of the carrier's (noise after the end of the
+// carrier, before that end is detected, does not pass).
+func (d *Demodulator) tonal(t0 float64, even bool) bool {
+	var e [frameBits]float64
+	var sum float64
+	for k := range frameBits {
+		a, b := t0+float64(k)*d.period, t0+float64(k+1)*d.period
+		m := d.prefix(d.histM, b) - d.prefix(d.histM, a)
+		s := d.prefix(d.histS, b) - d.prefix(d.histS, a)
+		e[k] = real(m)*real(m) + imag(m)*imag(m) + real(s)*real(s) + imag(s)*imag(s)
+		sum += e[k]
+	}
+	end := t0 + frameBits*d.period
+	x := d.prefixReal(d.histX, end) - d.prefixReal(d.histX, t0)
+	need := d.frame
+	if even && t0 < float64(d.upAt) {
+		need = d.on // from before the carrier was detected: as sure as it
+	}
+	if x <= 0 || sum < need*d.period*x/2 {
+		return false
+	}
+	if even && sum/frameBits < fadeRatio*d.held*d.period*d.period/2 {
+		return false // much weaker than the carrier: noise after its end
+	}
+	if even && t0 < float64(d.upAt) && e[0] < startEnergy*sum/frameBits {
+		return false // a start bit made of the carrier's onset
+	}
+	for _, v := range e {
+		if even && v < bitEnergy*sum/frameBits {
+			return false
+		}
+	}
+	return true
+}
+
+func (d *Demodulator) prefixReal(h []float64, t float64) float64 {
+	f := math.Floor(t)
+	i := int64(f)
+	a, b := h[(i-1)&d.mask], h[i&d.mask]
+	return a + (t-f)*(b-a)
 }
 
 // bits returns the data bits of the character starting at t0.

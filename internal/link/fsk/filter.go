@@ -29,25 +29,39 @@ func (q *biquad) next(x float64) float64 {
 	return y
 }
 
-// butterworthQ are the section Qs of a 4th-order Butterworth filter.
-var butterworthQ = [2]float64{0.5411961, 1.3065630}
+// butterworthQ are the section Qs of an 8th-order Butterworth filter:
+// 1/(2·cos((2k−1)π/16)), k = 1…4.
+var butterworthQ = [4]float64{0.5097956, 0.6013449, 0.8999762, 2.5629154}
 
-// bandPass is a 4th-order Butterworth high-pass at lo cascaded with a
-// 4th-order Butterworth low-pass at hi.
-type bandPass [4]biquad
+// butterworth4Q are the section Qs of a 4th-order Butterworth filter.
+var butterworth4Q = [2]float64{0.5411961, 1.3065630}
 
-func newBandPass(lo, hi float64, rate int) *bandPass {
-	var b bandPass
-	for i, q := range butterworthQ {
-		b[i] = newBiquad(true, lo, q, rate)
-		b[2+i] = newBiquad(false, hi, q, rate)
-	}
-	return &b
+// newHighPass returns a 4th-order Butterworth high-pass at lo.
+func newHighPass(lo float64, rate int) filter {
+	return filter{newBiquad(true, lo, butterworth4Q[0], rate), newBiquad(true, lo, butterworth4Q[1], rate)}
 }
 
-func (b *bandPass) next(x float64) float64 {
-	for i := range b {
-		x = b[i].next(x)
+// filter is a cascade of biquads.
+type filter []biquad
+
+// newBandPass returns an 8th-order Butterworth high-pass at lo cascaded
+// with an 8th-order Butterworth low-pass at hi.
+func newBandPass(lo, hi float64, rate int) filter {
+	var f filter
+	for _, q := range butterworthQ {
+		f = append(f, newBiquad(true, lo, q, rate))
+	}
+	{
+		for _, q := range butterworthQ {
+			f = append(f, newBiquad(false, hi, q, rate))
+		}
+	}
+	return f
+}
+
+func (f filter) next(x float64) float64 {
+	for i := range f {
+		x = f[i].next(x)
 	}
 	return x
 }
