@@ -76,6 +76,7 @@ func root() *command {
 			serverKeyCommand(),
 			merchantCommand(),
 			accountCommand(),
+			modemCommand(),
 			versionCommand(),
 		},
 	}
