@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -25,13 +26,13 @@ import (
 // 300–3400 Hz, with band-limited white noise at the SNR (impair.ApplySNR),
 // as 16-bit PCM at 8 kHz. Byte errors are the edit distance between what
 // was sent and what was received (lost, extra and wrong bytes).
-// FSK_BER_BYTES changes the number of bytes; FSK_BER_DIR keeps the files.
+// FSK_BER_BYTES changes the number of bytes, FSK_BER_MODES (e.g. "v23,300")
+// the modes; FSK_BER_DIR keeps the files.
 func TestBERTable(t *testing.T) {
 	if os.Getenv("FSK_BER") == "" {
 		t.Skip("set FSK_BER=1 to measure the byte error rate table (minutes)")
 	}
-	mm := minimodem(t)
-	_ = mm
+	minimodem(t)
 	n := 4096
 	if v := os.Getenv("FSK_BER_BYTES"); v != "" {
 		fmt.Sscan(v, &n)
@@ -41,6 +42,16 @@ func TestBERTable(t *testing.T) {
 		dir = t.TempDir()
 	}
 	modes := []Mode{Bell202, V23, Bell103, V21, V23Back}
+	if v := os.Getenv("FSK_BER_MODES"); v != "" {
+		modes = nil
+		for _, name := range strings.Split(v, ",") {
+			m, err := ParseMode(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			modes = append(modes, m)
+		}
+	}
 	var snrs []float64
 	for s := -6.0; s <= 24; s += 2 {
 		snrs = append(snrs, s)
@@ -49,13 +60,13 @@ func TestBERTable(t *testing.T) {
 	table := make(map[Mode][]cell)
 	type speed struct{ audio, ours, theirs time.Duration }
 	speeds := make(map[Mode]*speed)
-	for mi, m := range modes {
-		data := randomBytes(rand.New(rand.NewPCG(4096, uint64(mi))), n)
+	for _, m := range modes {
+		data := randomBytes(rand.New(rand.NewPCG(4096, uint64(slices.Index(Modes, m)))), n)
 		clean := Modulate(m, data)
 		sp := &speed{}
 		speeds[m] = sp
 		for _, snr := range snrs {
-			noisy, err := impair.ApplySNR(clean, impair.Config{BandLimit: true, Seed: uint64(1000*mi) + uint64(snr)}, snr)
+			noisy, err := impair.ApplySNR(clean, impair.Config{BandLimit: true, Seed: uint64(1000*slices.Index(Modes, m)) + uint64(snr+100)}, snr)
 			if err != nil {
 				t.Fatal(err)
 			}
