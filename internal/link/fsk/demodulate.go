@@ -191,11 +191,12 @@ type Demodulator struct {
 	period   float64 // samples per bit as measured, near bit
 	last     float64 // start of the last good character
 	haveLast bool
-	downAt   int64   // where the carrier last went down
-	upAt     int64   // where the carrier last came up
-	start    int64   // where the stream started (0, or where Flush left it)
-	c        float64 // centre of the start-time search
-	span     int     // search c−span … c+span
+	dphi     complex128 // phase step from space to mark, averaged
+	downAt   int64      // where the carrier last went down
+	upAt     int64      // where the carrier last came up
+	start    int64      // where the stream started (0, or where Flush left it)
+	c        float64    // centre of the start-time search
+	span     int        // search c−span … c+span
 	evalAt   int64
 
 	stats Stats
@@ -368,6 +369,7 @@ func (d *Demodulator) sample(dst []Event, x float64) []Event {
 		d.held = power
 		d.upAt = n
 		d.period, d.haveLast = d.bit, false
+		d.dphi = 0
 		d.stats.Carriers++
 		dst = append(dst, Event{Kind: CarrierUp, At: n})
 		if d.state == stIdle {
@@ -441,6 +443,14 @@ const searchSteps = 16
 // timing used to decode a character that follows the last one.
 const timingGain = 0.5
 
+// The phase step between the tones is averaged with phaseGain over their
+// changes; bits are decided coherently over three bits once the average's
+// magnitude (1 for a steady step) exceeds phaseSure.
+const (
+	phaseGain = 0.05
+	phaseSure = 0.7
+)
+
 // The bit rate is tracked from one character to the next with periodGain,
 // within maxRateError of the nominal rate: sample-clock drift, and
 // transmitters whose bits are a whole number of samples (minimodem at 8 kHz
@@ -513,6 +523,7 @@ func (d *Demodulator) character(dst []Event) []Event {
 	if startOK && (stopOK || followed) {
 		d.stats.Bytes++
 		dst = append(dst, Event{Kind: Byte, Byte: b, At: start})
+		d.learnPhase(best, b)
 		d.locked = true
 		if d.haveLast {
 			// Characters back to back (or nearly) measure the sender's bit
@@ -597,15 +608,127 @@ func (d *Demodulator) prefixReal(h []float64, t float64) float64 {
 	return a + (t-f)*(b-a)
 }
 
-// bits returns the data bits of the character starting at t0.
+// bits returns the data bits of the character starting at t0. Once the
+// phase step that the line puts between the two tones is known (see
+// learnPhase), each bit is decided over three bits, coherently: the
+// tones' phase runs on continuously from bit to bit, so the correlations
+// of a bit and its neighbours add up for the right pattern of bits, and a
+// bit is decided with three bits' energy. Until then, or when the
+// neighbours of a bit are the start or stop bit, it uses what is known.
 func (d *Demodulator) bits(t0 float64) byte {
-	var b byte
-	for k := range dataBits {
-		if d.soft(t0, k+1) > 0 {
-			b |= 1 << k
+	var cm, cs [frameBits]complex128
+	for k := range frameBits {
+		a, b := t0+float64(k)*d.period, t0+float64(k+1)*d.period
+		cm[k] = d.prefix(d.histM, b) - d.prefix(d.histM, a)
+		cs[k] = d.prefix(d.histS, b) - d.prefix(d.histS, a)
+	}
+	var out byte
+	coherent := cmplx.Abs(d.dphi) > phaseSure
+	step := cmplx.Rect(1, cmplx.Phase(d.dphi))
+	wm, ws := 2*math.Pi*d.mode.Mark/float64(d.rate), 2*math.Pi*d.mode.Space/float64(d.rate)
+	omega := func(mark bool) float64 {
+		if mark {
+			return wm
+		}
+		return ws
+	}
+	corr := func(k int, mark bool) complex128 {
+		if mark {
+			return cm[k]
+		}
+		return cs[k]
+	}
+	// rot is the phase a bit of tone b after a bit of tone a at boundary
+	// tau has against the oscillators, relative to the first.
+	rot := func(a, b bool, tau float64) complex128 {
+		r := cmplx.Rect(1, -(omega(a)-omega(b))*tau)
+		switch {
+		case a && !b:
+			r *= step
+		case !a && b:
+			r *= complex(real(step), -imag(step))
+		}
+		return r
+	}
+	for k := 1; k <= dataBits; k++ {
+		if !coherent {
+			em := real(cm[k])*real(cm[k]) + imag(cm[k])*imag(cm[k])
+			es := real(cs[k])*real(cs[k]) + imag(cs[k])*imag(cs[k])
+			if em > es {
+				out |= 1 << (k - 1)
+			}
+			continue
+		}
+		tau1, tau2 := t0+float64(k)*d.period, t0+float64(k+1)*d.period
+		var best [2]float64
+		for pi := range 2 {
+			p := pi == 1
+			if k == 1 && p {
+				continue // the start bit is space
+			}
+			for ri := range 2 {
+				r := ri == 1
+				if k == dataBits && !r {
+					continue // the stop bit is mark
+				}
+				for bi := range 2 {
+					b := bi == 1
+					r1 := rot(p, b, tau1)
+					r2 := r1 * rot(b, r, tau2)
+					z := corr(k-1, p) + corr(k, b)*r1 + corr(k+1, r)*r2
+					best[bi] = max(best[bi], real(z)*real(z)+imag(z)*imag(z))
+				}
+			}
+		}
+		if best[1] > best[0] {
+			out |= 1 << (k - 1)
 		}
 	}
-	return b
+	return out
+}
+
+// learnPhase updates the estimate of the phase step between the tones at
+// their changes, from an accepted character b starting at t0: for each
+// change from mark to space, the phase of the space bit's correlation
+// against where a continuous-phase change would put it (the line's filters
+// delay the two tones differently).
+func (d *Demodulator) learnPhase(t0 float64, b byte) {
+	bit := func(k int) bool {
+		switch k {
+		case 0:
+			return false
+		case frameBits - 1:
+			return true
+		}
+		return b>>(k-1)&1 == 1
+	}
+	wm, ws := 2*math.Pi*d.mode.Mark/float64(d.rate), 2*math.Pi*d.mode.Space/float64(d.rate)
+	for k := 0; k+1 < frameBits; k++ {
+		a, c := bit(k), bit(k+1)
+		if a == c {
+			continue
+		}
+		ta, tb, tc := t0+float64(k)*d.period, t0+float64(k+1)*d.period, t0+float64(k+2)*d.period
+		var x, y complex128
+		var dw float64
+		if a {
+			x = d.prefix(d.histM, tb) - d.prefix(d.histM, ta)
+			y = d.prefix(d.histS, tc) - d.prefix(d.histS, tb)
+			dw = wm - ws
+		} else {
+			x = d.prefix(d.histS, tb) - d.prefix(d.histS, ta)
+			y = d.prefix(d.histM, tc) - d.prefix(d.histM, tb)
+			dw = ws - wm
+		}
+		r := y * complex(real(x), -imag(x)) * cmplx.Rect(1, -dw*tb)
+		if abs := cmplx.Abs(r); abs > 0 {
+			r /= complex(abs, 0)
+		}
+		if a {
+			r = complex(real(r), -imag(r)) // space after mark: the step's conjugate
+		}
+		d.dphi += phaseGain * (r - d.dphi)
+	}
 }
 
 // renormalize keeps the oscillators on the unit circle and recomputes the
