@@ -437,7 +437,7 @@ func (d *Demodulator) at(t0 float64, k int) int64 {
 
 // searchSteps is how finely the start of a character is searched: in
 // steps of this fraction of a bit.
-const searchSteps = 16
+const searchSteps = 32
 
 // timingGain is the share of a character's own timing estimate in the
 // timing used to decode a character that follows the last one.
@@ -447,7 +447,7 @@ const timingGain = 0.5
 // changes; bits are decided coherently over three bits once the average's
 // magnitude (1 for a steady step) exceeds phaseSure.
 const (
-	phaseGain = 0.05
+	phaseGain = 0.02
 	phaseSure = 0.7
 )
 
@@ -485,11 +485,7 @@ func (d *Demodulator) character(dst []Event) []Event {
 	best, bestM, bestJ := d.c, math.Inf(-1), 0
 	for j := -d.span; j <= d.span; j++ {
 		t0 := d.c + float64(j)*d.period/searchSteps
-		m := d.soft(t0, frameBits-1) - d.soft(t0, 0)
-		for k := 1; k <= dataBits; k++ {
-			m += math.Abs(d.soft(t0, k))
-		}
-		if m > bestM {
+		if m := d.fit(t0); m > bestM {
 			best, bestM, bestJ = t0, m, j
 		}
 	}
@@ -608,6 +604,31 @@ func (d *Demodulator) prefixReal(h []float64, t float64) float64 {
 	return a + (t-f)*(b-a)
 }
 
+// fit is how well a character starting at t0 fits the samples: the sum of
+// its bits' soft decisions, the start bit counted as space, the stop bit
+// as mark, the data bits as whichever they are. (soft for each bit, with
+// the boundaries shared.)
+func (d *Demodulator) fit(t0 float64) float64 {
+	pm, ps := d.prefix(d.histM, t0), d.prefix(d.histS, t0)
+	var m float64
+	for k := range frameBits {
+		t := t0 + float64(k+1)*d.period
+		qm, qs := d.prefix(d.histM, t), d.prefix(d.histS, t)
+		cm, cs := qm-pm, qs-ps
+		v := real(cm)*real(cm) + imag(cm)*imag(cm) - real(cs)*real(cs) - imag(cs)*imag(cs)
+		switch k {
+		case 0:
+			m -= v
+		case frameBits - 1:
+			m += v
+		default:
+			m += math.Abs(v)
+		}
+		pm, ps = qm, qs
+	}
+	return m
+}
+
 // bits returns the data bits of the character starting at t0. Once the
 // phase step that the line puts between the two tones is known (see
 // learnPhase), each bit is decided over three bits, coherently: the
@@ -624,13 +645,16 @@ func (d *Demodulator) bits(t0 float64) byte {
 	}
 	var out byte
 	coherent := cmplx.Abs(d.dphi) > phaseSure
-	step := cmplx.Rect(1, cmplx.Phase(d.dphi))
-	wm, ws := 2*math.Pi*d.mode.Mark/float64(d.rate), 2*math.Pi*d.mode.Space/float64(d.rate)
-	omega := func(mark bool) float64 {
-		if mark {
-			return wm
+	// u[k] turns the correlation of bit k, space after mark, into the
+	// phase of the mark before it: continuous phase at the boundary plus
+	// the line's step (mark after space: its conjugate).
+	var u [frameBits]complex128
+	if coherent {
+		step := cmplx.Rect(1, cmplx.Phase(d.dphi))
+		dw := 2 * math.Pi * (d.mode.Mark - d.mode.Space) / float64(d.rate)
+		for k := 1; k < frameBits; k++ {
+			u[k] = cmplx.Rect(1, -dw*(t0+float64(k)*d.period)) * step
 		}
-		return ws
 	}
 	corr := func(k int, mark bool) complex128 {
 		if mark {
@@ -638,17 +662,14 @@ func (d *Demodulator) bits(t0 float64) byte {
 		}
 		return cs[k]
 	}
-	// rot is the phase a bit of tone b after a bit of tone a at boundary
-	// tau has against the oscillators, relative to the first.
-	rot := func(a, b bool, tau float64) complex128 {
-		r := cmplx.Rect(1, -(omega(a)-omega(b))*tau)
+	rot := func(a, b bool, k int) complex128 {
 		switch {
-		case a && !b:
-			r *= step
-		case !a && b:
-			r *= complex(real(step), -imag(step))
+		case a == b:
+			return 1
+		case a:
+			return u[k]
 		}
-		return r
+		return complex(real(u[k]), -imag(u[k]))
 	}
 	for k := 1; k <= dataBits; k++ {
 		if !coherent {
@@ -659,7 +680,6 @@ func (d *Demodulator) bits(t0 float64) byte {
 			}
 			continue
 		}
-		tau1, tau2 := t0+float64(k)*d.period, t0+float64(k+1)*d.period
 		var best [2]float64
 		for pi := range 2 {
 			p := pi == 1
@@ -673,8 +693,8 @@ func (d *Demodulator) bits(t0 float64) byte {
 				}
 				for bi := range 2 {
 					b := bi == 1
-					r1 := rot(p, b, tau1)
-					r2 := r1 * rot(b, r, tau2)
+					r1 := rot(p, b, k)
+					r2 := r1 * rot(b, r, k+1)
 					z := corr(k-1, p) + corr(k, b)*r1 + corr(k+1, r)*r2
 					best[bi] = max(best[bi], real(z)*real(z)+imag(z)*imag(z))
 				}
