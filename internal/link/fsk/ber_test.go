@@ -156,3 +156,44 @@ func BenchmarkModulate(b *testing.B) {
 	}
 	b.ReportMetric(float64(n)/audio.Rate*float64(b.N)/b.Elapsed().Seconds(), "x_realtime")
 }
+
+// TestSpeedVsMinimodem times ours and minimodem decoding the same file (a
+// minute of random bytes at 20 dB SNR per mode), alternately, five times
+// each, and reports the fastest of each as a multiple of real time. Both
+// read the WAV file; minimodem's time includes starting the process. It
+// runs only with FSK_BER set:
+//
+//	FSK_BER=1 go test -run TestSpeedVsMinimodem -v ./internal/link/fsk/
+func TestSpeedVsMinimodem(t *testing.T) {
+	if os.Getenv("FSK_BER") == "" {
+		t.Skip("set FSK_BER=1 to compare the decoding speed with minimodem")
+	}
+	minimodem(t)
+	dir := t.TempDir()
+	var b strings.Builder
+	b.WriteString("\nDecode speed, fastest of 5, as a multiple of real time (ours / minimodem, same file):\n\n")
+	for i, m := range []Mode{Bell202, V23, Bell103, V21, V23Back} {
+		data := randomBytes(rand.New(rand.NewPCG(60, uint64(i))), int(60*m.Baud/frameBits))
+		noisy, err := impair.ApplySNR(Modulate(m, data), impair.Config{BandLimit: true, Seed: 60}, 20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := filepath.Join(dir, m.Name+".wav")
+		writeWAV(t, f, audio.Rate, noisy)
+		secs := float64(len(noisy)) / audio.Rate
+		ours, theirs := time.Duration(1<<62), time.Duration(1<<62)
+		for range 5 {
+			start := time.Now()
+			s, rate := readWAV(t, f)
+			if _, _, err := Demodulate(m, rate, s); err != nil {
+				t.Fatal(err)
+			}
+			ours = min(ours, time.Since(start))
+			start = time.Now()
+			runMinimodem(t, nil, append([]string{"--rx", "-q", "-f", f}, minimodemArgs(m)...)...)
+			theirs = min(theirs, time.Since(start))
+		}
+		fmt.Fprintf(&b, "- %s: %.0f× / %.0f× (ratio %.2f)\n", m.Name, secs/ours.Seconds(), secs/theirs.Seconds(), theirs.Seconds()/ours.Seconds())
+	}
+	t.Log(b.String())
+}
