@@ -323,3 +323,44 @@ func TestChunking(t *testing.T) {
 		t.Errorf("events differ between whole-buffer and 1–3-sample chunks:\n%v\n%v", whole, bits)
 	}
 }
+
+// TestTurns: half-duplex turns on one line — two transmissions with line
+// noise between them — are two carriers, each with its bytes, and a
+// Demodulator that is flushed receives a second stream as well.
+func TestTurns(t *testing.T) {
+	r := rand.New(rand.NewPCG(8, 8))
+	for _, m := range []Mode{Bell202, V23, Bell103} {
+		a, b := randomBytes(r, 50), randomBytes(r, 70)
+		line, err := impair.New(impair.Config{BandLimit: true, NoiseDBFS: -35, Seed: 8})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rx []float64
+		rx = append(rx, line.Process(Modulate(m, a))...)
+		rx = append(rx, line.Process(make([]float64, audio.Rate/2))...)
+		rx = append(rx, line.Process(Modulate(m, b))...)
+		d, err := NewDemodulator(m, audio.Rate)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev := d.Flush(d.Demodulate(nil, rx))
+		var ups, downs int
+		for _, e := range ev {
+			switch e.Kind {
+			case CarrierUp:
+				ups++
+			case CarrierDown:
+				downs++
+			}
+		}
+		want := append(append([]byte{}, a...), b...)
+		if got := appendBytes(nil, ev); !bytes.Equal(got, want) || ups != 2 || downs != 2 {
+			t.Errorf("%s: %d byte errors, carrier up %d and down %d times, want 0, 2, 2", m.Name, editDistance(want, got), ups, downs)
+		}
+		// After Flush, the same Demodulator takes a new stream.
+		ev = d.Flush(d.Demodulate(nil, Modulate(m, a)))
+		if got := appendBytes(nil, ev); !bytes.Equal(got, a) {
+			t.Errorf("%s after Flush: %d byte errors", m.Name, editDistance(a, got))
+		}
+	}
+}
