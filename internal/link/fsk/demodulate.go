@@ -437,7 +437,10 @@ func (d *Demodulator) at(t0 float64, k int) int64 {
 
 // searchSteps is how finely the start of a character is searched: in
 // steps of this fraction of a bit.
-const searchSteps = 32
+const (
+	searchSteps  = 32
+	searchCoarse = 4 // steps between the first, coarse, tries
+)
 
 // timingGain is the share of a character's own timing estimate in the
 // timing used to decode a character that follows the last one.
@@ -482,26 +485,32 @@ func (d *Demodulator) soft(t0 float64, k int) float64 {
 
 // character decodes the character whose start-time search is complete.
 func (d *Demodulator) character(dst []Event) []Event {
+	// Coarse to fine: every searchCoarse steps, then halving the step
+	// around the best so far.
 	best, bestM, bestJ := d.c, math.Inf(-1), 0
-	for j := -d.span; j <= d.span; j++ {
+	try := func(j int) {
+		if j < -d.span || j > d.span {
+			return
+		}
 		t0 := d.c + float64(j)*d.period/searchSteps
 		if m := d.fit(t0); m > bestM {
 			best, bestM, bestJ = t0, m, j
 		}
 	}
-	b := d.bits(best)
-	stop := d.at(best, frameBits-1)
-	start := int64(math.Round(best))
+	for j := -d.span; j <= d.span; j += searchCoarse {
+		try(j)
+	}
+	for step := searchCoarse / 2; step > 0; step /= 2 {
+		around := bestJ
+		try(around - step)
+		try(around + step)
+	}
 	followed := d.locked && d.c == d.pred
 	if !d.carrier && best > float64(d.downAt)-fadeBits*d.bit {
 		// Noise after the end of the carrier, before it was seen to end.
 		d.state = stIdle
 		return dst
 	}
-	startOK := d.soft(best, 0) < 0 && d.tonal(best, !followed)
-	stopOK := d.soft(best, frameBits-1) > 0
-	// A character that follows the last one on time keeps a bad stop bit:
-	// noise is as likely to hit it as any data bit.
 	if followed && (bestJ == -d.span || bestJ == d.span) {
 		// The best fit at the edge of the search: not a character that
 		// follows the last one on time. Look for its start bit instead.
@@ -512,10 +521,14 @@ func (d *Demodulator) character(dst []Event) []Event {
 	if followed {
 		// Timing changes slowly from one character to the next: smooth it.
 		best = d.pred + timingGain*(best-d.pred)
-		b = d.bits(best)
-		startOK = d.soft(best, 0) < 0 && d.tonal(best, false)
-		stopOK = d.soft(best, frameBits-1) > 0
 	}
+	b := d.bits(best)
+	stop := d.at(best, frameBits-1)
+	start := int64(math.Round(best))
+	startOK := d.soft(best, 0) < 0 && d.tonal(best, !followed)
+	// A character that follows the last one on time keeps a bad stop bit:
+	// noise is as likely to hit it as any data bit.
+	stopOK := d.soft(best, frameBits-1) > 0
 	if startOK && (stopOK || followed) {
 		d.stats.Bytes++
 		dst = append(dst, Event{Kind: Byte, Byte: b, At: start})
