@@ -5,34 +5,33 @@ import (
 	"math/cmplx"
 )
 
-// How the Demodulator works
+// How the Demodulator works (docs/telephone-fsk.md has more)
 //
-// Each sample is mixed down with the mark and the space frequency and
-// summed over a sliding window of one bit period: two noncoherent
-// correlators, the matched filters of a bit of either tone whatever its
-// phase. Their energies give a soft decision per sample,
+// A channel filter first keeps out what lies beside the mode's tones (the
+// other direction of a full-duplex call): an 8th-order band-pass for the
+// 300 and 75 bit/s modes, a high-pass above V.23's back channel for V.23.
+// Each sample is then mixed down with the mark and the space frequency.
+// Running sums of the mixed samples give the correlation over any stretch
+// of time, with fractional ends: the exact integrate-and-dump matched
+// filter of a bit of either tone, whatever its phase, at any sample rate.
 //
-//	D[n] = (|mark|² − |space|²) / E,
+// A sliding one-bit correlator says where a start bit may begin (mark
+// turning to space). The demodulator then tries start times within half a
+// bit of that edge (a quarter bit of where the previous character predicts
+// it, when characters come back to back), coarse to fine down to 1/32 bit,
+// and keeps the one whose ten bits fit best, the start bit counted as
+// space and the stop bit as mark: maximum-likelihood timing per character.
+// Back to back, the timing is smoothed and the sender's bit rate tracked.
+// Data bits are decided coherently over three bits once the phase step
+// the line puts between the two tones has been learnt, otherwise alone.
+// A character is accepted when its start bit is space and its stop bit
+// mark (a character that follows the last one on time keeps a bad stop
+// bit); one found by searching must also look like part of the carrier.
 //
-// positive for mark, where E is a slow average of |mark|² + |space|², so
-// the decision does not depend on the level. D is best, and the
-// correlators free of the neighbouring bits, at the sample that ends a
-// bit period.
-//
-// A character starts where D turns negative (a start bit). The demodulator
-// then tries every start time within half a bit of that edge (a quarter
-// bit of where the previous character predicts it, when characters come
-// back to back) and keeps the one whose ten sampling instants give the
-// largest sum of soft decisions, the start bit counted as space and the
-// stop bit as mark: maximum-likelihood timing per character, which
-// follows sample-clock drift and needs no bit-clock loop. The character
-// is accepted when its start bit is space and its stop bit mark.
-//
-// The carrier is up while the two correlators hold most of the power in
-// the window (their share, averaged over several bits, with hysteresis)
-// and the level is above −60 dBFS. For the narrow 300 and 75 bit/s
-// modes a 4th-order band-pass filter first removes what lies outside the
-// channel, such as the other direction of a full-duplex call.
+// The carrier is up while the two correlators hold most of the power
+// (their share, averaged over 16 bits, with hysteresis) and the level is
+// above −60 dBFS; it goes down at once when the power falls and what
+// remains is not tones.
 
 // EventKind says what an Event reports.
 type EventKind uint8
@@ -152,7 +151,6 @@ type Demodulator struct {
 	on    float64 // carrier thresholds
 	off   float64
 	frame float64 // frameShare
-	alpha float64 // level average
 	calph float64 // carrier average
 	falph float64 // fast power average
 
@@ -163,7 +161,6 @@ type Demodulator struct {
 	ri           int
 	sumM, sumS   complex128
 	sumP         float64
-	level        float64 // average |mark|²+|space|²
 	cNum, cDen   float64 // carrier share, averaged
 	fNum, fDen   float64 // carrier share, averaged over fastBits
 	held         float64 // power, averaged over carrierBits while the carrier is up
@@ -216,7 +213,6 @@ func NewDemodulator(mode Mode, rate int) (*Demodulator, error) {
 		bit:    bit,
 		win:    win,
 		period: bit,
-		alpha:  1 / (4 * bit),
 		calph:  1 / (carrierBits * bit),
 		falph:  1 / (fastBits * bit),
 		oscM:   1,
@@ -286,7 +282,7 @@ func (d *Demodulator) Flush(dst []Event) []Event {
 	}
 	d.state, d.locked, d.haveLast = stIdle, false, false
 	d.hold, d.fade = 0, 0
-	d.level, d.cNum, d.cDen, d.fNum, d.fDen, d.held = 0, 0, 0, 0, 0, 0
+	d.cNum, d.cDen, d.fNum, d.fDen, d.held = 0, 0, 0, 0, 0
 	d.start, d.scan, d.downAt = d.n, d.n, d.n
 	return dst
 }
@@ -317,18 +313,10 @@ func (d *Demodulator) sample(dst []Event, x float64) []Event {
 
 	em := real(d.sumM)*real(d.sumM) + imag(d.sumM)*imag(d.sumM)
 	es := real(d.sumS)*real(d.sumS) + imag(d.sumS)*imag(d.sumS)
-	d.level += d.alpha * (em + es - d.level)
 	d.cNum += d.calph * (em + es - d.cNum)
 	d.cDen += d.calph * (float64(d.win)*max(d.sumP, 0)/2 - d.cDen)
-	var v, share float64
-	if d.level > 0 {
-		v = (em - es) / d.level
-	}
-	if d.cDen > 0 {
-		share = d.cNum / d.cDen
-	}
 	n := d.n
-	d.hist[n&d.mask] = v
+	d.hist[n&d.mask] = em - es // only its sign matters
 	d.sumAllM += zm
 	d.sumAllS += zs
 	d.histM[n&d.mask] = d.sumAllM
@@ -355,8 +343,8 @@ func (d *Demodulator) sample(dst []Event, x float64) []Event {
 	}
 	// The share means nothing until its average has seen a few bits.
 	warm := float64(n-d.start) > carrierBits*d.bit
-	crossing := (!d.carrier && warm && share > d.on && power > minPower) ||
-		(d.carrier && (share < d.off || power < minPower/2))
+	crossing := (!d.carrier && warm && d.cNum > d.on*d.cDen && power > minPower) ||
+		(d.carrier && (d.cNum < d.off*d.cDen || power < minPower/2))
 	if crossing {
 		d.hold++
 	} else {
@@ -480,7 +468,7 @@ func (d *Demodulator) soft(t0 float64, k int) float64 {
 	s := d.prefix(d.histS, b) - d.prefix(d.histS, a)
 	em := real(m)*real(m) + imag(m)*imag(m)
 	es := real(s)*real(s) + imag(s)*imag(s)
-	return (em - es) / (d.level + 1e-300)
+	return em - es
 }
 
 // character decodes the character whose start-time search is complete.
