@@ -114,6 +114,10 @@ const (
 	highPassFrom   = 500
 	highPassMargin = 0.6
 	highPassAt     = 600 // Hz
+	// The narrow modes are decimated at most by maxDecimation, keeping
+	// minSamplesPerBit.
+	maxDecimation    = 16
+	minSamplesPerBit = 6
 	// A character is accepted only if the correlators hold frameShare of
 	// its power, each bit at its own tone: noise alone that happens to
 	// look like a start and a stop bit (before the carrier is detected,
@@ -143,16 +147,28 @@ const (
 // safe for concurrent use. Its memory is fixed when it is made (a few
 // thousand samples of history at 8 kHz), whatever it is fed.
 type Demodulator struct {
-	mode  Mode
-	rate  int
-	bit   float64 // samples per bit
-	win   int     // correlator window, samples
-	pre   filter  // nil for none
-	on    float64 // carrier thresholds
-	off   float64
-	frame float64 // frameShare
-	calph float64 // carrier average
-	falph float64 // fast power average
+	mode Mode
+	rate int
+	bit  float64 // samples per bit
+	win  int     // correlator window, samples
+	pre  filter  // nil for none
+	// The narrow modes' front end: mixing to baseband (oscC), low-pass
+	// lpI and lpQ, decimation by dec (a sample out when phase reaches dec).
+	dec      int
+	irate    float64 // rate/dec
+	markHz   float64 // tones at irate, relative to the mixing
+	spaceHz  float64
+	pscale   float64 // power of a tone over its mean square: ½ real, 1 complex
+	oscC     complex128
+	stepC    complex128
+	lpI, lpQ filter
+	phase    int
+	inN      int64   // input samples consumed
+	on       float64 // carrier thresholds
+	off      float64
+	frame    float64 // frameShare
+	calph    float64 // carrier average
+	falph    float64 // fast power average
 
 	oscM, oscS   complex128 // e^{-iωn}
 	stepM, stepS complex128
@@ -205,28 +221,51 @@ func NewDemodulator(mode Mode, rate int) (*Demodulator, error) {
 	if err := mode.check(rate); err != nil {
 		return nil, err
 	}
-	bit := float64(rate) / mode.Baud
+	// The narrow modes are mixed down to baseband around the middle of
+	// their tones, low-passed there (an 8th-order band-pass in effect) and
+	// decimated by dec: the rest runs at rate/dec on complex samples.
+	lo, hi := min(mode.Mark, mode.Space)-channelMargin*mode.Baud, max(mode.Mark, mode.Space)+channelMargin*mode.Baud
+	narrow := hi-lo < float64(rate)/4 && lo > 0 && hi < 0.45*float64(rate)
+	dec, centre := 1, 0.0
+	if narrow {
+		centre = (mode.Mark + mode.Space) / 2
+		for dec*2 <= maxDecimation && float64(rate)/float64(dec*2) >= 3*(hi-lo) && float64(rate)/float64(dec*2)/mode.Baud >= minSamplesPerBit {
+			dec *= 2
+		}
+	}
+	irate := float64(rate) / float64(dec)
+	bit := irate / mode.Baud
 	win := max(2, int(math.Round(bit)))
 	d := &Demodulator{
-		mode:   mode,
-		rate:   rate,
-		bit:    bit,
-		win:    win,
-		period: bit,
-		calph:  1 / (carrierBits * bit),
-		falph:  1 / (fastBits * bit),
-		oscM:   1,
-		oscS:   1,
-		stepM:  cmplx.Rect(1, -2*math.Pi*mode.Mark/float64(rate)),
-		stepS:  cmplx.Rect(1, -2*math.Pi*mode.Space/float64(rate)),
-		ringM:  make([]complex128, win),
-		ringS:  make([]complex128, win),
-		ringP:  make([]float64, win),
+		mode:    mode,
+		rate:    rate,
+		dec:     dec,
+		irate:   irate,
+		markHz:  mode.Mark - centre,
+		spaceHz: mode.Space - centre,
+		pscale:  0.5,
+		bit:     bit,
+		win:     win,
+		period:  bit,
+		calph:   1 / (carrierBits * bit),
+		falph:   1 / (fastBits * bit),
+		oscM:    1,
+		oscS:    1,
+		oscC:    1,
+		stepM:   cmplx.Rect(1, -2*math.Pi*(mode.Mark-centre)/irate),
+		stepS:   cmplx.Rect(1, -2*math.Pi*(mode.Space-centre)/irate),
+		stepC:   cmplx.Rect(1, -2*math.Pi*centre/float64(rate)),
+		ringM:   make([]complex128, win),
+		ringS:   make([]complex128, win),
+		ringP:   make([]float64, win),
 	}
-	lo, hi := min(mode.Mark, mode.Space)-channelMargin*mode.Baud, max(mode.Mark, mode.Space)+channelMargin*mode.Baud
 	switch {
-	case hi-lo < float64(rate)/4 && lo > 0 && hi < 0.45*float64(rate):
-		d.pre = newBandPass(lo, hi, rate)
+	case narrow:
+		d.pscale = 1 // |z|² of the complex baseband is half a real tone's power
+		for _, q := range butterworthQ {
+			d.lpI = append(d.lpI, newBiquad(false, (hi-lo)/2, q, rate))
+			d.lpQ = append(d.lpQ, newBiquad(false, (hi-lo)/2, q, rate))
+		}
 	case min(mode.Mark, mode.Space)-highPassMargin*mode.Baud > highPassFrom:
 		// V.23's forward channel, above its back channel.
 		d.pre = newHighPass(highPassAt, rate)
@@ -278,7 +317,7 @@ func (d *Demodulator) Flush(dst []Event) []Event {
 	}
 	if d.carrier {
 		d.carrier = false
-		dst = append(dst, Event{Kind: CarrierDown, At: d.n})
+		dst = append(dst, Event{Kind: CarrierDown, At: d.inN})
 	}
 	d.state, d.locked, d.haveLast = stIdle, false, false
 	d.hold, d.fade = 0, 0
@@ -292,17 +331,35 @@ func (d *Demodulator) sample(dst []Event, x float64) []Event {
 		x = 0
 	}
 	x = max(-4, min(4, x))
-	if d.pre != nil {
-		x = d.pre.next(x)
+	d.inN++
+	var z complex128
+	switch {
+	case d.dec > 1 || d.lpI != nil:
+		c := complex(x, 0) * d.oscC
+		d.oscC *= d.stepC
+		if d.inN&1023 == 0 {
+			d.oscC /= complex(cmplx.Abs(d.oscC), 0)
+		}
+		i, q := d.lpI.next(real(c)), d.lpQ.next(imag(c))
+		if d.phase++; d.phase < d.dec {
+			return dst
+		}
+		d.phase = 0
+		z = complex(i, q)
+	case d.pre != nil:
+		z = complex(d.pre.next(x), 0)
+	default:
+		z = complex(x, 0)
 	}
-	zm, zs := complex(x, 0)*d.oscM, complex(x, 0)*d.oscS
+	zm, zs := z*d.oscM, z*d.oscS
+	p := real(z)*real(z) + imag(z)*imag(z)
 	d.oscM *= d.stepM
 	d.oscS *= d.stepS
 	i := d.ri
 	d.sumM += zm - d.ringM[i]
 	d.sumS += zs - d.ringS[i]
-	d.sumP += x*x - d.ringP[i]
-	d.ringM[i], d.ringS[i], d.ringP[i] = zm, zs, x*x
+	d.sumP += p - d.ringP[i]
+	d.ringM[i], d.ringS[i], d.ringP[i] = zm, zs, p
 	d.ri++
 	if d.ri == d.win {
 		d.ri = 0
@@ -314,20 +371,20 @@ func (d *Demodulator) sample(dst []Event, x float64) []Event {
 	em := real(d.sumM)*real(d.sumM) + imag(d.sumM)*imag(d.sumM)
 	es := real(d.sumS)*real(d.sumS) + imag(d.sumS)*imag(d.sumS)
 	d.cNum += d.calph * (em + es - d.cNum)
-	d.cDen += d.calph * (float64(d.win)*max(d.sumP, 0)/2 - d.cDen)
+	d.cDen += d.calph * (float64(d.win)*max(d.sumP, 0)*d.pscale - d.cDen)
 	n := d.n
 	d.hist[n&d.mask] = em - es // only its sign matters
 	d.sumAllM += zm
 	d.sumAllS += zs
 	d.histM[n&d.mask] = d.sumAllM
 	d.histS[n&d.mask] = d.sumAllS
-	d.sumAllX += x * x
+	d.sumAllX += p
 	d.histX[n&d.mask] = d.sumAllX
 	d.n++
 
 	power := 2 * d.cDen / float64(d.win*d.win) // mean square of the input
 	d.fNum += d.falph * (em + es - d.fNum)
-	d.fDen += d.falph * (float64(d.win)*max(d.sumP, 0)/2 - d.fDen)
+	d.fDen += d.falph * (float64(d.win)*max(d.sumP, 0)*d.pscale - d.fDen)
 	fast := 2 * d.fDen / float64(d.win*d.win)
 	d.histF[n&d.mask] = fast
 	// The end of a transmission: the power falls and what is left is not
@@ -359,7 +416,7 @@ func (d *Demodulator) sample(dst []Event, x float64) []Event {
 		d.period, d.haveLast = d.bit, false
 		d.dphi = 0
 		d.stats.Carriers++
-		dst = append(dst, Event{Kind: CarrierUp, At: n})
+		dst = append(dst, Event{Kind: CarrierUp, At: d.inN})
 		if d.state == stIdle {
 			d.state = stHunt
 			// Look back for the first start bit, to where the power rose
@@ -380,7 +437,7 @@ func (d *Demodulator) sample(dst []Event, x float64) []Event {
 		d.downAt = n
 		// Forget the carrier's share: a new carrier must build it anew.
 		d.cNum = min(d.cNum, noiseShare*d.cDen)
-		dst = append(dst, Event{Kind: CarrierDown, At: n})
+		dst = append(dst, Event{Kind: CarrierDown, At: d.inN})
 		if d.state == stHunt {
 			d.state = stIdle
 		}
@@ -512,7 +569,7 @@ func (d *Demodulator) character(dst []Event) []Event {
 	}
 	b := d.bits(best)
 	stop := d.at(best, frameBits-1)
-	start := int64(math.Round(best))
+	start := int64(math.Round(best * float64(d.dec)))
 	startOK := d.soft(best, 0) < 0 && d.tonal(best, !followed)
 	// A character that follows the last one on time keeps a bad stop bit:
 	// noise is as likely to hit it as any data bit.
@@ -581,7 +638,7 @@ func (d *Demodulator) tonal(t0 float64, even bool) bool {
 	if even && t0 < float64(d.upAt) {
 		need = d.on // from before the carrier was detected: as sure as it
 	}
-	if x <= 0 || sum < need*d.period*x/2 {
+	if x <= 0 || sum < need*d.period*x*d.pscale {
 		return false
 	}
 	if even && sum/frameBits < fadeRatio*d.held*d.period*d.period/2 {
@@ -652,7 +709,7 @@ func (d *Demodulator) bits(t0 float64) byte {
 	var u [frameBits]complex128
 	if coherent {
 		step := cmplx.Rect(1, cmplx.Phase(d.dphi))
-		dw := 2 * math.Pi * (d.mode.Mark - d.mode.Space) / float64(d.rate)
+		dw := 2 * math.Pi * (d.markHz - d.spaceHz) / d.irate
 		for k := 1; k < frameBits; k++ {
 			u[k] = cmplx.Rect(1, -dw*(t0+float64(k)*d.period)) * step
 		}
@@ -723,7 +780,7 @@ func (d *Demodulator) learnPhase(t0 float64, b byte) {
 		}
 		return b>>(k-1)&1 == 1
 	}
-	wm, ws := 2*math.Pi*d.mode.Mark/float64(d.rate), 2*math.Pi*d.mode.Space/float64(d.rate)
+	wm, ws := 2*math.Pi*d.markHz/d.irate, 2*math.Pi*d.spaceHz/d.irate
 	for k := 0; k+1 < frameBits; k++ {
 		a, c := bit(k), bit(k+1)
 		if a == c {

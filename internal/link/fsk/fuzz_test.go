@@ -52,8 +52,8 @@ func FuzzDemodulate(f *testing.F) {
 			t.Errorf("the demodulator's memory grew")
 		}
 		for _, e := range ev {
-			if e.At < -int64(d.mask) || e.At > d.n {
-				t.Errorf("event %v outside the stream of %d samples", e, d.n)
+			if e.At < -int64(d.mask)*int64(d.dec) || e.At > d.inN {
+				t.Errorf("event %v outside the stream of %d samples", e, d.inN)
 			}
 		}
 	})
