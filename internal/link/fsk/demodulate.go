@@ -162,6 +162,8 @@ type Demodulator struct {
 	oscC     complex128
 	stepC    complex128
 	lpI, lpQ filter
+	lp2I     filter // after decimation
+	lp2Q     filter
 	phase    int
 	inN      int64   // input samples consumed
 	on       float64 // carrier thresholds
@@ -262,9 +264,13 @@ func NewDemodulator(mode Mode, rate int) (*Demodulator, error) {
 	switch {
 	case narrow:
 		d.pscale = 1 // |z|² of the complex baseband is half a real tone's power
-		for _, q := range butterworthQ {
+		// 4th order before decimating (enough against aliasing), 4th order
+		// after it: 8th order in all, half of it at the low rate.
+		for _, q := range butterworth4Q {
 			d.lpI = append(d.lpI, newBiquad(false, (hi-lo)/2, q, rate))
 			d.lpQ = append(d.lpQ, newBiquad(false, (hi-lo)/2, q, rate))
+			d.lp2I = append(d.lp2I, newBiquad(false, (hi-lo)/2, q, int(irate)))
+			d.lp2Q = append(d.lp2Q, newBiquad(false, (hi-lo)/2, q, int(irate)))
 		}
 	case min(mode.Mark, mode.Space)-highPassMargin*mode.Baud > highPassFrom:
 		// V.23's forward channel, above its back channel.
@@ -345,7 +351,7 @@ func (d *Demodulator) sample(dst []Event, x float64) []Event {
 			return dst
 		}
 		d.phase = 0
-		z = complex(i, q)
+		z = complex(d.lp2I.next(i), d.lp2Q.next(q))
 	case d.pre != nil:
 		z = complex(d.pre.next(x), 0)
 	default:
