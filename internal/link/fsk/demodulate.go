@@ -8,9 +8,10 @@ import (
 // How the Demodulator works (docs/telephone-fsk.md has more)
 //
 // A channel filter first keeps out what lies beside the mode's tones (the
-// other direction of a full-duplex call): an 8th-order band-pass for the
-// 300 and 75 bit/s modes, a high-pass above V.23's back channel for V.23.
-// Each sample is then mixed down with the mark and the space frequency.
+// other direction of a full-duplex call): for the 300 and 75 bit/s modes,
+// mixing to baseband, an 8th-order low-pass split around a decimation to
+// a low rate; for V.23, a high-pass above its back channel. Each sample
+// is then mixed down with the mark and the space frequency.
 // Running sums of the mixed samples give the correlation over any stretch
 // of time, with fractional ends: the exact integrate-and-dump matched
 // filter of a bit of either tone, whatever its phase, at any sample rate.
@@ -105,7 +106,7 @@ const (
 	fadeBits = 4
 	// noiseShare is a share typical of noise alone.
 	noiseShare = 0.6
-	// The band-pass filter of the narrow modes passes the tones and
+	// The channel filter of the narrow modes passes the tones and
 	// channelMargin times the bit rate on either side.
 	channelMargin = 0.75
 	// A wide mode whose tones leave highPassMargin times the bit rate

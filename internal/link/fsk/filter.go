@@ -29,10 +29,6 @@ func (q *biquad) next(x float64) float64 {
 	return y
 }
 
-// butterworthQ are the section Qs of an 8th-order Butterworth filter:
-// 1/(2·cos((2k−1)π/16)), k = 1…4.
-var butterworthQ = [4]float64{0.5097956, 0.6013449, 0.8999762, 2.5629154}
-
 // butterworth4Q are the section Qs of a 4th-order Butterworth filter.
 var butterworth4Q = [2]float64{0.5411961, 1.3065630}
 
@@ -43,21 +39,6 @@ func newHighPass(lo float64, rate int) filter {
 
 // filter is a cascade of biquads.
 type filter []biquad
-
-// newBandPass returns an 8th-order Butterworth high-pass at lo cascaded
-// with an 8th-order Butterworth low-pass at hi.
-func newBandPass(lo, hi float64, rate int) filter {
-	var f filter
-	for _, q := range butterworthQ {
-		f = append(f, newBiquad(true, lo, q, rate))
-	}
-	{
-		for _, q := range butterworthQ {
-			f = append(f, newBiquad(false, hi, q, rate))
-		}
-	}
-	return f
-}
 
 func (f filter) next(x float64) float64 {
 	for i := range f {
