@@ -390,7 +390,11 @@ func (u *UI) draw() {
 	ox, oy := (w-frameW)/2, (h-frameH)/2
 
 	box(s, ox, oy, frameW, frameH, styleFrame, false)
-	putString(s, ox+2, oy, " "+u.opts.Title+" ", styleFrame.Bold(true))
+	title := []rune(u.opts.Title)
+	if len(title) > frameW-6 {
+		title = append(title[:frameW-7], '…')
+	}
+	putString(s, ox+2, oy, " "+string(title)+" ", styleFrame.Bold(true))
 
 	// The display: a double border around Rows × Cols cells.
 	box(s, ox+dispX, oy+dispY, hal.Cols+2, hal.Rows+2, styleFrame, true)
@@ -402,7 +406,7 @@ func (u *UI) draw() {
 	x, y := ox+indX, oy+dispY
 	p := ind.Power
 	putString(s, x, y, "Power", styleDim)
-	putString(s, x, y+1, fmt.Sprintf("%-12s %3d%%", p.Source, p.Level), styleFrame)
+	putString(s, x, y+1, fmt.Sprintf("%-12s%4d%%", p.Source, p.Level), styleFrame)
 	n := (max(0, min(100, p.Level)) + 5) / 10
 	gauge := strings.Repeat("█", n) + strings.Repeat("░", barLen-n)
 	gaugeStyle := styleFrame
