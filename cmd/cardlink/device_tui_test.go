@@ -1,3 +1,5 @@
+//go:build unix
+
 package main
 
 import (
@@ -11,6 +13,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -77,7 +80,8 @@ func TestDeviceTUI(t *testing.T) {
 	code := strings.ReplaceAll(submatch(t, `(?m)^reference (\d{4} \d{4})$`, out), " ", "")
 
 	// The device in an 80×30 terminal.
-	tm := startTmux(t, dir, fmt.Sprintf("%s device run --card alice.card --device dev --log device.log 2>stderr.txt; echo exit status $?; exec cat", shellQuote(bin)))
+	command := fmt.Sprintf("%s device run --card alice.card --device dev --log device.log 2>stderr.txt; echo exit status $?; exec cat", shellQuote(bin))
+	tm := startTmux(t, dir, command)
 
 	menu := tm.wait("the menu", "1 Sign in", "2 Buy ref", "Card  in", "Power", "inlet")
 	tm.logScreen("menu", menu)
@@ -144,6 +148,27 @@ func TestDeviceTUI(t *testing.T) {
 	}
 	if strings.Contains(end, "Insert card") || strings.Contains(end, "[   OK   ]") {
 		t.Errorf("after exit the terminal still shows the device:\n%s", end)
+	}
+
+	// SIGTERM, as a service manager or kill sends it, also switches the
+	// device off and restores the terminal.
+	tm2 := tm.session("term", command)
+	tm2.wait("the menu", "1 Sign in")
+	sh := strings.TrimSpace(tm2.tmux("display-message", "-p", "-t", tm2.target, "#{pane_pid}"))
+	children, err := os.ReadFile("/proc/" + sh + "/task/" + sh + "/children")
+	if err != nil || len(strings.Fields(string(children))) != 1 {
+		t.Skipf("cannot find the device's process under the shell %s (%v, %q): SIGTERM not tested", sh, err, children)
+	}
+	pid, err := strconv.Atoi(strings.Fields(string(children))[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatalf("sending SIGTERM to %d: %v", pid, err)
+	}
+	end = tm2.wait("the exit on SIGTERM", "exit status ")
+	if !strings.Contains(end, "exit status 0") || strings.Contains(end, "[   OK   ]") {
+		t.Errorf("after SIGTERM the terminal shows\n%s\nwant exit status 0 and no device%s", end, tm2.diagnostics())
 	}
 }
 
@@ -236,6 +261,16 @@ func startTmux(t *testing.T, dir, command string) *tmuxSession {
 		cmd.Run() // the server may be gone already
 	})
 	return s
+}
+
+// session starts command in another session, name, on the same tmux
+// server.
+func (s *tmuxSession) session(name, command string) *tmuxSession {
+	s.t.Helper()
+	n := *s
+	n.target = name
+	n.tmux("new-session", "-d", "-s", name, "-x", "80", "-y", "30", "-c", s.dir, command)
+	return &n
 }
 
 // tmux runs a tmux command on the session's server and returns its

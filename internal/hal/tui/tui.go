@@ -336,7 +336,7 @@ const (
 	frameH = 19
 
 	dispX, dispY = 2, 2 // the display's border
-	indX         = 27   // the indicators' column
+	indX         = 26   // the indicators' column: 17 cells to the border
 	padY         = 9    // the first keypad row
 	helpY        = 16   // the first help line
 	barLen       = 10   // the battery gauge's cells

@@ -52,7 +52,8 @@ func start(t *testing.T, opts Options) *rig {
 	case <-time.After(testTimeout):
 		t.Fatal("Run did not initialize the screen")
 	}
-	r.waitText(r.ui.opts.Title)
+	title := []rune(r.ui.opts.Title)
+	r.waitText(string(title[:min(len(title), 20)])) // a long title is cut
 	return r
 }
 
@@ -180,6 +181,8 @@ func TestIndicators(t *testing.T) {
 			[]string{"battery        2%", "░░░░░░░░░░ EMPTY", "Link  down"}},
 		{"charging", hal.Indicators{Power: hal.PowerStatus{Source: hal.SourceInlet, Level: 100, Charging: true}},
 			[]string{"inlet        100%", "██████████ chg"}},
+		{"widest", hal.Indicators{Power: hal.PowerStatus{Source: hal.SourceRechargeable, Level: 100, Critical: true}, Link: hal.LinkConnecting},
+			[]string{"rechargeable 100%", "██████████ EMPTY", "Link  connecting"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -193,7 +196,24 @@ func TestIndicators(t *testing.T) {
 				}
 				return true
 			})
+			checkBorder(t, r.lines())
 		})
+	}
+}
+
+// checkBorder checks that nothing is drawn over the frame's sides.
+func checkBorder(t *testing.T, lines []string) {
+	t.Helper()
+	ox, oy := origin(len([]rune(lines[0])), len(lines))
+	for y := oy + 1; y < oy+frameH-1; y++ {
+		row := []rune(lines[y])
+		if row[ox] != '│' || row[ox+frameW-1] != '│' {
+			t.Errorf("row %d of the frame = %q, want │ at both sides", y-oy, string(row[ox:ox+frameW]))
+		}
+	}
+	top := []rune(lines[oy])
+	if top[ox] != '┌' || top[ox+frameW-1] != '┐' {
+		t.Errorf("the frame's top = %q", string(top[ox:ox+frameW]))
 	}
 }
 
@@ -294,6 +314,15 @@ func TestMouse(t *testing.T) {
 	}
 	if n := cards.Load(); n != 2 {
 		t.Errorf("Card called %d times, want 2 (a click and i)", n)
+	}
+}
+
+func TestLongTitleIsCut(t *testing.T) {
+	r := start(t, Options{Title: "cardlink device dev_0123456789abcdef0123456789"})
+	lines := r.waitText("cardlink device dev_0123")
+	checkBorder(t, lines)
+	if !strings.Contains(strings.Join(lines, "\n"), "…") {
+		t.Errorf("a cut title does not end in …:\n%s", strings.Join(lines, "\n"))
 	}
 }
 
