@@ -151,7 +151,7 @@ func deviceRun(e *env, args []string) error {
 		ctl.Log = slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 
-	ui, err := tui.Open(tui.Options{Title: "cardlink device " + id.ID, Card: func() { toggleCard(f) }})
+	ui, err := tui.Open(tui.Options{Title: "cardlink " + id.ID, Card: func() { toggleCard(f) }})
 	if err != nil {
 		return withHint(err, "run it in a terminal; 'cardlink device buy' and 'device auth' work without one")
 	}
