@@ -79,6 +79,16 @@ func TestDeviceTUI(t *testing.T) {
 	pur := submatch(t, `(?m)^purchase (pur_\w+) `, out)
 	code := strings.ReplaceAll(submatch(t, `(?m)^reference (\d{4} \d{4})$`, out), " ", "")
 
+	// Without a terminal (a new session has no controlling tty) it says
+	// so, with the usual one-line error.
+	notty := exec.CommandContext(ctx, bin, "device", "run", "--card", "alice.card", "--device", "dev")
+	notty.Dir = dir
+	notty.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	notty.Env = append(os.Environ(), "TERM=xterm")
+	if out, err := notty.CombinedOutput(); err == nil || !strings.Contains(string(out), "cardlink: tui: initializing the terminal: ") || !strings.Contains(string(out), "hint: run it in a terminal") {
+		t.Errorf("device run without a terminal: %v\n%s", err, out)
+	}
+
 	// The device in an 80×30 terminal.
 	command := fmt.Sprintf("%s device run --card alice.card --device dev --log device.log 2>stderr.txt; echo exit status $?; exec cat", shellQuote(bin))
 	tm := startTmux(t, dir, command)

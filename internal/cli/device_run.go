@@ -184,7 +184,7 @@ func runDevice(ctx context.Context, ui *tui.UI, ctl *device.Controller) error {
 	cancel()
 	err := <-done
 	if uiErr != nil {
-		return uiErr
+		return withHint(uiErr, "run it in a terminal; 'cardlink device buy' and 'device auth' work without one")
 	}
 	return err
 }
