@@ -60,9 +60,9 @@ var errLeave = errors.New("another transaction offered; left pending")
 // VerifyFunc asks the holder how they are verified, after they saw and
 // confirmed t. accepted are the methods the server's offer accepts. It
 // returns AuthOptions with exactly one of PIN, OnlinePIN and Biometric
-// set; the card then checks it as if it had been given up front (an
-// offline PIN or biometric the hook already had the card check is checked
-// again, which costs no try). ctx is bounded by the offer's deadline. An
+// set; the card then checks it as if it had been given up front, unless
+// Checked says the hook already had the card check it. ctx is bounded by
+// the offer's deadline. An
 // error from it wrapping ErrInterrupted declines the transaction on the
 // server, as one from Confirm does.
 type VerifyFunc func(ctx context.Context, t txn.Transaction, accepted protocol.CVMSet) (AuthOptions, error)
@@ -361,7 +361,7 @@ func (s *session) confirmOffer(ctx context.Context, offer *protocol.TransactionO
 		if !offer.CVMs.Has(method(v)) {
 			return t, protocol.CodeCVMNotAccepted, s.send(&protocol.Error{Code: protocol.CodeCVMNotAccepted})
 		}
-		opts.PIN, opts.OnlinePIN, opts.Biometric = v.PIN, v.OnlinePIN, v.Biometric
+		opts.PIN, opts.OnlinePIN, opts.Biometric, opts.Checked = v.PIN, v.OnlinePIN, v.Biometric, v.Checked
 	}
 	if yes {
 		return t, protocol.CodeOK, nil

@@ -148,9 +148,10 @@ type Controller struct {
 	// goroutine).
 	OnState func(State)
 
-	mu      sync.Mutex // guards state, ind and the display
+	mu      sync.Mutex // guards state, ind, shown and the display
 	state   State
 	ind     hal.Indicators
+	shown   hal.Screen
 	pending *pendingTxn // an interrupted transaction to settle
 }
 
@@ -181,17 +182,30 @@ func (c *Controller) enter(s State) {
 	}
 }
 
-// show puts rows on the display (and spends a second of display energy).
+// show puts rows on the display.
 func (c *Controller) show(rows ...string) {
 	var s hal.Screen
 	copy(s[:], rows)
 	c.mu.Lock()
+	c.shown = s
 	err := c.Display.Show(s)
 	c.mu.Unlock()
 	if err != nil {
 		c.Log.Warn("display", "err", err)
 	}
-	c.spend(hal.OpDisplay, 1)
+}
+
+// showIdle shows s unless it is already on the display: the idle loop
+// redraws only what changed.
+func (c *Controller) showIdle(rows ...string) {
+	var s hal.Screen
+	copy(s[:], rows)
+	c.mu.Lock()
+	same := c.shown == s
+	c.mu.Unlock()
+	if !same {
+		c.show(rows...)
+	}
 }
 
 // indicate updates the indicators when they changed.
@@ -294,6 +308,14 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.mu.Lock()
 	c.state = StateOff
 	c.mu.Unlock()
+	if c.Memory != nil {
+		p, err := c.Memory.pending()
+		if err != nil {
+			c.Log.Warn("forgetting an unreadable pending purchase", "err", err)
+			c.Memory.setPending(nil)
+		}
+		c.pending = p
+	}
 	c.enter(StateIdle)
 	defer func() {
 		c.enter(StateOff)
@@ -326,6 +348,17 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 }
 
+// setPending keeps p (nil: none) as the purchase to settle, in RAM and
+// in Memory when there is one.
+func (c *Controller) setPending(p *pendingTxn) {
+	c.pending = p
+	if c.Memory != nil {
+		if err := c.Memory.setPending(p); err != nil {
+			c.Log.Warn("pending purchase not stored", "err", err)
+		}
+	}
+}
+
 // critical reads the power manager and updates the indicators; it
 // reports whether the device must shut down.
 func (c *Controller) critical() bool {
@@ -347,7 +380,7 @@ func (c *Controller) shutdown() error {
 // idleScreen shows the idle screen with the power source and level.
 func (c *Controller) idleScreen() {
 	st := c.power()
-	c.show("cardlink", "", "Insert card", powerLine(st))
+	c.showIdle("cardlink", "", "Insert card", powerLine(st))
 }
 
 // powerLine writes the power status on one row, such as "battery 80%".
@@ -397,7 +430,7 @@ func (c *Controller) session(ctx context.Context) error {
 		return nil
 	}
 	if err != nil {
-		return c.cardError(ctx, nil, err)
+		return c.cardError(ctx, err)
 	}
 	c.indicate(func(i *hal.Indicators) { i.Card = true })
 	defer c.indicate(func(i *hal.Indicators) { i.Card = false })
@@ -422,7 +455,7 @@ func (c *Controller) session(ctx context.Context) error {
 		s.info, err = cardInfo(hctx, s.card)
 	}
 	if err != nil {
-		return s.fail(err)
+		return s.unusable(err)
 	}
 	if p := c.pending; p != nil && p.card == s.info.CardNumber {
 		c.enter(StateCommunicating)
@@ -447,7 +480,14 @@ func (c *Controller) watch(hctx context.Context, stop context.CancelCauseFunc) {
 	}
 	t := time.NewTicker(c.PowerPoll)
 	defer t.Stop()
+	// The display and keypad are awake while a card is in: their energy
+	// is spent by the second (hal.OpDisplay).
+	since := c.Clock()
 	for {
+		if secs := int(c.Clock().Sub(since) / time.Second); secs > 0 {
+			c.spend(hal.OpDisplay, secs)
+			since = since.Add(time.Duration(secs) * time.Second)
+		}
 		if c.critical() {
 			stop(errCritical)
 			return
@@ -460,26 +500,21 @@ func (c *Controller) watch(hctx context.Context, stop context.CancelCauseFunc) {
 	}
 }
 
-// cardError shows a card that failed and waits for OK (or the card to go).
-func (c *Controller) cardError(ctx context.Context, s *cardSession, err error) error {
-	if s != nil {
-		return s.fail(err)
-	}
+// cardError shows a card that does not answer and waits until it is
+// taken out (or PowerPoll passes, without a reader.Watcher).
+func (c *Controller) cardError(ctx context.Context, err error) error {
 	c.enter(StateError)
 	c.Log.Info("card error", "err", err)
 	c.show("Card error", clip(err.Error()), "", "Remove card")
-	return nil
-}
-
-// lowPower shows why an operation was refused for low power and waits
-// for OK; without a session it returns at once.
-func (c *Controller) lowPower(ctx context.Context, s *cardSession, what string, err error) error {
-	c.enter(StateLowPower)
-	st := c.power()
-	c.Log.Info("refused for low power", "what", what, "err", err)
-	c.show(clip("Power: "+powerLine(st)), "Too low to start", clip(what), "OK back")
-	if s != nil {
-		return s.ack()
+	if w, ok := c.Reader.(reader.Watcher); ok {
+		w.Wait(ctx, true)
+		return nil
+	}
+	t := time.NewTimer(c.PowerPoll)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
 	}
 	return nil
 }

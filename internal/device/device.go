@@ -1,25 +1,37 @@
-// Package device is the device side of remote authentication, for now
-// (2026-11-28) a plain flow rather than the controller state machine issue
-// 5 will put on top: it opens the secure channel to the server with the
+// Package device is the device's firmware. Controller (controller.go,
+// flows.go) is the state machine a person or a script drives: it waits
+// for a card in the reader, offers the services on the display (sign in,
+// buy by reference or a purchase pushed to the card, purse load and an
+// offline payment, balance, log, e-goods, PIN change and unblock), reads
+// the holder's keys, checks the power manager before card writes and
+// transactions, prints receipts and takes fingers from the sensor, and
+// settles a transaction a pulled card or a dropped link interrupted
+// (docs/device.md).
+//
+// Below it are the exchanges with the server, as plain functions the CLI
+// also uses. Authenticate opens the secure channel to the server with the
 // pinned server key, asks for a challenge for the card, has the card sign
 // it (after an offline PIN or biometric check on the card, or with an
 // online PIN encrypted for the server), and returns the server's verdict.
-// It also keeps the device's own memory (identity key, pinned server keys,
-// server address) in an nvm file, and follows a rotation of the server's
-// static key: it dials the newest pinned key, falls back to the older ones
-// (AuthOptions.Redial), and pins the keys a server sends in a
-// protocol.ServerKeys message in one atomic update (AuthOptions.Memory).
+// Memory keeps the device's own memory (identity key, pinned server keys,
+// server address) in an nvm file, and Authenticate follows a rotation of
+// the server's static key: it dials the newest pinned key, falls back to
+// the older ones (AuthOptions.Redial), and pins the keys a server sends in
+// a protocol.ServerKeys message in one atomic update (AuthOptions.Memory).
 //
 // Buy (buy.go) approves a purchase over the same channel: it fetches the
 // transaction the server offers (by the reference the holder typed, or
-// pushed to the card), has the holder confirm it, verifies the holder,
-// has the card sign exactly the offered bytes, and stores the e-goods the
-// server delivers on the card. Authenticate and Buy share the channel and
-// card helpers (open, ask, verifyOnCard).
+// pushed to the card), has the holder confirm it, then verifies the
+// holder (BuyOptions.Verify asks for the PIN or finger only now), has the
+// card sign exactly the offered bytes, and stores the e-goods the server
+// delivers on the card; Load and Unload (purse.go) move e-money the same
+// way. Authenticate, Buy and the purse share the channel and card helpers
+// (open, ask, verifyOnCard).
 //
-// It imports channel, protocol, pinblock, wallet, txn and nvm; it must not
-// import a concrete link, a reader driver, or any server package: the
-// caller dials and hands it a link.
+// It imports hal (never a driver), reader (never a driver), link,
+// channel, protocol, pinblock, wallet, txn and nvm; it must not import a
+// concrete link, a reader or hal driver, or any server package: the
+// caller wires those in.
 package device
 
 import (
@@ -58,6 +70,11 @@ type AuthOptions struct {
 	OnlinePIN string
 	// Biometric is a template the card matches before it signs.
 	Biometric []byte
+	// Checked says the card already checked PIN or Biometric in this
+	// session (the caller had it verify them, as the controller does to
+	// ask again after a wrong PIN): it is not presented again, which
+	// saves a card write. The card still refuses to sign without it.
+	Checked bool
 	// ServerBiometric is a template the server matches against the one
 	// its operator enrolled (where the operator enabled server-side
 	// matching): the card signs with CVM none and the template travels in
@@ -199,6 +216,8 @@ func cardInfo(ctx context.Context, card *wallet.Client) (wallet.Info, error) {
 // biometric in opts; else it does nothing.
 func verifyOnCard(ctx context.Context, card *wallet.Client, opts AuthOptions) error {
 	switch {
+	case opts.Checked:
+		return nil
 	case opts.PIN != "":
 		return card.VerifyPIN(ctx, opts.PIN)
 	case opts.Biometric != nil:

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -27,19 +28,6 @@ type PayReceipt struct {
 	CardNumber  string
 	Transaction txn.Transaction // as shown and signed
 	wallet.DebitReceipt
-}
-
-// pendingTxn is a purchase a card removal or a link drop interrupted: the
-// device settles it with the server at the next chance (the same card in
-// the reader, the server reachable).
-type pendingTxn struct {
-	card      string
-	reference string   // "" for a purchase pushed to the card
-	id        [16]byte // the offered transaction
-	// approval is what the card signed; nil when it did not sign (the
-	// device then declines the purchase).
-	approval *protocol.TransactionApproval
-	reason   string // why it was interrupted
 }
 
 // cardSession is one card in the reader.
@@ -109,6 +97,9 @@ func (s *cardSession) fail(err error) error {
 	if e := s.end(err); e != nil {
 		return e
 	}
+	if errors.Is(err, errShown) {
+		return nil
+	}
 	s.c.enter(StateError)
 	s.c.Log.Info("error", "err", err)
 	rows := append([]string{"Error"}, wrap(message(err))...)
@@ -139,9 +130,32 @@ func message(err error) string {
 		return "Server refused the device"
 	case errors.Is(err, hal.ErrLowPower):
 		return "Power too low"
+	case errors.Is(err, errUnreachable):
+		return "Server unreachable"
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF), errors.Is(err, context.DeadlineExceeded):
+		return "Link lost"
 	}
 	return err.Error()
 }
+
+// unusable shows a card the device cannot use (not a wallet card, not
+// personalized) and waits until it is taken out.
+func (s *cardSession) unusable(err error) error {
+	if e := s.end(err); e != nil {
+		return e
+	}
+	s.c.enter(StateError)
+	s.c.Log.Info("card not usable", "err", err)
+	s.c.show("Card not usable", clip(message(err)), "", "Remove card")
+	<-s.hctx.Done()
+	return s.end(context.Cause(s.hctx))
+}
+
+// errShown ends a service whose refusal the holder has seen already.
+var errShown = errors.New("refused; shown")
+
+// errUnreachable wraps a failed Dial.
+var errUnreachable = errors.New("connecting to the server")
 
 // menu offers the services until the card goes away or the holder is
 // done.
@@ -176,7 +190,7 @@ func (s *cardSession) menu() error {
 		case hal.Key2:
 			run = s.buyReference
 		case hal.Key3:
-			run = func() error { return s.buy("") }
+			run = s.buyPushed
 		case hal.Key4:
 			run = s.load
 		case hal.Key5:
@@ -313,7 +327,17 @@ func (s *cardSession) verifyHolder(ctx context.Context, title string, accepted p
 			}
 			tmpl, err := s.c.Sensor.Capture(ctx)
 			if err != nil {
-				return AuthOptions{}, fmt.Errorf("reading the finger: %w", err)
+				// A sensor that says what to do (a poor capture) is
+				// tried again; one that fails is an error.
+				var d interface{ Display() string }
+				if !errors.As(err, &d) || ctx.Err() != nil {
+					return AuthOptions{}, fmt.Errorf("reading the finger: %w", err)
+				}
+				s.c.show(title, clip(d.Display()), "", "OK try again")
+				if _, err := s.key(ctx); err != nil {
+					return AuthOptions{}, err
+				}
+				continue
 			}
 			if err := s.card.VerifyBiometric(ctx, tmpl); err != nil {
 				if s.end(err) != nil || errors.Is(err, iso7816.ErrBlocked) {
@@ -325,7 +349,7 @@ func (s *cardSession) verifyHolder(ctx context.Context, title string, accepted p
 				}
 				continue
 			}
-			return AuthOptions{Biometric: tmpl}, nil
+			return AuthOptions{Biometric: tmpl, Checked: true}, nil
 		}
 		if !offline {
 			return AuthOptions{OnlinePIN: pin}, nil
@@ -342,12 +366,18 @@ func (s *cardSession) verifyHolder(ctx context.Context, title string, accepted p
 		if err != nil {
 			return AuthOptions{}, err
 		}
-		return AuthOptions{PIN: pin}, nil
+		return AuthOptions{PIN: pin, Checked: true}, nil
 	}
 }
 
 // offline are the methods the card checks itself.
 var offline = protocol.CVMs(txn.CVMOfflinePIN, txn.CVMBiometric)
+
+// forget has the card forget a holder verification no signature used
+// (best effort: a card taken out forgets it anyway).
+func (s *cardSession) forget() {
+	s.card.ResetVerification(context.WithoutCancel(s.hctx))
+}
 
 // dial opens a link to the server and shows the link state.
 func (s *cardSession) dial(ctx context.Context) (link.Link, error) {
@@ -355,7 +385,7 @@ func (s *cardSession) dial(ctx context.Context) (link.Link, error) {
 	l, err := s.c.Dial(ctx)
 	if err != nil {
 		s.c.indicate(func(i *hal.Indicators) { i.Link = hal.LinkDown })
-		return nil, fmt.Errorf("connecting to the server: %w", err)
+		return nil, fmt.Errorf("%w: %w", errUnreachable, err)
 	}
 	s.c.indicate(func(i *hal.Indicators) { i.Link = hal.LinkUp })
 	return &closeLink{Link: s.c.metered(l), done: func() {
@@ -395,16 +425,29 @@ func (s *cardSession) authOptions() AuthOptions {
 // service) and reports false.
 func (s *cardSession) needs(what string, op hal.Operation, n int) (bool, error) {
 	if err := s.c.check(op, n); err != nil {
-		return false, s.c.lowPower(s.ctx, s, what, err)
+		return false, s.lowPower(what, err)
 	}
 	return true, nil
+}
+
+// lowPower shows why the service what was refused for low power and
+// waits for OK.
+func (s *cardSession) lowPower(what string, err error) error {
+	s.c.enter(StateLowPower)
+	st := s.c.power()
+	s.c.Log.Info("refused for low power", "what", what, "err", err)
+	s.c.show(clip(powerLine(st)), "Too low to start", clip(what), "OK back")
+	return s.ack()
 }
 
 // online runs f over a new link with the device's identity, bounded by
 // Timeout, after checking that power allows a transaction.
 func (s *cardSession) online(what string, f func(ctx context.Context, l link.Link, id Identity) error) error {
 	if ok, err := s.needs(what, hal.OpTransaction, 1); !ok {
-		return err
+		if err != nil {
+			return err
+		}
+		return errShown
 	}
 	s.c.enter(StateCommunicating)
 	s.c.show(clip(what), "", "Connecting...")
@@ -432,9 +475,11 @@ func (s *cardSession) signIn() error {
 	if err != nil {
 		return err
 	}
+	// A verification no signature used must not cover a later one.
+	defer s.forget()
 	return s.online("Signing in", func(ctx context.Context, l link.Link, id Identity) error {
 		opts := s.authOptions()
-		opts.PIN, opts.Biometric = v.PIN, v.Biometric
+		opts.PIN, opts.Biometric, opts.Checked = v.PIN, v.Biometric, v.Checked
 		res, err := Authenticate(ctx, l, id, s.card, opts)
 		if err != nil {
 			return err
@@ -474,10 +519,35 @@ func (s *cardSession) buyReference() error {
 	return s.buy(ref)
 }
 
+// buyPushed approves the purchase pushed to the card.
+func (s *cardSession) buyPushed() error {
+	if ok, err := s.needs("a purchase", hal.OpTransaction, 1); !ok {
+		return err
+	}
+	return s.buy("")
+}
+
+// drain drops the keys pressed before now (a second OK pressed while the
+// device talked to the server), so that only a key pressed while the
+// holder sees the transaction answers it. It reads what Keypad.Key
+// returns with a context already ended.
+func (s *cardSession) drain() {
+	done, cancel := context.WithCancel(s.hctx)
+	cancel()
+	for range 64 {
+		k, err := s.c.Keypad.Key(done)
+		if err != nil {
+			return
+		}
+		s.c.Log.Info("key pressed before the review, ignored", "key", k.String())
+	}
+}
+
 // review is the Confirm hook: it shows t and waits for OK or CANCEL.
 func (s *cardSession) review(title string) func(ctx context.Context, t txn.Transaction) (bool, error) {
 	return func(ctx context.Context, t txn.Transaction) (bool, error) {
 		s.c.enter(StateReview)
+		s.drain()
 		s.c.show(clip(t.Merchant), clip(t.Item), clip(title+" "+t.Amount.String()), "OK yes   CANCEL no")
 		for {
 			k, err := s.key(ctx)
@@ -520,6 +590,12 @@ func (s *cardSession) buy(ref string) error {
 	}
 	cardGone := errors.Is(err, reader.ErrCardRemoved) || errors.Is(context.Cause(s.hctx), errCardRemoved)
 	p := &pendingTxn{card: s.info.CardNumber, reference: ref, id: res.Transaction.ID, approval: res.Approval, reason: "link lost"}
+	if p.approval != nil && p.approval.PINBlock != nil {
+		// The PIN block is under this session's key: a new session could
+		// not read it (and the server would count a wrong PIN). The
+		// device does not keep the PIN: it declines instead.
+		p.approval = nil
+	}
 	if cardGone {
 		p.reason = "card removed"
 	}
@@ -527,6 +603,7 @@ func (s *cardSession) buy(ref string) error {
 	switch {
 	case res.Code == protocol.CodeHolderDeclined:
 		// The server was told on the open channel.
+		s.c.Log.Info("purchase declined on the device", "reason", err)
 		if e := s.end(err); e != nil {
 			return e
 		}
@@ -544,7 +621,7 @@ func (s *cardSession) buy(ref string) error {
 	case res.Approval == nil && res.Transaction.ID == ([16]byte{}):
 		return err // nothing was offered: nothing to settle
 	}
-	s.c.pending = p
+	s.c.setPending(p)
 	s.c.Log.Info("purchase interrupted", "reason", p.reason, "signed", p.approval != nil, "err", err)
 	if cardGone {
 		return s.end(errCardRemoved) // settled when the card comes back
@@ -563,7 +640,11 @@ func (s *cardSession) bought(res BuyResult) error {
 	s.c.enter(StateResult)
 	t := res.Transaction
 	if !res.OK() {
-		s.c.show("Not paid", clip(res.Code.String()), clip(t.Merchant), "OK")
+		third := clip(t.Merchant)
+		if res.Code == protocol.CodePINIncorrect {
+			third = tries(res.TriesLeft)
+		}
+		s.c.show("Not paid", clip(res.Code.String()), third, "OK")
 		return s.ack()
 	}
 	goods := ""
@@ -584,8 +665,8 @@ func (s *cardSession) bought(res BuyResult) error {
 	return s.ack()
 }
 
-// print prints r when there is a printer; a failure is logged and shown
-// on the receipt's behalf: the payment stands.
+// print prints r when there is a printer and the power for it; a
+// failure is logged: the payment stands, with or without its receipt.
 func (s *cardSession) print(r hal.Receipt) {
 	if s.c.Printer == nil {
 		return
@@ -626,17 +707,19 @@ func (s *cardSession) settle() error {
 	})
 	var perr *protocol.Error
 	switch {
+	case errors.Is(err, errShown):
+		return nil // too little power to try now: later
 	case err == nil:
-		s.c.pending = nil
+		s.c.setPending(nil)
 		return s.bought(res)
 	case errors.Is(err, errLeave), errors.As(err, &perr):
 		// Not offered again: paid or declined by now, or expired.
-		s.c.pending = nil
+		s.c.setPending(nil)
 		s.c.enter(StateResult)
 		s.c.show("Earlier purchase", "is closed", "", "OK")
 		return s.ack()
 	case res.Code == protocol.CodeHolderDeclined:
-		s.c.pending = nil
+		s.c.setPending(nil)
 		s.c.enter(StateResult)
 		s.c.show("Earlier purchase", "cancelled", clip(p.reason), "OK")
 		return s.ack()
@@ -753,6 +836,7 @@ func (s *cardSession) pay() error {
 	if _, err := s.verifyHolder(s.hctx, clip("Pay "+amount.String()), offline, false); err != nil {
 		return err
 	}
+	defer s.forget()
 	d, err := s.card.Debit(s.hctx, &t)
 	if err != nil {
 		return err
