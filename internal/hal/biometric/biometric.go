@@ -75,6 +75,10 @@ func ParseTemplate(b []byte) ([]byte, error) {
 	return nil, fmt.Errorf("biometric: %d bytes: %w (want %d raw bytes or %d hex digits)", len(b), ErrFormat, TemplateLen, 2*TemplateLen)
 }
 
+// maxFile is the largest template file File reads: hex with room for
+// white space.
+const maxFile = 4 * TemplateLen
+
 // File is a sensor that reads its template from a file at every capture
 // (what an external sensor that drops templates in a file looks like).
 type File struct {
@@ -94,9 +98,12 @@ func (f File) Capture(ctx context.Context) ([]byte, error) {
 		return nil, fmt.Errorf("capturing template: %w", err)
 	}
 	defer fd.Close()
-	b, err := io.ReadAll(io.LimitReader(fd, 4*TemplateLen))
+	b, err := io.ReadAll(io.LimitReader(fd, maxFile+1))
 	if err != nil {
 		return nil, fmt.Errorf("capturing template from %s: %w", f.Path, err)
+	}
+	if len(b) > maxFile {
+		return nil, fmt.Errorf("capturing template from %s: more than %d bytes: %w", f.Path, maxFile, ErrFormat)
 	}
 	t, err := ParseTemplate(b)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"flag"
+	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -208,6 +209,7 @@ func TestRates(t *testing.T) {
 	check("failure to acquire", r.FTA, 0.02, 0.10)
 	check("genuine mean distance", r.GenuineMean, 15, 40)
 	check("impostor mean distance", r.ImpostorMean, 245, 267)
+	check("impostor distance sd", r.ImpostorSD, 11, 20)
 	check("FRR at 0 bits", rate[0].FRR, 0.95, 1)
 	check("FRR at 32 bits", rate[32].FRR, 0.15, 0.40)
 	check("FRR at the default threshold", rate[64].FRR, 0.01, 0.06)
@@ -270,6 +272,7 @@ func TestFile(t *testing.T) {
 		"short":   tmpl[:10],
 		"bad hex": bytes.Repeat([]byte("zz"), biometric.TemplateLen),
 		"empty":   nil,
+		"big":     bytes.Repeat([]byte(" "), 1000),
 	} {
 		if _, err := write(name, b).Capture(ctx); !errors.Is(err, biometric.ErrFormat) {
 			t.Errorf("Capture(%s) = %v, want ErrFormat", name, err)
@@ -333,5 +336,49 @@ func BenchmarkCapture(b *testing.B) {
 	ctx := context.Background()
 	for b.Loop() {
 		s.Capture(ctx)
+	}
+}
+
+// BenchmarkMeasure times Measure and reports the rates at the card's
+// default threshold as metrics:
+//
+//	go test ./internal/hal/biometric -run XXX -bench Measure
+func BenchmarkMeasure(b *testing.B) {
+	var r *biometric.Report
+	for b.Loop() {
+		var err error
+		r, err = biometric.Measure(biometric.MeasureConfig{
+			Fingers: 200, Captures: 10, Impostors: 50, Seed: 1, Noise: biometric.DefaultNoise(),
+			Thresholds: []int{biometric.DefaultThreshold},
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(100*r.Rates[0].FRR, "FRR64_%")
+	b.ReportMetric(100*r.Rates[0].FAR, "FAR64_%")
+	b.ReportMetric(100*r.FTA, "FTA_%")
+	b.ReportMetric(float64(r.Genuine+r.Impostor)/b.Elapsed().Seconds()*float64(b.N), "comparisons/s")
+}
+
+// TestMeasureTheory checks the measurement against a case with a known
+// answer: 512 independent features and no detail noise make two fingers'
+// templates independent fair coins, so the impostor distance is
+// Binomial(512, 1/2): mean 256, standard deviation √128 ≈ 11.31, and FAR at
+// 256 bits is P(X ≤ 256) ≈ 0.518.
+func TestMeasureTheory(t *testing.T) {
+	n := biometric.DefaultNoise()
+	n.Features, n.Detail = 512, 0
+	r, err := biometric.Measure(biometric.MeasureConfig{
+		Fingers: 300, Captures: 5, Impostors: 100, Seed: 3, Noise: n, Thresholds: []int{256},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(r.ImpostorMean-256) > 0.5 || math.Abs(r.ImpostorSD-11.31) > 0.4 {
+		t.Errorf("impostor distance mean %.2f sd %.2f, want 256 ± 0.5 and 11.31 ± 0.4", r.ImpostorMean, r.ImpostorSD)
+	}
+	if far := r.Rates[0].FAR; math.Abs(far-0.518) > 0.01 {
+		t.Errorf("FAR at 256 bits = %.4f, want 0.518 ± 0.01", far)
 	}
 }

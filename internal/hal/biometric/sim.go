@@ -286,6 +286,8 @@ type Report struct {
 	FTA              float64 // failure to acquire: Rejected / Placements
 	GenuineMean      float64 // mean Hamming distance, genuine
 	ImpostorMean     float64
+	GenuineSD        float64 // standard deviation of the distance
+	ImpostorSD       float64
 	GenuineMax       int
 	ImpostorMin      int
 	GenuineHist      [8*TemplateLen + 1]int // comparisons by distance
@@ -358,6 +360,8 @@ func Measure(c MeasureConfig) (*Report, error) {
 	r.FTA = float64(r.Rejected) / float64(r.Placements)
 	r.GenuineMean = float64(gsum) / float64(r.Genuine)
 	r.ImpostorMean = float64(isum) / float64(r.Impostor)
+	r.GenuineSD = sd(r.GenuineHist[:], r.GenuineMean)
+	r.ImpostorSD = sd(r.ImpostorHist[:], r.ImpostorMean)
 	for _, th := range c.Thresholds {
 		rate := Rate{Threshold: th}
 		for d, n := range r.ImpostorHist {
@@ -385,13 +389,23 @@ func Measure(c MeasureConfig) (*Report, error) {
 	return r, nil
 }
 
+// sd is the standard deviation of a histogram of distances with this mean.
+func sd(hist []int, mean float64) float64 {
+	var n, sum float64
+	for d, c := range hist {
+		n += float64(c)
+		sum += float64(c) * (float64(d) - mean) * (float64(d) - mean)
+	}
+	return math.Sqrt(sum / n)
+}
+
 // String renders the report as the table in docs/device-hardware.md.
 func (r *Report) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d fingers, %d accepted captures each, %d impostor templates per capture (seed %d)\n",
 		r.Config.Fingers, r.Config.Captures, r.Config.Impostors, r.Config.Seed)
-	fmt.Fprintf(&b, "genuine comparisons %d: mean distance %.1f bits, max %d\n", r.Genuine, r.GenuineMean, r.GenuineMax)
-	fmt.Fprintf(&b, "impostor comparisons %d: mean distance %.1f bits, min %d\n", r.Impostor, r.ImpostorMean, r.ImpostorMin)
+	fmt.Fprintf(&b, "genuine comparisons %d: distance mean %.1f bits, sd %.1f, max %d\n", r.Genuine, r.GenuineMean, r.GenuineSD, r.GenuineMax)
+	fmt.Fprintf(&b, "impostor comparisons %d: distance mean %.1f bits, sd %.1f, min %d\n", r.Impostor, r.ImpostorMean, r.ImpostorSD, r.ImpostorMin)
 	fmt.Fprintf(&b, "failure to acquire (sensor asks again): %d of %d placements = %.2f%%\n\n", r.Rejected, r.Placements, 100*r.FTA)
 	fmt.Fprintf(&b, "| threshold (bits) | FAR | FRR, one capture | FRR within %d tries |\n|---:|---:|---:|---:|\n", r.Config.Tries)
 	for _, rt := range r.Rates {

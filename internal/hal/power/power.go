@@ -281,7 +281,7 @@ func (m *Manager) settle() {
 			m.frac = 0
 		}
 	} else if whole < 0 {
-		m.drain(-whole)
+		m.drain(-whole, true)
 	}
 }
 
@@ -307,9 +307,20 @@ func (m *Manager) stores() []*store {
 	return out
 }
 
-// drain takes e µJ from the stores in order, never below zero.
-func (m *Manager) drain(e int64) {
-	for _, s := range m.stores() {
+// drain takes e µJ from the stores in order: first what they hold above
+// their Critical reserve, then, if reserve, the reserves; never below
+// zero.
+func (m *Manager) drain(e int64, reserve bool) {
+	ss := m.stores()
+	for _, s := range ss {
+		t := min(e, max(0, s.energy-s.reserve))
+		s.energy -= t
+		e -= t
+	}
+	if !reserve {
+		return
+	}
+	for _, s := range ss {
 		t := min(e, s.energy)
 		s.energy -= t
 		e -= t
@@ -379,7 +390,7 @@ func (m *Manager) Levels() (battery, rechargeable int64) {
 // Check reports whether n units of op may start now; it spends nothing.
 // It fails with a *LowError (wrapping hal.ErrLowPower) when the power is
 // not there, and with a plain error for a negative n or an unknown op.
-// Use(hal.OpTransaction, n) checks n whole transactions.
+// Check(hal.OpTransaction, n) checks n whole transactions (Model.Transaction).
 func (m *Manager) Check(op hal.Operation, n int) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -399,7 +410,7 @@ func (m *Manager) Use(op hal.Operation, n int) error {
 	if err != nil || op == hal.OpTransaction {
 		return err
 	}
-	m.drain(need)
+	m.drain(need, op == hal.OpDisplay)
 	return nil
 }
 

@@ -2,6 +2,8 @@ package power_test
 
 import (
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"testing"
@@ -408,5 +410,87 @@ func TestConfigValidate(t *testing.T) {
 	m, _ := newManager(t, c)
 	if b, _ := m.Levels(); b != 3600*3_600_000 {
 		t.Errorf("1000 mAh at 3.6 V = %d µJ, want %d", b, 3600*3_600_000)
+	}
+}
+
+// TestRandomWalk drives a manager through a seeded random sequence of
+// operations, time and plug events and checks the invariants after every
+// step: Check and Use agree; a refusal spends nothing and wraps
+// hal.ErrLowPower; a success spends exactly Need; no battery goes below
+// zero or above its capacity; only the display (and standby) reaches
+// into the Critical reserve; Low and Critical follow the level.
+func TestRandomWalk(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for run := range 20 {
+		cfg := power.Config{
+			Battery:      power.Store{MWh: float64(1 + rng.IntN(50)), Level: rng.IntN(101)},
+			Rechargeable: power.Store{MWh: float64(rng.IntN(3) * 20), Level: rng.IntN(101)},
+			Inlet:        rng.IntN(4) == 0,
+			Line:         rng.IntN(3) == 0,
+			ChargeMW:     float64(1 + rng.IntN(3000)),
+		}
+		if cfg.Rechargeable.MWh == 0 {
+			cfg.Rechargeable.Level = 0
+		}
+		m, clk := newManager(t, cfg)
+		capB := int64(cfg.Battery.MWh * 3.6e6)
+		capR := int64(cfg.Rechargeable.MWh * 3.6e6)
+		for step := range 400 {
+			switch rng.IntN(10) {
+			case 0:
+				m.SetInlet(rng.IntN(3) == 0)
+			case 1:
+				m.SetLine(rng.IntN(2) == 0)
+			case 2:
+				clk.Advance(time.Duration(rng.IntN(3600)) * time.Second)
+			}
+			op := hal.Operation(rng.IntN(int(hal.OpTransaction) + 1))
+			n := rng.IntN(200)
+			st := m.Status()
+			b0, r0 := m.Levels()
+			need := m.Need(op, n)
+			checkErr := m.Check(op, n)
+			useErr := m.Use(op, n)
+			b1, r1 := m.Levels()
+			where := func() string { return fmt.Sprintf("run %d step %d: %s×%d in %+v", run, step, op, n, st) }
+			if (checkErr == nil) != (useErr == nil) {
+				t.Fatalf("%s: Check %v but Use %v", where(), checkErr, useErr)
+			}
+			spent := (b0 - b1) + (r0 - r1)
+			switch {
+			case useErr != nil:
+				lowError(t, useErr)
+				if spent != 0 {
+					t.Fatalf("%s: refused (%v) but spent %d µJ", where(), useErr, spent)
+				}
+			case op == hal.OpTransaction:
+				if spent != 0 {
+					t.Fatalf("%s: a transaction spent %d µJ", where(), spent)
+				}
+			case spent != need:
+				t.Fatalf("%s: spent %d µJ, Need said %d", where(), spent, need)
+			}
+			if useErr == nil && need > 0 {
+				if st.Critical && op != hal.OpDisplay {
+					t.Fatalf("%s: ran at critical", where())
+				}
+				if st.Low && (op == hal.OpCardWrite || op == hal.OpTransaction) {
+					t.Fatalf("%s: ran at low", where())
+				}
+				if op != hal.OpDisplay && op != hal.OpTransaction {
+					resB, resR := capB*5/100, capR*5/100
+					if b1 < min(b0, resB) || r1 < min(r0, resR) {
+						t.Fatalf("%s: reached into the reserve: battery %d→%d (reserve %d), rechargeable %d→%d (reserve %d)",
+							where(), b0, b1, resB, r0, r1, resR)
+					}
+				}
+			}
+			if b1 < 0 || b1 > capB || r1 < 0 || r1 > capR {
+				t.Fatalf("%s: levels %d/%d outside 0..%d/%d", where(), b1, r1, capB, capR)
+			}
+			if st.Source != hal.SourceInlet && st.Source != hal.SourceLine && (st.Low != (st.Level < 15) || st.Critical != (st.Level < 5)) {
+				t.Fatalf("%s: flags do not follow the level", where())
+			}
+		}
 	}
 }

@@ -38,6 +38,7 @@ type Line struct {
 	Align Align // the alignment when the line began
 	Bold  bool  // some of it was emphasized
 	Wide  bool  // some of it was printed double width
+	Small bool  // it began in font B (42 columns instead of 32)
 	Cut   bool  // not a line: the paper was cut here
 }
 
@@ -55,18 +56,22 @@ func (d *Document) Text() string {
 	var b strings.Builder
 	for _, l := range d.Lines {
 		if l.Cut {
-			b.WriteString(strings.TrimRight(place("- - cut - -", Center), " "))
+			b.WriteString(strings.TrimRight(place("- - cut - -", Center, false), " "))
 			b.WriteByte('\n')
 			continue
 		}
-		b.WriteString(strings.TrimRight(place(l.Text, l.Align), " "))
+		b.WriteString(strings.TrimRight(place(l.Text, l.Align, l.Small), " "))
 		b.WriteByte('\n')
 	}
 	return b.String()
 }
 
-func place(s string, a Align) string {
-	pad := hal.ReceiptCols - len([]rune(s))
+func place(s string, a Align, small bool) string {
+	cols := hal.ReceiptCols
+	if small {
+		cols = fontBCols
+	}
+	pad := cols - len([]rune(s))
 	if pad <= 0 || a == Left {
 		return s
 	}
@@ -101,16 +106,27 @@ func (e *CommandError) Error() string {
 
 func (e *CommandError) Unwrap() error { return e.Err }
 
-// MaxStream is the largest stream Decode reads (a receipt is a few KB).
-const MaxStream = 1 << 20
+// MaxStream is the largest stream Decode reads (a receipt is a few KB),
+// and MaxLines the most lines it prints (ESC d feeds up to 255 lines for
+// three bytes).
+const (
+	MaxStream = 1 << 20
+	MaxLines  = 100_000
+)
+
+// ErrTooLong is what Decode returns for a stream over MaxStream bytes or
+// MaxLines lines.
+var ErrTooLong = errors.New("printer: ESC/POS stream too long")
 
 // Decode reads an ESC/POS stream as a printer with hal.ReceiptCols
 // columns would print it. It knows the commands Encode writes and a few
-// more that change only the look (list in docs/device-hardware.md): text
+// more that other encoders write (list in docs/device-hardware.md): text
 // in the selected code table (PC437 after ESC @; also PC850, PC858,
-// WPC1252), LF, CR (ignored), HT (a space), ESC @, ESC a, ESC E, ESC t,
-// ESC d, ESC !, ESC -, GS ! and GS V. Text past the last column wraps, as
-// on paper; a line still open at the end is kept.
+// WPC1252), LF, CR (ignored), HT (a space), ESC @ (which discards an
+// unprinted line, as a printer clears its buffer), ESC a, ESC E, ESC t,
+// ESC d, ESC J, ESC !, ESC -, ESC M (font B: 42 columns), ESC 2, ESC 3,
+// FS ., GS ! and GS V. Text past the last column wraps, as on paper; a
+// line still open at the end is kept.
 //
 // The rule for anything else is strict: Decode stops at the first command
 // or control byte it does not know, or a known command with an argument
@@ -119,13 +135,17 @@ const MaxStream = 1 << 20
 // would mean guessing, and a wrong guess prints garbage.
 func Decode(b []byte) (*Document, error) {
 	if len(b) > MaxStream {
-		return nil, fmt.Errorf("printer: ESC/POS stream of %d bytes: more than %d", len(b), MaxStream)
+		return nil, fmt.Errorf("%w: %d bytes, more than %d", ErrTooLong, len(b), MaxStream)
 	}
-	d := &decoder{page: charmap.CodePage437, width: 1}
+	d := &decoder{}
+	d.reset()
 	if err := d.run(b); err != nil {
 		return nil, err
 	}
 	d.flush(false)
+	if len(d.lines) > MaxLines {
+		return nil, fmt.Errorf("%w: more than %d lines", ErrTooLong, MaxLines)
+	}
 	doc := &Document{Lines: make([]Line, 0, len(d.lines))}
 	for _, l := range d.lines {
 		if l.Cut {
@@ -142,6 +162,7 @@ type decoder struct {
 	align Align
 	bold  bool
 	width int // 1 or more: columns a character takes
+	cols  int // columns of the font: hal.ReceiptCols or fontBCols
 
 	line    []rune
 	used    int // columns used on the line
@@ -151,14 +172,21 @@ type decoder struct {
 	lines []Line
 }
 
+// reset is ESC @: the modes back to their defaults and the unprinted
+// line discarded.
+func (d *decoder) reset() {
+	d.page, d.align, d.bold, d.width, d.cols = charmap.CodePage437, Left, false, 1, hal.ReceiptCols
+	d.line, d.used, d.started = d.line[:0], 0, false
+}
+
 // put prints one character.
 func (d *decoder) put(r rune) {
-	if d.used+d.width > hal.ReceiptCols {
+	if d.used+d.width > d.cols {
 		d.flush(true)
 	}
 	if !d.started {
 		d.started = true
-		d.cur = Line{Align: d.align}
+		d.cur = Line{Align: d.align, Small: d.cols != hal.ReceiptCols}
 	}
 	d.cur.Bold = d.cur.Bold || d.bold
 	d.cur.Wide = d.cur.Wide || d.width > 1
@@ -172,7 +200,7 @@ func (d *decoder) flush(force bool) {
 		return
 	}
 	if !d.started {
-		d.cur = Line{Align: d.align}
+		d.cur = Line{Align: d.align, Small: d.cols != hal.ReceiptCols}
 	}
 	d.cur.Text = string(d.line)
 	d.lines = append(d.lines, d.cur)
@@ -181,6 +209,9 @@ func (d *decoder) flush(force bool) {
 
 func (d *decoder) run(b []byte) error {
 	for i := 0; i < len(b); {
+		if len(d.lines) > MaxLines {
+			return fmt.Errorf("%w: more than %d lines at offset %d", ErrTooLong, MaxLines, i)
+		}
 		c := b[i]
 		fail := func(n int, err error) error {
 			end := min(len(b), i+n)
@@ -213,15 +244,18 @@ func (d *decoder) run(b []byte) error {
 			if !ok {
 				return fail(1, ErrTruncated)
 			}
-			if cmd == escInit {
-				d.flush(false)
-				d.page, d.align, d.bold, d.width = charmap.CodePage437, Left, false, 1
+			switch cmd {
+			case escInit:
+				d.reset()
+				i += 2
+				continue
+			case escSpacing0:
 				i += 2
 				continue
 			}
 			n, ok := arg(2)
 			switch cmd {
-			case escAlign, escEmphasis, escCodePage, escFeedLines, escMode, escUnderline:
+			case escAlign, escEmphasis, escCodePage, escFeedLines, escMode, escUnderline, escFont, escSpacing, escFeedDots:
 			default:
 				return fail(2, ErrUnknown)
 			}
@@ -257,10 +291,36 @@ func (d *decoder) run(b []byte) error {
 				if n&0x20 != 0 {
 					d.width = 2
 				}
+				d.cols = hal.ReceiptCols
+				if n&0x01 != 0 {
+					d.cols = fontBCols
+				}
+			case escFont:
+				switch n {
+				case 0, '0':
+					d.cols = hal.ReceiptCols
+				case 1, '1':
+					d.cols = fontBCols
+				default:
+					return fail(3, ErrBadArgument)
+				}
+			case escFeedDots:
+				d.flush(false)
+			case escSpacing:
+				// line spacing changes only the look
 			case escUnderline:
 				// underline changes only the look
 			}
 			i += 3
+		case c == bFS:
+			cmd, ok := arg(1)
+			if !ok {
+				return fail(1, ErrTruncated)
+			}
+			if cmd != fsKanjiOff {
+				return fail(2, ErrUnknown)
+			}
+			i += 2
 		case c == bGS:
 			cmd, ok := arg(1)
 			if !ok {

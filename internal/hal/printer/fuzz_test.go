@@ -15,6 +15,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add(printer.Encode(hal.Receipt{Title: "T", Lines: []string{"a", "€ 1"}, Footer: "f"}, printer.Options{Cut: true}))
 	f.Add([]byte("\x1b!\x20wide\x1d!\x33x\n\x1dVA\x00"))
 	f.Add([]byte("\x1bt\x10\x80\x81\xff\x1ba1\x1bE\x01"))
+	f.Add([]byte("\x1c.\x1bM\x01small font line\x1b3\x18\x1bJ\x30\x1b2\x1b!\x01"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		doc, err := printer.Decode(b)
 		if err != nil {
@@ -22,8 +23,12 @@ func FuzzDecode(f *testing.F) {
 		}
 		cuts := 0
 		for _, l := range doc.Lines {
-			if utf8.RuneCountInString(l.Text) > hal.ReceiptCols {
-				t.Fatalf("line %q is wider than the paper", l.Text)
+			cols := hal.ReceiptCols
+			if l.Small {
+				cols = 42 // font B
+			}
+			if utf8.RuneCountInString(l.Text) > cols {
+				t.Fatalf("line %+v is wider than the paper", l)
 			}
 			if l.Cut {
 				cuts++
@@ -59,6 +64,9 @@ func FuzzEncode(f *testing.F) {
 		want = append(want, "", "", "", "")
 		if got := texts(doc); !reflect.DeepEqual(got, want) || doc.Cuts != 1 {
 			t.Fatalf("Decode(Encode(%q)) = %q (%d cuts), want %q", r, got, doc.Cuts, want)
+		}
+		if n := printer.Lines(r); n != len(want) {
+			t.Fatalf("Lines(%q) = %d, printed %d", r, n, len(want))
 		}
 	})
 }

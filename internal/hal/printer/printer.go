@@ -12,6 +12,7 @@ package printer
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -42,8 +43,18 @@ const (
 	escFeedLines = 'd' // ESC d n: print and feed n lines
 	escMode      = '!' // ESC ! n: print mode (bit 3 emphasis, 4 double height, 5 double width)
 	escUnderline = '-' // ESC - n: underline
+	escFont      = 'M' // ESC M n: font A (0, '0') or B (1, '1')
+	escSpacing   = '3' // ESC 3 n: line spacing n dots
+	escSpacing0  = '2' // ESC 2: default line spacing
+	escFeedDots  = 'J' // ESC J n: print and feed n dots
+	bFS          = 0x1C
+	fsKanjiOff   = '.' // FS .: cancel Kanji character mode
 	gsSize       = '!' // GS ! n: character size (width-1 in bits 4–6, height-1 in bits 0–2)
 	gsCut        = 'V' // GS V m [n]: cut (m 0, 1, 48, 49; or 65, 66 with n)
+
+	// fontBCols is how many characters of font B (9 dots wide) fit the
+	// 384 dots of a 58 mm printer; font A (12 dots) fits hal.ReceiptCols.
+	fontBCols = 42
 
 	// codePagePC858 is ESC t's number for PC858 (PC850 Multilingual with
 	// the euro sign at 0xD5).
@@ -110,6 +121,22 @@ func Encode(r hal.Receipt, o Options) []byte {
 		b.Write([]byte{bGS, gsCut, 66, 0})
 	}
 	return b.Bytes()
+}
+
+// Lines is how many lines Encode prints for r, feed included: the n of
+// Power.Check(hal.OpPrinter, n) before printing it.
+func Lines(r hal.Receipt) int {
+	n := feedLines
+	if r.Title != "" {
+		n += len(Wrap(r.Title, hal.ReceiptCols)) + 1
+	}
+	for _, l := range r.Lines {
+		n += len(Wrap(l, hal.ReceiptCols))
+	}
+	if r.Footer != "" {
+		n += 1 + len(Wrap(r.Footer, hal.ReceiptCols))
+	}
+	return n
 }
 
 // encodePC858 encodes folded text; anything Fold let through that PC858
@@ -216,13 +243,15 @@ func Wrap(s string, cols int) []string {
 	return out
 }
 
-// Preview is the text a printer would print for r: Encode, then Decode.
-func Preview(r hal.Receipt) string {
+// Preview is the text a printer would print for r (Encode with a cut,
+// then Decode). It fails only for a receipt longer than Decode reads
+// (MaxLines or MaxStream).
+func Preview(r hal.Receipt) (string, error) {
 	d, err := Decode(Encode(r, Options{Cut: true}))
 	if err != nil {
-		panic("printer: decoding our own stream: " + err.Error()) // a bug in Encode or Decode
+		return "", fmt.Errorf("previewing receipt: %w", err)
 	}
-	return d.Text()
+	return d.Text(), nil
 }
 
 // Printer writes receipts to an io.Writer. It implements hal.Printer; its
@@ -252,21 +281,38 @@ func Open(path string, o Options) (*Printer, error) {
 }
 
 // Print writes r as one ESC/POS stream. It fails, writing nothing, if ctx
-// has ended, and with the writer's error.
+// has ended, and with the writer's error. If ctx ends while the writer
+// blocks (a printer out of paper or offline), Print returns ctx's error at
+// once; the write goes on in the background and later Prints wait for it.
 func (p *Printer) Print(ctx context.Context, r hal.Receipt) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("printing receipt: %w", err)
 	}
 	b := Encode(r, p.opts)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.w == nil {
-		return fmt.Errorf("printing receipt: printer closed")
+	done := make(chan error, 1)
+	go func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.w == nil {
+			done <- errors.New("printer closed")
+			return
+		}
+		if ctx.Err() != nil { // waited for another receipt until ctx ended
+			done <- ctx.Err()
+			return
+		}
+		_, err := p.w.Write(b)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("printing receipt: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("printing receipt: %w (the printer may still print it)", ctx.Err())
 	}
-	if _, err := p.w.Write(b); err != nil {
-		return fmt.Errorf("printing receipt: %w", err)
-	}
-	return nil
 }
 
 // Close closes the file or device Open opened; later Prints fail.

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"cardlink/internal/hal"
 	"cardlink/internal/hal/printer"
@@ -65,6 +68,9 @@ func TestRoundTrip(t *testing.T) {
 	if got := texts(doc); !reflect.DeepEqual(got, want) {
 		t.Errorf("decoded lines =\n%q\nwant\n%q", got, want)
 	}
+	if n := printer.Lines(sample); n != len(want) {
+		t.Errorf("Lines(sample) = %d, want %d", n, len(want))
+	}
 	if doc.Cuts != 1 || !doc.Lines[len(doc.Lines)-1].Cut {
 		t.Errorf("cuts = %d (last line %+v), want 1 at the end", doc.Cuts, doc.Lines[len(doc.Lines)-1])
 	}
@@ -85,10 +91,16 @@ func TestRoundTrip(t *testing.T) {
 }
 
 func TestPreview(t *testing.T) {
-	got := printer.Preview(hal.Receipt{Title: "ACME", Lines: []string{"Total  12.00 EUR"}, Footer: "bye"})
+	got, err := printer.Preview(hal.Receipt{Title: "ACME", Lines: []string{"Total  12.00 EUR"}, Footer: "bye"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	want := "              ACME\n\nTotal  12.00 EUR\n\n              bye\n\n\n\n\n          - - cut - -\n"
 	if got != want {
 		t.Errorf("Preview =\n%s\nwant\n%s", got, want)
+	}
+	if _, err := printer.Preview(hal.Receipt{Lines: make([]string, printer.MaxLines+1)}); !errors.Is(err, printer.ErrTooLong) {
+		t.Errorf("Preview of %d lines: %v, want ErrTooLong", printer.MaxLines+1, err)
 	}
 }
 
@@ -217,8 +229,16 @@ func TestDecodeErrors(t *testing.T) {
 			}
 		})
 	}
-	if _, err := printer.Decode(make([]byte, printer.MaxStream+1)); err == nil {
-		t.Errorf("Decode of an oversized stream: nil error")
+	if _, err := printer.Decode(make([]byte, printer.MaxStream+1)); !errors.Is(err, printer.ErrTooLong) {
+		t.Errorf("Decode of an oversized stream: %v, want ErrTooLong", err)
+	}
+	// ESC d 255 prints 255 lines for 3 bytes: the line limit stops it.
+	feeds := bytes.Repeat([]byte{0x1B, 'd', 255}, printer.MaxLines/255+2)
+	if _, err := printer.Decode(feeds); !errors.Is(err, printer.ErrTooLong) {
+		t.Errorf("Decode of %d lines of feed: %v, want ErrTooLong", 255*(printer.MaxLines/255+2), err)
+	}
+	if _, err := printer.Decode(bytes.Repeat([]byte{0x1B, 'd', 255}, printer.MaxLines/255-1)); err != nil {
+		t.Errorf("Decode of fewer than MaxLines lines of feed: %v", err)
 	}
 }
 
@@ -261,5 +281,70 @@ func TestOpenAppends(t *testing.T) {
 	}
 	if _, err := printer.Open(filepath.Join(t.TempDir(), "no", "such", "dir"), printer.Options{}); err == nil {
 		t.Errorf("Open in a missing directory: nil error")
+	}
+}
+
+// TestConcurrentPrint: receipts printed at once never interleave.
+func TestConcurrentPrint(t *testing.T) {
+	var buf bytes.Buffer
+	p := printer.New(&buf, printer.Options{Cut: true})
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			r := hal.Receipt{Title: fmt.Sprint("R", i), Lines: []string{strings.Repeat(fmt.Sprint(i), 40)}}
+			if err := p.Print(context.Background(), r); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	doc, err := printer.Decode(buf.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if doc.Cuts != 8 {
+		t.Fatalf("%d cuts, want 8", doc.Cuts)
+	}
+	// Each receipt: title, blank, two wrapped lines of its own digit, 4 feeds, cut.
+	for k := 0; k < len(doc.Lines); k += 9 {
+		title := doc.Lines[k].Text
+		d := strings.TrimPrefix(title, "R")
+		if doc.Lines[k+2].Text != strings.Repeat(d, 32) || doc.Lines[k+3].Text != strings.Repeat(d, 8) || !doc.Lines[k+8].Cut {
+			t.Errorf("receipt at line %d (%q) interleaved: %+v", k, title, doc.Lines[k:k+9])
+		}
+	}
+}
+
+// stuckWriter blocks every Write until release is closed.
+type stuckWriter struct {
+	release chan struct{}
+	buf     bytes.Buffer
+}
+
+func (w *stuckWriter) Write(b []byte) (int, error) {
+	<-w.release
+	return w.buf.Write(b)
+}
+
+// TestPrintStuck: a printer that blocks does not hold Print past its
+// context; the receipt still reaches it once it unblocks.
+func TestPrintStuck(t *testing.T) {
+	w := &stuckWriter{release: make(chan struct{})}
+	p := printer.New(w, printer.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := p.Print(ctx, hal.Receipt{Title: "stuck"}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Print to a stuck printer = %v, want DeadlineExceeded", err)
+	}
+	close(w.release)
+	if err := p.Print(context.Background(), hal.Receipt{Title: "next"}); err != nil {
+		t.Fatal(err)
+	}
+	doc, err := printer.Decode(w.buf.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := texts(doc); len(got) < 7 || got[0] != "stuck" || got[6] != "next" {
+		t.Errorf("printed %q, want the stuck receipt then the next", got)
 	}
 }
