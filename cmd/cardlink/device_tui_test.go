@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"cardlink/internal/hal/printer"
 )
 
 var tuiCapture = flag.String("tui-capture", "", "write the terminal as it shows the approved purchase to this file (for the docs)")
@@ -90,10 +92,14 @@ func TestDeviceTUI(t *testing.T) {
 	}
 
 	// The device in an 80×30 terminal.
-	command := fmt.Sprintf("%s device run --card alice.card --device dev --log device.log 2>stderr.txt; echo exit status $?; exec cat", shellQuote(bin))
+	// A built-in printer (the connector configuration) and a battery at 80%.
+	if err := os.WriteFile(filepath.Join(dir, "peripherals.json"), []byte(`{"printer": {"attach": "builtin", "path": "receipts.escpos", "cut": true}, "sensor": {"attach": "none"}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	command := fmt.Sprintf("%s device run --card alice.card --device dev --peripherals peripherals.json --power battery --level 80 --log device.log 2>stderr.txt; echo exit status $?; exec cat", shellQuote(bin))
 	tm := startTmux(t, dir, command)
 
-	menu := tm.wait("the menu", "1 Sign in", "2 Buy ref", "Card  in", "Power", "inlet")
+	menu := tm.wait("the menu", "1 Sign in", "2 Buy ref", "Card  in", "Power", "battery", "████████░░")
 	tm.logScreen("menu", menu)
 	tm.send("2")
 	tm.wait("the reference code entry", "Reference code:")
@@ -125,6 +131,19 @@ func TestDeviceTUI(t *testing.T) {
 	out = r.run("merchant", "status", "--http", api, "--key-file", "cafe.key", "--wait", "30s", pur)
 	if !strings.Contains(out, pur+" approved: 12.50 EUR, Gift voucher") {
 		t.Errorf("merchant status after the approval:\n%s", out)
+	}
+
+	// The printer printed the receipt.
+	b, err := os.ReadFile(filepath.Join(dir, "receipts.escpos"))
+	if err != nil {
+		t.Fatalf("reading the receipt: %v", err)
+	}
+	doc, err := printer.Decode(b)
+	if err != nil {
+		t.Fatalf("decoding the receipt: %v", err)
+	}
+	if text := doc.Text(); !strings.Contains(text, "Corner Cafe") || !strings.Contains(text, "12.50") || doc.Cuts != 1 {
+		t.Errorf("the receipt (%d cuts):\n%s\nwant Corner Cafe, 12.50 and one cut", doc.Cuts, text)
 	}
 
 	// OK with the mouse: a click on the OK key goes back to the menu.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"cardlink/internal/device"
 	"cardlink/internal/hal"
 	"cardlink/internal/hal/biometric"
+	"cardlink/internal/hal/connector"
 	"cardlink/internal/hal/power"
 	"cardlink/internal/hal/printer"
 	"cardlink/internal/hal/tui"
@@ -43,10 +45,13 @@ obeys: mains (the default, never low), battery, rechargeable or line
 in percent. Below the low threshold the device refuses to start a
 transaction and says why; at the critical one it shuts down.
 
---printer FILE appends an ESC/POS receipt of each payment to FILE (or a
-printer device such as /dev/usb/lp0). --bio FILE is a fingerprint sensor
-that reads its template from FILE. --log FILE writes what the device did
-(the terminal belongs to the display meanwhile).
+--peripherals FILE is the connector configuration (JSON: which printer
+and fingerprint sensor are built in, attached to the external connector,
+or absent; docs/device-hardware.md). Without it there is no printer and
+no sensor, unless --printer FILE (ESC/POS receipts of each payment
+appended to FILE, or a printer device such as /dev/usb/lp0) or --bio FILE
+(a sensor that reads its template from FILE) adds one. --log FILE writes
+what the device did (the terminal belongs to the display meanwhile).
 
 'cardlink device --card FILE --device DEVDIR ...' does the same.
 
@@ -64,13 +69,14 @@ func deviceRunCommand() *command {
 // deviceRun runs the interactive device.
 func deviceRun(e *env, args []string) error {
 	fs := newFlags(e, "cardlink device run",
-		"cardlink device run --card FILE --device DEVDIR [--server ADDR] [--power mains|battery|rechargeable|line] [--level PCT] [--printer FILE] [--bio FILE] [--inserted=false] [--log FILE]",
+		"cardlink device run --card FILE --device DEVDIR [--server ADDR] [--power mains|battery|rechargeable|line] [--level PCT] [--peripherals FILE | --printer FILE --bio FILE] [--inserted=false] [--log FILE]",
 		deviceRunHelp)
 	cardPath := fs.String("card", "", "card file (required)")
 	dir := fs.String("device", "", "device directory made by 'cardlink device provision' (required)")
 	server := fs.String("server", "", "the server's device-listener address (default: the provisioned one)")
 	src := fs.String("power", "mains", "power source: mains, battery, rechargeable or line")
 	level := fs.Int("level", 100, "charge of the battery or rechargeable battery, in percent")
+	periph := fs.String("peripherals", "", "connector configuration file: the printer and sensor built in or attached")
 	printerPath := fs.String("printer", "", "file or printer device to append ESC/POS receipts to")
 	bio := fs.String("bio", "", "file a fingerprint sensor reads its template from")
 	inserted := fs.Bool("inserted", true, "the card starts in the reader")
@@ -89,6 +95,9 @@ func deviceRun(e *env, args []string) error {
 		if _, _, err := net.SplitHostPort(*server); err != nil {
 			return usagef("%s: --server %q: want host:port", short, *server)
 		}
+	}
+	if *periph != "" && (*printerPath != "" || *bio != "") {
+		return usagef("%s: give --peripherals or --printer and --bio, not both", short)
 	}
 	pm, err := powerManager(short, *src, *level)
 	if err != nil {
@@ -131,6 +140,21 @@ func deviceRun(e *env, args []string) error {
 		},
 	}
 	ctl.Power = pm
+	if *periph != "" {
+		pc, err := connector.Load(*periph)
+		if err != nil {
+			return err
+		}
+		if ctl.Sensor, err = pc.OpenSensor(); err != nil {
+			return err
+		}
+		if ctl.Printer, err = pc.OpenPrinter(); err != nil {
+			return err
+		}
+		if c, ok := ctl.Printer.(io.Closer); ok {
+			defer c.Close()
+		}
+	}
 	if *printerPath != "" {
 		p, err := printer.Open(*printerPath, printer.Options{Cut: true})
 		if err != nil {
