@@ -44,8 +44,9 @@ var ErrClosed = errors.New("tui: closed")
 // keypad's buffer; keys beyond it are dropped (with a beep).
 const keyQueue = 32
 
-// flash is how long a pressed key is drawn pressed.
-const flash = 150 * time.Millisecond
+// flash is how long a pressed key is drawn pressed (a variable for the
+// tests).
+var flash = 150 * time.Millisecond
 
 // Options change what the UI shows and does.
 type Options struct {

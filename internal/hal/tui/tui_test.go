@@ -317,6 +317,59 @@ func TestMouse(t *testing.T) {
 	}
 }
 
+// reversed reports whether the cell at x, y is drawn reversed.
+func (r *rig) reversed(x, y int) bool {
+	cells, w, _ := r.sim.GetContents()
+	l := r.sim.(*initScreen).SimulationScreen.(sync.Locker)
+	l.Lock()
+	defer l.Unlock()
+	_, _, attr := cells[y*w+x].Style.Decompose()
+	return attr&tcell.AttrReverse != 0
+}
+
+func TestPressedKeyFlashes(t *testing.T) {
+	defer func(d time.Duration) { flash = d }(flash)
+	var five button
+	for _, five = range layout {
+		if five.key == hal.Key5 {
+			break
+		}
+	}
+	ox, oy := origin(80, 25)
+	x, y := ox+five.x+2, oy+five.y
+	for _, c := range []struct {
+		name  string
+		flash time.Duration
+		want  bool // drawn pressed at the end
+	}{
+		{"held", time.Hour, true},             // long enough to see on a loaded machine
+		{"released", time.Millisecond, false}, // the timer releases it
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			flash = c.flash // read by Run's goroutine, started after this
+			r := start(t, Options{})
+			if r.reversed(x, y) {
+				t.Fatal("a key is drawn pressed before any press")
+			}
+			r.sim.InjectKey(tcell.KeyRune, '5', tcell.ModNone)
+			if got, err := r.key(); err != nil || got != hal.Key5 {
+				t.Fatalf("Key() = %v, %v; want 5", got, err)
+			}
+			r.sim.InjectKey(tcell.KeyF4, 0, tcell.ModNone) // drawn after the 5
+			if got, err := r.key(); err != nil || got != hal.KeyF4 {
+				t.Fatalf("Key() = %v, %v; want F4", got, err)
+			}
+			deadline := time.Now().Add(testTimeout)
+			for r.reversed(x, y) != c.want {
+				if time.Now().After(deadline) {
+					t.Fatalf("the 5 key is not drawn pressed=%v", c.want)
+				}
+				time.Sleep(time.Millisecond)
+			}
+		})
+	}
+}
+
 func TestLongTitleIsCut(t *testing.T) {
 	r := start(t, Options{Title: "cardlink device dev_0123456789abcdef0123456789"})
 	lines := r.waitText("cardlink device dev_0123")
