@@ -181,8 +181,11 @@ func TestDeviceTUI(t *testing.T) {
 
 	// SIGTERM, as a service manager or kill sends it, also switches the
 	// device off and restores the terminal.
-	tm2 := tm.session("term", command)
-	tm2.wait("the menu", "1 Sign in")
+	// This one starts with the card out of the reader.
+	tm2 := tm.session("term", strings.Replace(command, " device run ", " device run --inserted=false ", 1))
+	tm2.wait("the idle screen", "Insert card", "Card  out")
+	tm2.send("i")
+	tm2.wait("the menu", "1 Sign in", "Card  in")
 	sh := strings.TrimSpace(tm2.tmux("display-message", "-p", "-t", tm2.target, "#{pane_pid}"))
 	children, err := os.ReadFile("/proc/" + sh + "/task/" + sh + "/children")
 	if err != nil || len(strings.Fields(string(children))) != 1 {
