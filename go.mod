@@ -4,9 +4,17 @@ go 1.26.0
 
 require (
 	github.com/flynn/noise v1.1.0
+	github.com/gdamore/tcell/v2 v2.13.10
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/rogpeppe/go-internal v1.16.0
 	modernc.org/sqlite v1.62.0
+)
+
+require (
+	github.com/gdamore/encoding v1.0.1 // indirect
+	github.com/lucasb-eyer/go-colorful v1.3.0 // indirect
+	github.com/rivo/uniseg v0.4.7 // indirect
+	golang.org/x/term v0.42.0 // indirect
 )
 
 require (

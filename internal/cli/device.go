@@ -30,11 +30,25 @@ import (
 const deviceMemoryFile = "device.nvm"
 
 func deviceCommand() *command {
-	return &command{
+	g := &command{
 		name:    "device",
-		summary: "provision a device; authenticate and pay through it",
-		subs:    []*command{deviceProvisionCommand(), deviceAuthCommand(), deviceBuyCommand(), deviceLoadCommand(), deviceUnloadCommand()},
+		summary: "provision a device; run it, or authenticate and pay through it",
+		subs:    []*command{deviceProvisionCommand(), deviceRunCommand(), deviceAuthCommand(), deviceBuyCommand(), deviceLoadCommand(), deviceUnloadCommand()},
 	}
+	// 'cardlink device --card FILE ...' (flags, no subcommand) runs the
+	// interactive device, as 'cardlink device run' does; anything else is
+	// the group's.
+	g.run = func(e *env, args []string) error {
+		if len(args) > 0 && strings.HasPrefix(args[0], "-") {
+			switch args[0] {
+			case "-h", "-help", "--help":
+			default:
+				return deviceRun(e, args)
+			}
+		}
+		return dispatch(e, &command{name: g.name, summary: g.summary, subs: g.subs}, []string{"cardlink"}, args)
+	}
+	return g
 }
 
 const deviceProvisionHelp = `
