@@ -78,7 +78,7 @@ type rig struct {
 	mu        sync.Mutex
 	conn      net.Conn // the link the device dialled last
 	linkDown  bool     // Dial fails
-	drop      int      // 1: armed, 2: the device wrote since (see dropConn)
+	drop      int      // 1: armed, 2: the device wrote since, 3: lose the next write (see dropConn)
 	receipts  []device.PayReceipt
 	purchased map[string]store.Purchase // by reference
 }
@@ -298,6 +298,17 @@ type dropConn struct {
 }
 
 func (c *dropConn) Write(b []byte) (int, error) {
+	c.r.mu.Lock()
+	lose := c.r.drop == 3
+	if lose {
+		c.r.drop = 0
+	}
+	c.r.mu.Unlock()
+	if lose {
+		// The line fails as the device sends: the server gets nothing.
+		c.Conn.Close()
+		return 0, errors.New("line dropped")
+	}
 	n, err := c.Conn.Write(b)
 	c.r.mu.Lock()
 	if c.r.drop == 1 {
@@ -308,6 +319,10 @@ func (c *dropConn) Write(b []byte) (int, error) {
 }
 
 func (c *dropConn) Read(b []byte) (int, error) {
+	// Checked when the read returns, not when it starts: the device reads
+	// ahead while the holder reviews, so the read that gets the answer may
+	// have begun before the approval went out.
+	n, err := c.Conn.Read(b)
 	c.r.mu.Lock()
 	drop := c.r.drop == 2
 	if drop {
@@ -315,13 +330,11 @@ func (c *dropConn) Read(b []byte) (int, error) {
 	}
 	c.r.mu.Unlock()
 	if drop {
-		// Wait for the answer, so that the server has done its part,
-		// then lose it.
-		c.Conn.Read(b)
+		// The server has done its part: lose its answer.
 		c.Conn.Close()
 		return 0, errors.New("line dropped")
 	}
-	return c.Conn.Read(b)
+	return n, err
 }
 
 // hooks registers the script events.
@@ -340,6 +353,14 @@ func (r *rig) hooks() {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		r.drop = 1
+		return nil
+	})
+	// drop-approval: the device's next write (the approval, when armed
+	// during the review) is lost with the line.
+	r.drv.Handle("drop-approval", func(context.Context, []string) error {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.drop = 3
 		return nil
 	})
 	r.drv.Handle("link-down", func(context.Context, []string) error {

@@ -37,6 +37,7 @@ type cardSession struct {
 	hctx context.Context // the holder's steps: ends when the card goes or power fails
 	card *wallet.Client
 	info wallet.Info
+	link *watchLink // the link dialled last; nil before the first
 }
 
 // key waits for a key, within ctx (which may be narrower than the
@@ -54,7 +55,7 @@ func (s *cardSession) key(ctx context.Context) (hal.Key, error) {
 		return hal.KeyNone, cause
 	}
 	if ctx.Err() != nil {
-		return hal.KeyNone, ctx.Err()
+		return hal.KeyNone, context.Cause(ctx)
 	}
 	return hal.KeyNone, errTimeout
 }
@@ -132,6 +133,8 @@ func message(err error) string {
 		return "Power too low"
 	case errors.Is(err, errUnreachable):
 		return "Server unreachable"
+	case errors.Is(err, errLinkLost):
+		return "Link lost"
 	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF), errors.Is(err, context.DeadlineExceeded):
 		return "Link lost"
 	}
@@ -388,9 +391,21 @@ func (s *cardSession) dial(ctx context.Context) (link.Link, error) {
 		return nil, fmt.Errorf("%w: %w", errUnreachable, err)
 	}
 	s.c.indicate(func(i *hal.Indicators) { i.Link = hal.LinkUp })
-	return &closeLink{Link: s.c.metered(l), done: func() {
+	w := &watchLink{closeLink: &closeLink{Link: s.c.metered(l), done: func() {
 		s.c.indicate(func(i *hal.Indicators) { i.Link = hal.LinkDown })
-	}}, nil
+	}}}
+	s.link = w
+	return w, nil
+}
+
+// watchLink watches the link dialled last while the holder decides (see
+// watchLink.watch): the context it returns ends with a cause wrapping
+// errLinkLost when the link drops meanwhile.
+func (s *cardSession) watchLink(ctx context.Context) (context.Context, func()) {
+	if s.link == nil {
+		return ctx, func() {}
+	}
+	return s.link.watch(ctx)
 }
 
 // closeLink calls done when closed.
@@ -547,6 +562,10 @@ func (s *cardSession) drain() {
 func (s *cardSession) review(title string) func(ctx context.Context, t txn.Transaction) (bool, error) {
 	return func(ctx context.Context, t txn.Transaction) (bool, error) {
 		s.c.enter(StateReview)
+		// The server says nothing until the holder answers: a link that
+		// drops meanwhile is seen at once.
+		ctx, stop := s.watchLink(ctx)
+		defer stop()
 		s.drain()
 		s.c.show(clip(t.Merchant), clip(t.Item), clip(title+" "+t.Amount.String()), "OK yes   CANCEL no")
 		for {
@@ -567,6 +586,8 @@ func (s *cardSession) review(title string) func(ctx context.Context, t txn.Trans
 // verify is the Verify hook of a purchase or a load.
 func (s *cardSession) verify(what string, online bool) VerifyFunc {
 	return func(ctx context.Context, t txn.Transaction, accepted protocol.CVMSet) (AuthOptions, error) {
+		ctx, stop := s.watchLink(ctx)
+		defer stop()
 		v, err := s.verifyHolder(ctx, clip(what+" "+t.Amount.String()), accepted, online)
 		if err == nil {
 			s.c.enter(StateCommunicating)
@@ -577,7 +598,15 @@ func (s *cardSession) verify(what string, online bool) VerifyFunc {
 }
 
 // buy approves the purchase of ref, or the one pushed to the card.
-func (s *cardSession) buy(ref string) error {
+func (s *cardSession) buy(ref string) error { return s.buyAttempt(ref, 0) }
+
+// maxReviewRedials is how often a purchase whose link dropped while the
+// holder reviewed it is fetched again over a new link.
+const maxReviewRedials = 2
+
+// buyAttempt is buy; attempt counts the links that dropped during the
+// holder's review.
+func (s *cardSession) buyAttempt(ref string, attempt int) error {
 	var res BuyResult
 	err := s.online("Fetching purchase", func(ctx context.Context, l link.Link, id Identity) error {
 		opts := BuyOptions{AuthOptions: s.authOptions(), Reference: ref, Confirm: s.review("Pay"), Verify: s.verify("Pay", true)}
@@ -601,6 +630,16 @@ func (s *cardSession) buy(ref string) error {
 	}
 	var perr *protocol.Error
 	switch {
+	case errors.Is(err, errLinkLost) && res.Approval == nil && !cardGone && attempt < maxReviewRedials:
+		// The link dropped while the holder reviewed or typed the PIN:
+		// they approved nothing yet. Say so at once and fetch the
+		// purchase again (the server offers the same transaction); the
+		// holder reviews it anew.
+		s.c.Log.Info("link lost during the review", "err", err)
+		s.c.enter(StateError)
+		s.c.show("Link lost", "", "Reconnecting...")
+		s.forget()
+		return s.buyAttempt(ref, attempt+1)
 	case res.Code == protocol.CodeHolderDeclined:
 		// The server was told on the open channel.
 		s.c.Log.Info("purchase declined on the device", "reason", err)
