@@ -41,7 +41,12 @@ type BuyOptions struct {
 	// Resume is an approval the card signed before (BuyResult.Approval)
 	// whose answer was lost. When the server offers the same transaction
 	// (same ID) again, Buy sends Resume as it is and confirms, verifies
-	// and signs nothing; any other offer is handled as usual.
+	// and signs nothing; any other offer is handled as usual. For a
+	// pushed purchase (no Reference) the server answers the request with
+	// the result of the purchase the card paid last when nothing else is
+	// pending: Buy takes it as PaidBefore only when it is Resume's
+	// transaction, else it returns CodeTransactionUnknown as a
+	// *protocol.Error.
 	Resume *protocol.TransactionApproval
 }
 
@@ -121,7 +126,8 @@ func (r BuyResult) OK() bool { return r.Code == protocol.CodeOK }
 // in Goods. When the card paid the purchase of opts.Reference before and
 // the answer was lost, the server answers the OfferRequest with that
 // purchase's TransactionResult: the goods are stored as above, nothing is
-// confirmed or signed, and the result has PaidBefore set.
+// confirmed or signed, and the result has PaidBefore set. So it does for
+// a pushed purchase resumed (opts.Resume) that the server paid.
 //
 // It returns a BuyResult whenever the server answered the approval (or
 // the decline) with a TransactionResult, whatever its code. A refusal of
@@ -200,7 +206,13 @@ func (s *session) buy(ctx context.Context, info wallet.Info, card *wallet.Client
 	if err != nil {
 		return res, err
 	}
-	if r, ok := m.(*protocol.TransactionResult); ok && opts.Reference != "" {
+	if r, ok := m.(*protocol.TransactionResult); ok && opts.Reference == "" && (opts.Resume == nil || !bytes.Equal(r.ID, opts.Resume.ID)) {
+		// The result of a pushed purchase paid before, which is not
+		// the one this Buy settles: as the server said before it
+		// answered so, nothing is pending.
+		return res, &protocol.Error{Code: protocol.CodeTransactionUnknown}
+	}
+	if r, ok := m.(*protocol.TransactionResult); ok {
 		// Paid before: the server delivers the goods again.
 		res.Code, res.CVM, res.PaidBefore = r.Code, r.CVM, r.Code == protocol.CodeOK
 		res.answered = true

@@ -406,7 +406,7 @@ func (r *rig) hooks() {
 		return nil
 	})
 	// purchase REF MINOR [ITEM]: a merchant's pending purchase with a
-	// reference; push MINOR: one pushed to the card.
+	// reference; push REF MINOR [ITEM]: one pushed to the card.
 	r.drv.Handle("purchase", func(_ context.Context, args []string) error {
 		if len(args) < 2 {
 			return errors.New("purchase REF MINOR [ITEM]")
@@ -423,14 +423,18 @@ func (r *rig) hooks() {
 		return nil
 	})
 	r.drv.Handle("push", func(_ context.Context, args []string) error {
-		if len(args) != 2 {
-			return errors.New("push REF MINOR")
+		if len(args) < 2 {
+			return errors.New("push REF MINOR [ITEM]")
 		}
 		minor, err := strconv.ParseInt(args[1], 10, 64)
 		if err != nil {
 			return err
 		}
-		r.newPurchase(args[0], minor, "", r.card.CardNumber)
+		item := ""
+		if len(args) > 2 {
+			item = r.item(strings.Join(args[2:], " "), minor)
+		}
+		r.newPurchase(args[0], minor, item, r.card.CardNumber)
 		return nil
 	})
 }
@@ -968,5 +972,37 @@ func TestRestartSettles(t *testing.T) {
 	}
 	if after := r.counter(); after != before+1 {
 		t.Errorf("card counter %d → %d, want one signature", before, after)
+	}
+}
+
+// TestPushedAnswerLost pays a purchase pushed to the card whose answer
+// (with an e-good) is lost: the device asks again, the server answers
+// with the result of the card's last paid purchase, and the device takes
+// it for the one it settles: the good is stored, nothing is signed or
+// paid twice. Then the card is pulled out after the approval of another
+// push whose answer is lost: the device settles it when the card is back.
+func TestPushedAnswerLost(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	before := r.counter()
+	merchantBefore := r.balance(r.merchant.Account)
+	r.start()
+	r.play("pushlost.txt")
+	for _, ref := range []string{"13131310", "14141410"} {
+		if p := r.status(ref); p.Status != store.PurchaseApproved {
+			t.Errorf("pushed purchase %s: status %s, want approved", ref, p.Status)
+		}
+	}
+	if got, want := r.balance(r.merchant.Account)-merchantBefore, int64(450+250); got != want {
+		t.Errorf("merchant was paid %d, want %d (each purchase once)", got, want)
+	}
+	if err := r.finish(); err != nil {
+		t.Errorf("Run() = %v, want nil", err)
+	}
+	if after := r.counter(); after != before+2 {
+		t.Errorf("card counter %d → %d, want two signatures", before, after)
+	}
+	items, err := r.client().Items(context.Background())
+	if err != nil || len(items) != 2 {
+		t.Fatalf("Items() = %+v, %v; want the two vouchers whose answers were lost", items, err)
 	}
 }

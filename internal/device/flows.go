@@ -653,10 +653,11 @@ func (s *cardSession) buyAttempt(ref string, attempt int) error {
 		return err
 	case res.answered && res.Code == protocol.CodeOK:
 		// Paid; the card did not take every good.
-		if !cardGone || ref == "" {
+		if !cardGone {
 			return err
 		}
-		// The server delivers them again for the reference.
+		// The server delivers them again for the reference, or, for a
+		// pushed purchase, as the card's last paid.
 	case res.Approval == nil && res.Transaction.ID == ([16]byte{}):
 		return err // nothing was offered: nothing to settle
 	}

@@ -557,3 +557,88 @@ func TestSoldOut(t *testing.T) {
 		}
 	})
 }
+
+// TestPushedPaidAgain pays a purchase pushed to the card: a request with
+// no reference that then finds nothing pending gets the purchase's
+// result again with its goods (the device lost the first answer), only
+// for that card, only while it is paid, and only within PaidAgainFor;
+// a newer pending push is offered instead.
+func TestPushedPaidAgain(t *testing.T) {
+	onEachStore(t, func(t *testing.T, s *shop) {
+		ctx := context.Background()
+		item := store.Item{ID: "itm_" + rand.Text(), Merchant: s.merchant.ID, Name: "Cinema voucher", Price: 900, Currency: eur,
+			Delivery: store.DeliverVoucher, Payload: []byte("VOUCHER-1234"), Created: s.clock.Now()}
+		if err := s.ms.CreateItem(ctx, item); err != nil {
+			t.Fatal(err)
+		}
+		// Nothing paid yet: unknown, as before.
+		if _, err := s.offer(t, s.card, ""); !isCode(err, protocol.CodeTransactionUnknown) {
+			t.Fatalf("Offer(no reference, nothing pushed) = %v, want CodeTransactionUnknown", err)
+		}
+		p := s.newPurchase(t, purchaseOpts{amount: 900, item: item.ID, card: s.card.CardNumber})
+		o, tx := s.mustOffer(t, s.card, "")
+		s.fund(t, s.card.CardNumber, 1000)
+		if r, err := s.svc.Approve(ctx, s.sess, servertest.Approval(t, s.card, tx.ID, o.Transaction)); err != nil || r.Code != protocol.CodeOK {
+			t.Fatalf("Approve() = %+v, %v; want CodeOK", r, err)
+		}
+		again := func() (protocol.Message, error) {
+			return s.svc.Offer(ctx, s.sess, &protocol.OfferRequest{CardNumber: protocol.CardNumber(s.card.CardNumber),
+				CertID: protocol.CertID(s.card.CardCert.Raw), Certificate: s.card.CardCert.Raw})
+		}
+		s.clock.Add(time.Hour)
+		m, err := again()
+		r, ok := m.(*protocol.TransactionResult)
+		if err != nil || !ok || r.Code != protocol.CodeOK || !bytes.Equal(r.ID, tx.ID[:]) || r.CVM != txn.CVMOfflinePIN || len(r.Goods) != 1 {
+			t.Fatalf("Offer(no reference) after paying = %+v, %v; want the result again with the good", m, err)
+		}
+		if it, _, err := txn.ParseSignedItem(r.Goods[0]); err != nil || it.ID != tx.ID || it.CardNumber != s.card.CardNumber {
+			t.Errorf("good sent again = %+v, %v; want the voucher of the transaction for the card", it, err)
+		}
+		// Nothing was posted twice.
+		if got := s.balance(t, ledger.HolderAccount(s.card.CardNumber, eur)); got != 100 {
+			t.Errorf("holder balance = %d, want 100 (paid once)", got)
+		}
+		// Another card learns nothing.
+		other := servertest.Sibling(t, s.card)
+		if _, err := s.offer(t, other, ""); !isCode(err, protocol.CodeTransactionUnknown) {
+			t.Errorf("Offer(other card) = %v, want CodeTransactionUnknown", err)
+		}
+		// A newer push pending is offered first.
+		next := s.newPurchase(t, purchaseOpts{amount: 50, card: s.card.CardNumber})
+		if _, tx2 := s.mustOffer(t, s.card, ""); tx2.ID == tx.ID {
+			t.Errorf("Offer(no reference) with %s pending = the paid transaction, want the pending one", next.ID)
+		} else if _, err := s.svc.Decline(ctx, s.sess, tx2.ID[:]); err != nil {
+			t.Fatal(err)
+		}
+		// Refunded in full: not paid any more.
+		if _, _, err := s.svc.Refund(ctx, s.merchant, p.ID, 900, rand.Text()); err != nil {
+			t.Fatal(err)
+		}
+		if m, err := again(); !isCode(err, protocol.CodeTransactionUnknown) {
+			t.Errorf("Offer(no reference) after a full refund = %+v, %v; want CodeTransactionUnknown", m, err)
+		}
+	})
+}
+
+// TestPushedPaidAgainExpires: past PaidAgainFor the request finds nothing.
+func TestPushedPaidAgainExpires(t *testing.T) {
+	onEachStore(t, func(t *testing.T, s *shop) {
+		ctx := context.Background()
+		s.newPurchase(t, purchaseOpts{amount: 100, card: s.card.CardNumber, ttl: 2 * purchase.PaidAgainFor})
+		o, tx := s.mustOffer(t, s.card, "")
+		s.fund(t, s.card.CardNumber, 100)
+		if r, err := s.svc.Approve(ctx, s.sess, servertest.Approval(t, s.card, tx.ID, o.Transaction)); err != nil || r.Code != protocol.CodeOK {
+			t.Fatalf("Approve() = %+v, %v; want CodeOK", r, err)
+		}
+		s.clock.Add(purchase.PaidAgainFor + time.Second)
+		if _, err := s.offer(t, s.card, ""); !isCode(err, protocol.CodeTransactionUnknown) {
+			t.Errorf("Offer(no reference) past PaidAgainFor = %v, want CodeTransactionUnknown", err)
+		}
+	})
+}
+
+// isCode reports whether err is a *protocol.Error with code.
+func isCode(err error, code protocol.Code) bool {
+	var perr *protocol.Error
+	return errors.As(err, &perr) && perr.Code == code
+}

@@ -60,14 +60,17 @@ func PurchaseID(id []byte) (string, bool) {
 // *protocol.TransactionOffer, the transaction for the holder to approve,
 // or — for a reference no pending request has, but that names a purchase
 // this card paid (approved or refunded partially, not refunded in full; the newest,
-// store.Merchants.PaidPurchase) — that purchase's *protocol.TransactionResult
-// again: CodeOK, the CVM of the stored approval and the item's e-goods
+// store.Merchants.PaidPurchase), or for no reference when nothing is
+// pending for the card but it paid a purchase here within PaidAgainFor
+// (the last one, as this Service remembers; a restart forgets) — that
+// purchase's *protocol.TransactionResult again: CodeOK, the CVM of the stored approval and the item's e-goods
 // signed again (the same txn.Item ID, the transaction id), so that a
 // device whose connection dropped before the result arrived gets the
 // goods. Nothing is posted and no counter moves. A refusal is a
 // *protocol.Error (the card checks as for a challenge;
 // CodeTransactionUnknown when no pending request has the reference and
-// the card paid none with it, or it is bound to another card;
+// the card paid none with it (with no reference: none pending, none paid
+// lately), or it is bound to another card;
 // CodeTransactionExpired). Other errors are internal.
 //
 // The checks of the card are auth.Service.CheckCard's. The request is
@@ -102,7 +105,7 @@ func (s *Service) Offer(ctx context.Context, sess *auth.Session, req *protocol.O
 		var ps []store.Purchase
 		ps, err = s.ms.PendingPurchasesForCard(ctx, number, now, 1)
 		if err == nil && len(ps) == 0 {
-			return nil, s.refuseOffer(ctx, sess, number, "", protocol.CodeTransactionUnknown, errors.New("no pending request for the card"))
+			return s.pushedPaidBefore(ctx, sess, number, now)
 		}
 		if err == nil {
 			p = ps[0]
@@ -156,6 +159,12 @@ func (s *Service) paidBefore(ctx context.Context, sess *auth.Session, card, refe
 	case err != nil:
 		return nil, fmt.Errorf("offering transaction: %w", err)
 	}
+	return s.resultAgain(ctx, sess, card, p)
+}
+
+// resultAgain is the TransactionResult of the paid purchase p, again,
+// with its goods signed again.
+func (s *Service) resultAgain(ctx context.Context, sess *auth.Session, card string, p store.Purchase) (protocol.Message, error) {
 	id, err := TransactionID(p.ID)
 	if err != nil {
 		return nil, fmt.Errorf("answering again for %s: %w", p.ID, err)
@@ -169,6 +178,35 @@ func (s *Service) paidBefore(ctx context.Context, sess *auth.Session, card, refe
 		slog.String("card", auth.MaskCard(card)), slog.String("device", sess.Device.ID),
 		slog.String("status", string(p.Status)), slog.Int("goods", len(goods)))
 	return &protocol.TransactionResult{ID: id[:], Code: protocol.CodeOK, CVM: cvm, Goods: goods}, nil
+}
+
+// pushedPaidBefore answers an OfferRequest with no reference when no
+// request is pending for card: the TransactionResult of the purchase the
+// card paid last, again, when this service approved it within
+// PaidAgainFor and it is still paid (not refunded in full); else
+// CodeTransactionUnknown. A pushed purchase has no reference the device
+// knows, so this is how a device whose connection dropped before the
+// result arrived gets its goods; the device takes it only for the
+// transaction it was settling. Nothing is posted and no counter moves.
+func (s *Service) pushedPaidBefore(ctx context.Context, sess *auth.Session, card string, now time.Time) (protocol.Message, error) {
+	unknown := func(cause error) (protocol.Message, error) {
+		return nil, s.refuseOffer(ctx, sess, card, "", protocol.CodeTransactionUnknown, cause)
+	}
+	id, ok := s.recentlyPaid(card, now)
+	if !ok {
+		return unknown(errors.New("no pending request for the card"))
+	}
+	p, err := s.ms.Purchase(ctx, "", id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return unknown(err)
+	case err != nil:
+		return nil, fmt.Errorf("offering transaction: %w", err)
+	}
+	if p.Card != card || (p.Status != store.PurchaseApproved && p.Status != store.PurchaseRefundedPartially) {
+		return unknown(fmt.Errorf("no pending request for the card; the last paid is %s", p.Status))
+	}
+	return s.resultAgain(ctx, sess, card, p)
 }
 
 // refuseOffer logs a refused OfferRequest and returns its error.
