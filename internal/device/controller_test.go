@@ -630,7 +630,7 @@ func TestFlows(t *testing.T) {
 	if got, want := r.balance(r.merchant.Account)-merchantBefore, int64(750+300); got != want {
 		t.Errorf("merchant was paid %d, want %d", got, want)
 	}
-	if got, want := r.balance(r.holder()), int64(10_000-750-300-2000); got != want {
+	if got, want := r.balance(r.holder()), int64(10_000-750-300-2000+500); got != want {
 		t.Errorf("holder account holds %d, want %d", got, want)
 	}
 	// The holder saw the purchase before the device asked for the PIN.
@@ -679,6 +679,10 @@ func TestFlows(t *testing.T) {
 	items, err := c.Items(context.Background())
 	if err != nil || len(items) != 1 {
 		t.Errorf("Items() = %v, %v; want the concert ticket", items, err)
+	}
+	// The unload left 11.50 EUR in the purse.
+	if p, err := c.Purse(context.Background()); err != nil || p.Balance.Minor != 1150 {
+		t.Errorf("Purse() = %+v, %v; want 11.50 EUR after the unload", p, err)
 	}
 }
 

@@ -173,7 +173,7 @@ func (s *cardSession) menu() error {
 		if page == 0 {
 			s.c.show(fit2("1 Sign in", "2 Buy ref"), fit2("3 Pending", "4 Load"), fit2(pay, "6 Balance"), "F1 more   CANCEL end")
 		} else {
-			s.c.show(fit2("7 Log", "8 Goods"), "9 Change PIN", "0 Unblock PIN", "F1 back   CANCEL end")
+			s.c.show(fit2("7 Log", "8 Goods"), "9 Change PIN", "0 Unblock PIN", "F1 back  F2 Unload")
 		}
 		k, err := s.key(s.hctx)
 		if err != nil {
@@ -186,6 +186,10 @@ func (s *cardSession) menu() error {
 		switch k {
 		case hal.KeyF1:
 			page = 1 - page
+		case hal.KeyF2:
+			if page == 1 {
+				run = s.unload
+			}
 		case hal.KeyCancel:
 			return s.eject()
 		case hal.Key1:
@@ -391,9 +395,13 @@ func (s *cardSession) dial(ctx context.Context) (link.Link, error) {
 		return nil, fmt.Errorf("%w: %w", errUnreachable, err)
 	}
 	s.c.indicate(func(i *hal.Indicators) { i.Link = hal.LinkUp })
-	w := &watchLink{closeLink: &closeLink{Link: s.c.metered(l), done: func() {
+	w := &watchLink{}
+	w.closeLink = &closeLink{Link: s.c.metered(l), done: func() {
 		s.c.indicate(func(i *hal.Indicators) { i.Link = hal.LinkDown })
-	}}}
+		if s.link == w {
+			s.link = nil
+		}
+	}}
 	s.link = w
 	return w, nil
 }
@@ -828,6 +836,47 @@ func (s *cardSession) load() error {
 		return s.ack()
 	}
 	s.c.show("Loaded "+res.Loaded.Amount.String(), "Purse "+res.After.Balance.String(), "", "OK")
+	return s.ack()
+}
+
+// unload moves money from the purse back to the holder's account: the
+// server offers the unload, the holder reviews it and gives their PIN or
+// finger (the card debits its purse only after verifying the holder
+// itself), and the server credits the account.
+func (s *cardSession) unload() error {
+	if ok, err := s.needs("a purse unload", hal.OpTransaction, 1); !ok {
+		return err
+	}
+	before, err := s.card.Purse(s.hctx)
+	if err != nil {
+		return err
+	}
+	amount, err := s.readAmount("Unload purse", before.Balance.Currency)
+	if err != nil {
+		return err
+	}
+	if amount.Minor > before.Balance.Minor {
+		return fmt.Errorf("the purse holds only %s", before.Balance)
+	}
+	if ok, err := s.needs("a purse unload", hal.OpCardWrite, 1); !ok {
+		return err
+	}
+	var res PurseResult
+	err = s.online("Unloading purse", func(ctx context.Context, l link.Link, id Identity) error {
+		opts := LoadOptions{AuthOptions: s.authOptions(), Amount: amount, Confirm: s.review("Unload"), Verify: s.verify("Unload", false)}
+		var err error
+		res, err = Unload(ctx, l, id, s.card, opts)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	s.c.enter(StateResult)
+	if !res.OK() {
+		s.c.show("Not unloaded", clip(res.Code.String()), "", "OK")
+		return s.ack()
+	}
+	s.c.show("Unloaded "+res.Transaction.Amount.String(), "Purse "+res.After.Balance.String(), "to your account", "OK")
 	return s.ack()
 }
 

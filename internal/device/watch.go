@@ -22,66 +22,75 @@ var errLinkLost = errors.New("link lost while the holder decided")
 type watchLink struct {
 	*closeLink
 
-	mu  sync.Mutex
-	bg  chan readResult // the read-ahead under way, nil when none
-	buf []byte          // bytes the read-ahead got, not yet read
-	err error           // its error, returned once buf is empty
+	mu       sync.Mutex
+	bg       chan struct{} // closed when the read-ahead under way ends; nil when none
+	buf      []byte        // bytes the read-ahead got, not yet read
+	err      error         // its error, returned once buf is empty
+	closed   bool
+	watchers map[int]context.CancelCauseFunc // the watches not stopped yet
+	next     int
 }
 
-// readResult is what a read-ahead got.
-type readResult struct {
-	b   []byte
-	err error
-}
+// lost is the cause of a watch's end when the link failed with err.
+func lost(err error) error { return fmt.Errorf("%w: %w", errLinkLost, err) }
 
 // watch starts reading ahead on the link, if it does not already, and
 // returns a context that ends when ctx does or, with cause wrapping
 // errLinkLost, when the link fails. Call stop when the holder has
-// answered; the read-ahead goes on until the next Read takes its result
-// (or Close ends it).
+// answered; the read-ahead goes on until the next Read takes what it got
+// (or Close ends it). On a closed link it watches nothing.
 func (w *watchLink) watch(ctx context.Context) (wctx context.Context, stop func()) {
 	wctx, cancel := context.WithCancelCause(ctx)
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.closed {
+		return wctx, func() { cancel(nil) }
+	}
 	if w.err != nil {
-		cancel(fmt.Errorf("%w: %w", errLinkLost, w.err))
+		cancel(lost(w.err))
 		return wctx, func() { cancel(nil) }
 	}
-	if w.bg != nil || len(w.buf) > 0 {
-		// Already reading ahead (or the server said something): the
-		// earlier watch's read tells this one nothing; leave it be.
-		return wctx, func() { cancel(nil) }
+	if w.watchers == nil {
+		w.watchers = map[int]context.CancelCauseFunc{}
 	}
-	ch := make(chan readResult, 1)
-	w.bg = ch
-	go func() {
-		b := make([]byte, 512)
-		n, err := w.closeLink.Read(b)
-		if err != nil {
-			cancel(fmt.Errorf("%w: %w", errLinkLost, err))
-		}
-		ch <- readResult{b[:n], err}
-	}()
-	return wctx, func() { cancel(nil) }
+	id := w.next
+	w.next++
+	w.watchers[id] = cancel
+	if w.bg == nil && len(w.buf) == 0 {
+		done := make(chan struct{})
+		w.bg = done
+		go func() {
+			defer close(done)
+			b := make([]byte, 512)
+			n, err := w.closeLink.Read(b)
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			w.bg = nil
+			w.buf = append(w.buf, b[:n]...)
+			if err != nil {
+				w.err = err
+				for _, c := range w.watchers {
+					c(lost(err))
+				}
+			}
+		}()
+	}
+	return wctx, func() {
+		w.mu.Lock()
+		delete(w.watchers, id)
+		w.mu.Unlock()
+		cancel(nil)
+	}
 }
 
-// take waits for the read-ahead under way, if any, and keeps what it
-// got.
+// take waits for the read-ahead under way, if any.
 func (w *watchLink) take() {
 	w.mu.Lock()
-	ch := w.bg
+	done := w.bg
 	w.mu.Unlock()
-	if ch == nil {
-		return
+	if done != nil {
+		<-done
 	}
-	r := <-ch
-	w.mu.Lock()
-	w.bg = nil
-	w.buf = append(w.buf, r.b...)
-	if r.err != nil {
-		w.err = r.err
-	}
-	w.mu.Unlock()
 }
 
 // Read returns what a read-ahead got first, then reads the link.
@@ -105,6 +114,9 @@ func (w *watchLink) Read(p []byte) (int, error) {
 
 // Close closes the link and waits for a read-ahead to end.
 func (w *watchLink) Close() error {
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
 	err := w.closeLink.Close()
 	w.take()
 	return err
