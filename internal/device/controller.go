@@ -120,14 +120,17 @@ type Controller struct {
 	Sensor hal.Sensor
 	// Dial opens a new link to the server.
 	Dial func(ctx context.Context) (link.Link, error)
-	// Memory holds the device's identity; a server key update is pinned
-	// in it. When nil, Identity is used and updates are not kept.
+	// Memory is the device's NVM: its identity (a server key update is
+	// pinned in it), the purchase it has to settle and its Settings.
+	// When nil, Identity is used, updates and the purchase to settle
+	// are kept in RAM only, and the settings are the defaults.
 	Memory   *Memory
 	Identity Identity
 	// Payee, when set, is the merchant name this device pays from the
 	// purse offline (service "Pay"), as at a shop's counter; Receipts
 	// takes each debit receipt for the merchant to redeem (and the
-	// printer prints it). Empty hides the service.
+	// printer prints it). Empty means the Settings' payee in Memory;
+	// none hides the service.
 	Payee    string
 	Receipts func(ctx context.Context, r PayReceipt) error
 	// LinkOp is the energy operation of one byte on the link; the zero
@@ -140,7 +143,8 @@ type Controller struct {
 	Rand io.Reader
 	// Timeout bounds one exchange with the server; HolderTimeout how long
 	// the device waits for a key; PowerPoll how often it reads the power
-	// manager. Zero means the defaults.
+	// manager. Zero means the defaults: the ROM's, and for HolderTimeout
+	// the Settings' in Memory first.
 	Timeout, HolderTimeout, PowerPoll time.Duration
 	// Log receives what the device did; nil discards.
 	Log *slog.Logger
@@ -274,18 +278,39 @@ func (c *Controller) defaults() error {
 		c.Clock = time.Now
 	}
 	if c.Timeout <= 0 {
-		c.Timeout = DefaultTimeout
-	}
-	if c.HolderTimeout <= 0 {
-		c.HolderTimeout = DefaultHolderTimeout
+		c.Timeout = rom.Timeout
 	}
 	if c.PowerPoll <= 0 {
-		c.PowerPoll = DefaultPowerPoll
+		c.PowerPoll = rom.PowerPoll
 	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
 	return nil
+}
+
+// settings returns the settings in force: the Controller's fields where
+// set, else those stored in Memory, else the ROM's defaults. A stored
+// record that does not read is logged and the defaults used.
+func (c *Controller) settings() Settings {
+	var st Settings
+	if c.Memory != nil {
+		var err error
+		if st, err = c.Memory.Settings(); err != nil {
+			c.Log.Warn("settings unreadable: using the defaults", "err", err)
+			st = Settings{}
+		}
+	}
+	if c.Payee != "" {
+		st.Payee = c.Payee
+	}
+	if c.HolderTimeout > 0 {
+		st.HolderTimeout = c.HolderTimeout
+	}
+	if st.HolderTimeout <= 0 {
+		st.HolderTimeout = rom.HolderTimeout
+	}
+	return st
 }
 
 // identity reads the device's identity.
@@ -449,7 +474,7 @@ func (c *Controller) session(ctx context.Context) error {
 		c.watch(hctx, stop)
 	}()
 
-	s := &cardSession{c: c, ctx: ctx, hctx: hctx}
+	s := &cardSession{c: c, ctx: ctx, hctx: hctx, set: c.settings()}
 	s.card, err = wallet.Select(hctx, mc)
 	if err == nil {
 		s.info, err = cardInfo(hctx, s.card)

@@ -1010,3 +1010,62 @@ func TestPushedAnswerLost(t *testing.T) {
 		t.Fatalf("Items() = %+v, %v; want the two vouchers whose answers were lost", items, err)
 	}
 }
+
+// runController runs c until script name has played, then switches it
+// off (Run must return nil).
+func (r *rig) runController(c *device.Controller, name string) {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*testTimeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	r.play(name)
+	cancel()
+	if err := <-done; err != nil {
+		r.t.Errorf("Run() = %v, want nil", err)
+	}
+}
+
+// TestRestartLosesRAM switches the device off and on: what the
+// controller held in RAM (an approval not delivered, when it has no
+// Memory) is gone, while the settings in its NVM (Memory) stay.
+func TestRestartLosesRAM(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	id := r.ctrl.Identity
+	r.ctrl.Payee = ""
+	r.start()
+	r.play("ram1.txt")
+	if err := r.finish(); err != nil {
+		t.Fatalf("Run() = %v, want nil", err)
+	}
+	mark := len(r.drv.Transcript())
+	// On again, a new controller: RAM starts empty.
+	c := r.controller(id)
+	c.Payee = ""
+	if st := c.State(); st != device.StateOff {
+		t.Errorf("State() of a controller switched on = %v, want off", st)
+	}
+	r.runController(c, "ram2.txt")
+	if tr := r.drv.Transcript()[mark:]; strings.Contains(tr, "Earlier purchase") || strings.Contains(tr, "5 Pay") {
+		t.Errorf("after the restart the device settled the purchase held in RAM, or offered Pay without a payee:\n%s", tr)
+	}
+	if p := r.status("71717170"); p.Status != store.PurchasePending {
+		t.Errorf("purchase whose approval was in RAM: status %s, want pending (the server expires it)", p.Status)
+	}
+
+	// NVM: the settings stored before the device is switched on.
+	mem, err := device.CreateMemory(filepath.Join(t.TempDir(), "device.nvm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
+	if err := mem.SetIdentity(id); err != nil {
+		t.Fatal(err)
+	}
+	if err := mem.SetSettings(device.Settings{Payee: "Night Kiosk"}); err != nil {
+		t.Fatal(err)
+	}
+	c = r.controller(device.Identity{})
+	c.Memory, c.Payee = mem, ""
+	r.runController(c, "nvm.txt")
+}

@@ -38,12 +38,13 @@ type cardSession struct {
 	card *wallet.Client
 	info wallet.Info
 	link *watchLink // the link dialled last; nil before the first
+	set  Settings   // in force for this card (Controller.settings)
 }
 
 // key waits for a key, within ctx (which may be narrower than the
 // holder's context).
 func (s *cardSession) key(ctx context.Context) (hal.Key, error) {
-	kctx, cancel := context.WithTimeout(ctx, s.c.HolderTimeout)
+	kctx, cancel := context.WithTimeout(ctx, s.set.HolderTimeout)
 	defer cancel()
 	stop := context.AfterFunc(s.hctx, cancel)
 	defer stop()
@@ -167,7 +168,7 @@ func (s *cardSession) menu() error {
 	for {
 		s.c.enter(StateMenu)
 		pay := "5 Pay"
-		if s.c.Payee == "" {
+		if s.set.Payee == "" {
 			pay = ""
 		}
 		if page == 0 {
@@ -201,7 +202,7 @@ func (s *cardSession) menu() error {
 		case hal.Key4:
 			run = s.load
 		case hal.Key5:
-			if s.c.Payee != "" {
+			if s.set.Payee != "" {
 				run = s.pay
 			}
 		case hal.Key6:
@@ -292,18 +293,18 @@ func (s *cardSession) readPIN(ctx context.Context, title string, finger bool) (s
 				continue
 			case k == hal.KeyOK:
 			default:
-				if c, ok := k.Digit(); ok && len(d) < 12 {
+				if c, ok := k.Digit(); ok && len(d) < rom.MaxPIN {
 					d = append(d, c)
 				}
 				continue
 			}
 			break
 		}
-		if len(d) >= 4 {
+		if len(d) >= rom.MinPIN {
 			return string(d), false, nil
 		}
 		// Too short: say so and ask again.
-		s.c.show(title, "A PIN has 4 to 12", "digits", "OK")
+		s.c.show(title, fmt.Sprintf("A PIN has %d to %d", rom.MinPIN, rom.MaxPIN), "digits", "OK")
 		if _, err := s.key(ctx); err != nil {
 			return "", false, err
 		}
@@ -530,14 +531,14 @@ func (s *cardSession) buyReference() error {
 		return err
 	}
 	s.c.enter(StateMenu)
-	ref, err := s.readDigits(s.hctx, protocol.ReferenceLen, func(e string) {
-		s.c.show("Buy", "Reference code:", e+strings.Repeat("_", protocol.ReferenceLen-len(e)), "OK  CANCEL")
+	ref, err := s.readDigits(s.hctx, rom.ReferenceLen, func(e string) {
+		s.c.show("Buy", "Reference code:", e+strings.Repeat("_", rom.ReferenceLen-len(e)), "OK  CANCEL")
 	})
 	if err != nil {
 		return err
 	}
-	if len(ref) != protocol.ReferenceLen {
-		return fmt.Errorf("a reference has %d digits", protocol.ReferenceLen)
+	if len(ref) != rom.ReferenceLen {
+		return fmt.Errorf("a reference has %d digits", rom.ReferenceLen)
 	}
 	return s.buy(ref)
 }
@@ -608,10 +609,6 @@ func (s *cardSession) verify(what string, online bool) VerifyFunc {
 // buy approves the purchase of ref, or the one pushed to the card.
 func (s *cardSession) buy(ref string) error { return s.buyAttempt(ref, 0) }
 
-// maxReviewRedials is how often a purchase whose link dropped while the
-// holder reviewed it is fetched again over a new link.
-const maxReviewRedials = 2
-
 // buyAttempt is buy; attempt counts the links that dropped during the
 // holder's review.
 func (s *cardSession) buyAttempt(ref string, attempt int) error {
@@ -638,7 +635,7 @@ func (s *cardSession) buyAttempt(ref string, attempt int) error {
 	}
 	var perr *protocol.Error
 	switch {
-	case errors.Is(err, errLinkLost) && res.Approval == nil && !cardGone && attempt < maxReviewRedials:
+	case errors.Is(err, errLinkLost) && res.Approval == nil && !cardGone && attempt < rom.ReviewRedials:
 		// The link dropped while the holder reviewed or typed the PIN:
 		// they approved nothing yet. Say so at once and fetch the
 		// purchase again (the server offers the same transaction); the
@@ -716,7 +713,7 @@ func (s *cardSession) bought(res BuyResult) error {
 // print prints r when there is a printer and the power for it; a
 // failure is logged: the payment stands, with or without its receipt.
 func (s *cardSession) print(r hal.Receipt) {
-	if s.c.Printer == nil {
+	if s.c.Printer == nil || s.set.NoReceipts {
 		return
 	}
 	if err := s.c.check(hal.OpPrinter, len(r.Lines)+2); err != nil {
@@ -784,7 +781,7 @@ func (s *cardSession) settle() error {
 // units (2 0 0 0 is 20.00).
 func (s *cardSession) readAmount(title string, cur money.Currency) (money.Amount, error) {
 	s.c.enter(StateMenu)
-	digits, err := s.readDigits(s.hctx, 9, func(e string) {
+	digits, err := s.readDigits(s.hctx, rom.MaxAmountDigits, func(e string) {
 		n, _ := strconv.ParseInt("0"+e, 10, 64)
 		s.c.show(title, "Amount:", money.Amount{Minor: n, Currency: cur}.String(), "OK  CLEAR  CANCEL")
 	})
@@ -890,7 +887,7 @@ func (s *cardSession) pay() error {
 	if err != nil {
 		return err
 	}
-	amount, err := s.readAmount("Pay "+s.c.Payee, before.Balance.Currency)
+	amount, err := s.readAmount(clip("Pay "+s.set.Payee), before.Balance.Currency)
 	if err != nil {
 		return err
 	}
@@ -900,7 +897,7 @@ func (s *cardSession) pay() error {
 	if ok, err := s.needs("a payment", hal.OpCardWrite, 2); !ok {
 		return err
 	}
-	t := txn.Transaction{Merchant: s.c.Payee, Item: "Purchase", Amount: amount,
+	t := txn.Transaction{Merchant: s.set.Payee, Item: "Purchase", Amount: amount,
 		Time: s.c.Clock().UTC().Truncate(time.Second), Nonce: make([]byte, 16)}
 	r := s.c.Rand
 	if r == nil {
