@@ -35,7 +35,10 @@ Keys: 0-9; Enter is OK, Esc is Cancel, Backspace is Clear; F1-F4, or a-d
 on terminals without function keys; i inserts or removes the card;
 Ctrl-C switches the device off. A mouse click on a key presses it.
 
-The card in FILE starts in the reader (--inserted=false: out). The device
+The card in FILE starts in the reader (--inserted=false: out). --payee
+NAME shows service 5 "Pay": the holder pays NAME from the purse offline
+(the card debits itself; the receipt is printed); without it the device's
+settings say ('cardlink device settings --payee'). The device
 in DEVDIR is one made by 'cardlink device provision'; it talks to the
 server it was provisioned for, or to --server.
 
@@ -69,11 +72,12 @@ func deviceRunCommand() *command {
 // deviceRun runs the interactive device.
 func deviceRun(e *env, args []string) error {
 	fs := newFlags(e, "cardlink device run",
-		"cardlink device run --card FILE --device DEVDIR [--server ADDR] [--power mains|battery|rechargeable|line] [--level PCT] [--peripherals FILE | --printer FILE --bio FILE] [--inserted=false] [--log FILE]",
+		"cardlink device run --card FILE --device DEVDIR [--server ADDR] [--payee NAME] [--power mains|battery|rechargeable|line] [--level PCT] [--peripherals FILE | --printer FILE --bio FILE] [--inserted=false] [--log FILE]",
 		deviceRunHelp)
 	cardPath := fs.String("card", "", "card file (required)")
 	dir := fs.String("device", "", "device directory made by 'cardlink device provision' (required)")
 	server := fs.String("server", "", "the server's device-listener address (default: the provisioned one)")
+	payee := fs.String("payee", "", "merchant name the device pays from the purse offline (default: the settings')")
 	src := fs.String("power", "mains", "power source: mains, battery, rechargeable or line")
 	level := fs.Int("level", 100, "charge of the battery or rechargeable battery, in percent")
 	periph := fs.String("peripherals", "", "connector configuration file: the printer and sensor built in or attached")
@@ -130,6 +134,7 @@ func deviceRun(e *env, args []string) error {
 	ctl := &device.Controller{
 		Reader: f.Reader,
 		Memory: mem,
+		Payee:  *payee,
 		Dial: func(ctx context.Context) (link.Link, error) {
 			var d net.Dialer
 			nc, err := d.DialContext(ctx, "tcp", addr)
