@@ -1069,3 +1069,21 @@ func TestRestartLosesRAM(t *testing.T) {
 	c.Memory, c.Payee = mem, ""
 	r.runController(c, "nvm.txt")
 }
+
+// TestUnloadInterrupted loses the approval of an unload with the line:
+// the purse is debited and the account not credited (the device keeps no
+// unload to resend), and the device says so rather than an error code.
+func TestUnloadInterrupted(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	r.start()
+	r.play("unloadlost.txt")
+	if err := r.finish(); err != nil {
+		t.Errorf("Run() = %v, want nil", err)
+	}
+	if p, err := r.client().Purse(context.Background()); err != nil || p.Balance.Minor != 600 {
+		t.Errorf("Purse() = %+v, %v; want 6.00 EUR (debited by the unload)", p, err)
+	}
+	if got := r.balance(r.holder()); got != 10_000-1000 {
+		t.Errorf("holder account holds %d, want 9000 (the unload was not credited)", got)
+	}
+}

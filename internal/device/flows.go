@@ -865,6 +865,15 @@ func (s *cardSession) unload() error {
 		res, err = Unload(ctx, l, id, s.card, opts)
 		return err
 	})
+	if err != nil && res.Counter != 0 && s.end(err) == nil {
+		// The card debited its purse and signed the debit, but the
+		// server's credit was not confirmed: the device keeps no
+		// unload to resend (a limit). Say what happened.
+		s.c.Log.Warn("unload not confirmed after the card debited its purse", "amount", amount.String(), "counter", res.Counter, "err", err)
+		s.c.enter(StateError)
+		s.c.show("Unload interrupted", clip("Purse debited "+amount.String()), "Not confirmed:", "ask the issuer  OK")
+		return s.ack()
+	}
 	if err != nil {
 		return err
 	}
