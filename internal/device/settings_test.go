@@ -6,6 +6,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"cardlink/internal/card/nvm"
+	"cardlink/internal/card/nvm/nvmtest"
 )
 
 func TestSettingsRoundTrip(t *testing.T) {
@@ -103,5 +106,77 @@ func TestSettingsOverride(t *testing.T) {
 	c.Payee, c.HolderTimeout = "Corner Shop", 5*time.Second
 	if got := c.settings(); got != (Settings{Payee: "Corner Shop", HolderTimeout: 5 * time.Second}) {
 		t.Errorf("settings() = %+v, want the Controller's fields", got)
+	}
+}
+
+// TestSetSettingsTearing cuts the power at every write of a settings
+// update: after power-up the memory holds the old settings or the new
+// ones, never a mix, and the identity is untouched.
+func TestSetSettingsTearing(t *testing.T) {
+	id := newIdentity(t)
+	old := Settings{Payee: "Corner Shop"}
+	next := Settings{Payee: "Night Kiosk at the station", HolderTimeout: 90 * time.Second, NoReceipts: true}
+	setup := func(t *testing.T) (*Memory, *nvmtest.Tearing, *nvm.MemMedium) {
+		t.Helper()
+		medium := nvm.NewMemMedium(nvm.MediumSize(MemoryCapacity))
+		tm := nvmtest.NewTearing(medium)
+		if err := nvm.Format(tm, MemoryCapacity); err != nil {
+			t.Fatal(err)
+		}
+		mem, err := nvm.Open(tm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := &Memory{mem: mem}
+		if err := m.SetIdentity(id); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.SetSettings(old); err != nil {
+			t.Fatal(err)
+		}
+		return m, tm, medium
+	}
+	m, tm, _ := setup(t)
+	before := tm.Writes()
+	if err := m.SetSettings(next); err != nil {
+		t.Fatal(err)
+	}
+	writes := tm.Writes() - before
+	if writes == 0 {
+		t.Fatal("SetSettings made no writes")
+	}
+	sawOld, sawNew := false, false
+	for n := 0; n <= writes; n++ {
+		m, tm, medium := setup(t)
+		if n == writes {
+			tm.CutAtSync()
+		} else {
+			tm.CutAt(n, nvm.PageSize/2)
+		}
+		if err := m.SetSettings(next); err == nil {
+			t.Fatalf("cut %d: SetSettings() = nil error, want one", n)
+		}
+		mem, err := nvm.Open(medium)
+		if err != nil {
+			t.Fatalf("cut %d: nvm.Open() = %v", n, err)
+		}
+		after := &Memory{mem: mem}
+		got, err := after.Settings()
+		switch {
+		case err != nil:
+			t.Fatalf("cut %d: Settings() = %v", n, err)
+		case got == old:
+			sawOld = true
+		case got == next:
+			sawNew = true
+		default:
+			t.Fatalf("cut %d: Settings() = %+v, want %+v or %+v", n, got, old, next)
+		}
+		if _, err := after.Identity(); err != nil {
+			t.Fatalf("cut %d: Identity() = %v", n, err)
+		}
+	}
+	if !sawOld || !sawNew {
+		t.Errorf("cuts left the old settings: %v, the new: %v; want both seen", sawOld, sawNew)
 	}
 }
