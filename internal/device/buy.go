@@ -42,11 +42,11 @@ type BuyOptions struct {
 	// whose answer was lost. When the server offers the same transaction
 	// (same ID) again, Buy sends Resume as it is and confirms, verifies
 	// and signs nothing; any other offer is handled as usual. For a
-	// pushed purchase (no Reference) the server answers the request with
-	// the result of the purchase the card paid last when nothing else is
-	// pending: Buy takes it as PaidBefore only when it is Resume's
-	// transaction, else it returns CodeTransactionUnknown as a
-	// *protocol.Error.
+	// pushed purchase (no Reference) Buy names Resume's transaction in
+	// the request (OfferRequest.Paid): when nothing else is pending and
+	// the card paid it, the server answers with its result again, which
+	// Buy takes as PaidBefore; a result for any other transaction is
+	// CodeTransactionUnknown as a *protocol.Error.
 	Resume *protocol.TransactionApproval
 }
 
@@ -195,6 +195,9 @@ func (s *session) buy(ctx context.Context, info wallet.Info, card *wallet.Client
 		Reference:  opts.Reference,
 		CardNumber: protocol.CardNumber(info.CardNumber),
 		CertID:     protocol.CertID(cert),
+	}
+	if opts.Reference == "" && opts.Resume != nil {
+		req.Paid = opts.Resume.ID
 	}
 	m, err := s.ask(req, func() bool {
 		if req.Certificate != nil {

@@ -530,12 +530,16 @@ func (r *AuthResult) validate() error {
 // this card paid already (its TransactionResult was lost on the way) — that
 // purchase's TransactionResult again: CodeOK, the CVM accepted then and
 // its e-goods signed again, with nothing paid or counted anew. Another
-// card asking with that reference gets CodeTransactionUnknown.
+// card asking with that reference gets CodeTransactionUnknown. So does a
+// request with no Reference and Paid set, when nothing is pending for the
+// card: Paid names the pushed transaction whose result the device lost,
+// and the server answers its result again if this card paid it.
 type OfferRequest struct {
 	Reference   string     `cbor:"1,keyasint,omitempty"` // ReferenceLen ASCII digits, or empty
 	CardNumber  CardNumber `cbor:"2,keyasint,omitempty"` // required
 	CertID      []byte     `cbor:"3,keyasint,omitempty"` // CertID of the card certificate, CertIDLen bytes
 	Certificate []byte     `cbor:"4,keyasint,omitempty"` // only after CodeCertificateNeeded; at most MaxCertificate
+	Paid        []byte     `cbor:"5,keyasint,omitempty"` // TransactionIDLen bytes, only with no Reference: a pushed transaction the card signed whose result was lost
 }
 
 // Type returns TypeOfferRequest.
@@ -564,6 +568,14 @@ func (r *OfferRequest) validate() error {
 		}
 		if !bytes.Equal(CertID(r.Certificate), r.CertID) {
 			return errors.New("certificate: does not match the cert id")
+		}
+	}
+	if r.Paid != nil {
+		if r.Reference != "" {
+			return errors.New("paid: only for a pushed purchase (no reference)")
+		}
+		if err := checkLen("paid", r.Paid, TransactionIDLen, TransactionIDLen); err != nil {
+			return err
 		}
 	}
 	return nil

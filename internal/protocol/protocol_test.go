@@ -72,6 +72,7 @@ func more() []Message {
 		&TransactionOffer{Transaction: seq(MaxTransaction, 0), CVMs: CVMs(txn.CVMNone), TTL: 1},
 		&TransactionOffer{Transaction: seq(1, 0), CVMs: CVMs(txn.CVMNone, txn.CVMOfflinePIN, txn.CVMOnlinePIN, txn.CVMBiometric), TTL: 1<<32 - 1},
 		&OfferRequest{CardNumber: card, CertID: CertID(cert)}, // pushed: no reference
+		&OfferRequest{CardNumber: card, CertID: CertID(cert), Paid: seq(TransactionIDLen, 1)}, // pushed, its result lost
 		&OfferRequest{Reference: "00000000", CardNumber: "0000000000000000", CertID: CertID(seq(MaxCertificate, 0)), Certificate: seq(MaxCertificate, 0)},
 		&TransactionResult{ID: seq(16, 0)}, // CodeOK, nothing else
 		&TransactionResult{ID: seq(16, 0xF0), Code: CodePINIncorrect, TriesLeft: 2},
@@ -306,6 +307,8 @@ func TestEncodeInvalid(t *testing.T) {
 		{"offer request reference short", &OfferRequest{Reference: "1234567", CardNumber: card, CertID: CertID(cert)}},
 		{"offer request reference letters", &OfferRequest{Reference: "1234567a", CardNumber: card, CertID: CertID(cert)}},
 		{"offer request certificate for another id", &OfferRequest{CardNumber: card, CertID: CertID(cert), Certificate: seq(10, 0)}},
+		{"offer request paid with a reference", &OfferRequest{Reference: "12345674", CardNumber: card, CertID: CertID(cert), Paid: seq(TransactionIDLen, 1)}},
+		{"offer request paid short", &OfferRequest{CardNumber: card, CertID: CertID(cert), Paid: seq(TransactionIDLen-1, 1)}},
 		{"result no id", &TransactionResult{Code: CodeOK}},
 		{"result cvm unknown", &TransactionResult{ID: seq(16, 0), CVM: 4}},
 		{"result goods declined", &TransactionResult{ID: seq(16, 0), Code: CodeInsufficientFunds, Goods: [][]byte{{1}}}},

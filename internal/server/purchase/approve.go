@@ -146,7 +146,6 @@ func (s *Service) Approve(ctx context.Context, sess *auth.Session, a *protocol.T
 	default:
 		return nil, fmt.Errorf("approving %s: settled as %s", id, p.Status)
 	}
-	s.rememberPaid(p.Card, p.ID, s.now())
 	goods := s.goods(ctx, p)
 	s.log.LogAttrs(ctx, slog.LevelInfo, "purchase approved", slog.String("purchase", id),
 		slog.String("card", auth.MaskCard(p.Card)), slog.String("cvm", v.CVM.String()),

@@ -559,10 +559,10 @@ func TestSoldOut(t *testing.T) {
 }
 
 // TestPushedPaidAgain pays a purchase pushed to the card: a request with
-// no reference that then finds nothing pending gets the purchase's
-// result again with its goods (the device lost the first answer), only
-// for that card, only while it is paid, and only within PaidAgainFor;
-// a newer pending push is offered instead.
+// no reference that finds nothing pending and names the paid transaction
+// (OfferRequest.Paid) gets the purchase's result again with its goods
+// (the device lost the first answer) — only for that card, only while it
+// is paid; without Paid nothing; a newer pending push is offered instead.
 func TestPushedPaidAgain(t *testing.T) {
 	onEachStore(t, func(t *testing.T, s *shop) {
 		ctx := context.Background()
@@ -583,7 +583,11 @@ func TestPushedPaidAgain(t *testing.T) {
 		}
 		again := func() (protocol.Message, error) {
 			return s.svc.Offer(ctx, s.sess, &protocol.OfferRequest{CardNumber: protocol.CardNumber(s.card.CardNumber),
-				CertID: protocol.CertID(s.card.CardCert.Raw), Certificate: s.card.CardCert.Raw})
+				CertID: protocol.CertID(s.card.CardCert.Raw), Certificate: s.card.CardCert.Raw, Paid: tx.ID[:]})
+		}
+		// A request that names nothing learns nothing.
+		if _, err := s.offer(t, s.card, ""); !isCode(err, protocol.CodeTransactionUnknown) {
+			t.Errorf("Offer(no reference, no Paid) after paying = %v, want CodeTransactionUnknown", err)
 		}
 		s.clock.Add(time.Hour)
 		m, err := again()
@@ -598,10 +602,11 @@ func TestPushedPaidAgain(t *testing.T) {
 		if got := s.balance(t, ledger.HolderAccount(s.card.CardNumber, eur)); got != 100 {
 			t.Errorf("holder balance = %d, want 100 (paid once)", got)
 		}
-		// Another card learns nothing.
+		// Another card naming the transaction learns nothing.
 		other := servertest.Sibling(t, s.card)
-		if _, err := s.offer(t, other, ""); !isCode(err, protocol.CodeTransactionUnknown) {
-			t.Errorf("Offer(other card) = %v, want CodeTransactionUnknown", err)
+		if m, err := s.svc.Offer(ctx, s.sess, &protocol.OfferRequest{CardNumber: protocol.CardNumber(other.CardNumber),
+			CertID: protocol.CertID(other.CardCert.Raw), Certificate: other.CardCert.Raw, Paid: tx.ID[:]}); !isCode(err, protocol.CodeTransactionUnknown) {
+			t.Errorf("Offer(other card, Paid) = %+v, %v; want CodeTransactionUnknown", m, err)
 		}
 		// A newer push pending is offered first.
 		next := s.newPurchase(t, purchaseOpts{amount: 50, card: s.card.CardNumber})
@@ -616,23 +621,6 @@ func TestPushedPaidAgain(t *testing.T) {
 		}
 		if m, err := again(); !isCode(err, protocol.CodeTransactionUnknown) {
 			t.Errorf("Offer(no reference) after a full refund = %+v, %v; want CodeTransactionUnknown", m, err)
-		}
-	})
-}
-
-// TestPushedPaidAgainExpires: past PaidAgainFor the request finds nothing.
-func TestPushedPaidAgainExpires(t *testing.T) {
-	onEachStore(t, func(t *testing.T, s *shop) {
-		ctx := context.Background()
-		s.newPurchase(t, purchaseOpts{amount: 100, card: s.card.CardNumber, ttl: 2 * purchase.PaidAgainFor})
-		o, tx := s.mustOffer(t, s.card, "")
-		s.fund(t, s.card.CardNumber, 100)
-		if r, err := s.svc.Approve(ctx, s.sess, servertest.Approval(t, s.card, tx.ID, o.Transaction)); err != nil || r.Code != protocol.CodeOK {
-			t.Fatalf("Approve() = %+v, %v; want CodeOK", r, err)
-		}
-		s.clock.Add(purchase.PaidAgainFor + time.Second)
-		if _, err := s.offer(t, s.card, ""); !isCode(err, protocol.CodeTransactionUnknown) {
-			t.Errorf("Offer(no reference) past PaidAgainFor = %v, want CodeTransactionUnknown", err)
 		}
 	})
 }

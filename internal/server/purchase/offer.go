@@ -61,8 +61,7 @@ func PurchaseID(id []byte) (string, bool) {
 // or — for a reference no pending request has, but that names a purchase
 // this card paid (approved or refunded partially, not refunded in full; the newest,
 // store.Merchants.PaidPurchase), or for no reference when nothing is
-// pending for the card but it paid a purchase here within PaidAgainFor
-// (the last one, as this Service remembers; a restart forgets) — that
+// pending for the card but req.Paid names a purchase it paid — that
 // purchase's *protocol.TransactionResult again: CodeOK, the CVM of the stored approval and the item's e-goods
 // signed again (the same txn.Item ID, the transaction id), so that a
 // device whose connection dropped before the result arrived gets the
@@ -70,7 +69,7 @@ func PurchaseID(id []byte) (string, bool) {
 // *protocol.Error (the card checks as for a challenge;
 // CodeTransactionUnknown when no pending request has the reference and
 // the card paid none with it (with no reference: none pending, none paid
-// lately), or it is bound to another card;
+// with req.Paid), or it is bound to another card;
 // CodeTransactionExpired). Other errors are internal.
 //
 // The checks of the card are auth.Service.CheckCard's. The request is
@@ -105,7 +104,7 @@ func (s *Service) Offer(ctx context.Context, sess *auth.Session, req *protocol.O
 		var ps []store.Purchase
 		ps, err = s.ms.PendingPurchasesForCard(ctx, number, now, 1)
 		if err == nil && len(ps) == 0 {
-			return s.pushedPaidBefore(ctx, sess, number, now)
+			return s.pushedPaidBefore(ctx, sess, number, req.Paid)
 		}
 		if err == nil {
 			p = ps[0]
@@ -181,20 +180,22 @@ func (s *Service) resultAgain(ctx context.Context, sess *auth.Session, card stri
 }
 
 // pushedPaidBefore answers an OfferRequest with no reference when no
-// request is pending for card: the TransactionResult of the purchase the
-// card paid last, again, when this service approved it within
-// PaidAgainFor and it is still paid (not refunded in full); else
-// CodeTransactionUnknown. A pushed purchase has no reference the device
-// knows, so this is how a device whose connection dropped before the
-// result arrived gets its goods; the device takes it only for the
-// transaction it was settling. Nothing is posted and no counter moves.
-func (s *Service) pushedPaidBefore(ctx context.Context, sess *auth.Session, card string, now time.Time) (protocol.Message, error) {
+// request is pending for card: the TransactionResult of the pushed
+// purchase paid (the transaction the device names, whose result it lost),
+// again, when card paid it and it is still paid (not refunded in full);
+// else CodeTransactionUnknown. A pushed purchase has no reference the
+// device knows, so the device names the transaction it was settling.
+// Nothing is posted and no counter moves.
+func (s *Service) pushedPaidBefore(ctx context.Context, sess *auth.Session, card string, paid []byte) (protocol.Message, error) {
 	unknown := func(cause error) (protocol.Message, error) {
 		return nil, s.refuseOffer(ctx, sess, card, "", protocol.CodeTransactionUnknown, cause)
 	}
-	id, ok := s.recentlyPaid(card, now)
-	if !ok {
+	if paid == nil {
 		return unknown(errors.New("no pending request for the card"))
+	}
+	id, ok := PurchaseID(paid)
+	if !ok {
+		return unknown(errors.New("no pending request for the card; not a purchase's transaction id"))
 	}
 	p, err := s.ms.Purchase(ctx, "", id)
 	switch {
@@ -204,7 +205,7 @@ func (s *Service) pushedPaidBefore(ctx context.Context, sess *auth.Session, card
 		return nil, fmt.Errorf("offering transaction: %w", err)
 	}
 	if p.Card != card || (p.Status != store.PurchaseApproved && p.Status != store.PurchaseRefundedPartially) {
-		return unknown(fmt.Errorf("no pending request for the card; the last paid is %s", p.Status))
+		return unknown(fmt.Errorf("no pending request for the card; %s is %s (for card %s)", p.ID, p.Status, auth.MaskCard(p.Card)))
 	}
 	return s.resultAgain(ctx, sess, card, p)
 }

@@ -30,7 +30,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"sync"
 	"time"
 
 	"cardlink/internal/server/auth"
@@ -61,9 +60,8 @@ type Config struct {
 	Logger *slog.Logger     // nil: discard
 }
 
-// Service runs purchases. It is safe for concurrent use; its state is in
-// the store and the ledger, but for the memory of each card's last
-// approved purchase (lastPaid), which a restart forgets.
+// Service runs purchases. It is safe for concurrent use; all its state is
+// in the store and the ledger.
 type Service struct {
 	cfg    Config
 	ms     store.Merchants
@@ -71,61 +69,6 @@ type Service struct {
 	rand   io.Reader
 	log    *slog.Logger
 	notify func(context.Context, store.Purchase)
-
-	mu       sync.Mutex
-	lastPaid map[string]paidEntry // by card number
-}
-
-// paidEntry is a purchase a card paid, as lastPaid remembers it.
-type paidEntry struct {
-	id string
-	at time.Time
-}
-
-// Limits of the memory of approved purchases (Service.lastPaid).
-const (
-	// PaidAgainFor is how long after its approval a purchase's result is
-	// answered again to a pushed-purchase request of its card that finds
-	// nothing pending (see Offer).
-	PaidAgainFor = 24 * time.Hour
-	// maxLastPaid is the most cards remembered; past it, the entries
-	// older than PaidAgainFor go, then any.
-	maxLastPaid = 10_000
-)
-
-// rememberPaid notes that card paid purchase id at now.
-func (s *Service) rememberPaid(card, id string, now time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.lastPaid == nil {
-		s.lastPaid = map[string]paidEntry{}
-	}
-	if _, ok := s.lastPaid[card]; !ok && len(s.lastPaid) >= maxLastPaid {
-		for c, p := range s.lastPaid {
-			if now.Sub(p.at) > PaidAgainFor {
-				delete(s.lastPaid, c)
-			}
-		}
-		for c := range s.lastPaid {
-			if len(s.lastPaid) < maxLastPaid {
-				break
-			}
-			delete(s.lastPaid, c)
-		}
-	}
-	s.lastPaid[card] = paidEntry{id: id, at: now}
-}
-
-// recentlyPaid returns the purchase card paid last, if it did within
-// PaidAgainFor of now.
-func (s *Service) recentlyPaid(card string, now time.Time) (string, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	p, ok := s.lastPaid[card]
-	if !ok || now.Sub(p.at) > PaidAgainFor {
-		return "", false
-	}
-	return p.id, true
 }
 
 // New returns a Service for cfg.
