@@ -190,16 +190,14 @@ type Demodulator struct {
 	fade         int     // samples the carrier has been fading
 
 	carrier bool
-	n       int64        // samples consumed
-	hist    []float64    // D, by sample index & mask
-	histM   []complex128 // running sums of the mixed-down samples, through
-	histS   []complex128 // each sample index (& mask)
+	n       int64       // samples consumed
+	hist    []histEntry // by sample index & mask
 	sumAllM complex128
 	sumAllS complex128
-	histX   []float64 // running sum of the squared samples (& mask)
-	histF   []float64 // power averaged over fastBits (& mask)
 	sumAllX float64
 	mask    int64
+	pw      float64 // win × pscale
+	pnorm   float64 // 2 / win²
 
 	state    demodState
 	scan     int64   // next sample to look at for a start bit
@@ -220,6 +218,14 @@ type Demodulator struct {
 	evalAt   int64
 
 	stats Stats
+}
+
+// histEntry is what the Demodulator keeps of each sample.
+type histEntry struct {
+	m, s complex128 // running sums of the mixed-down samples through it
+	x    float64    // running sum of the squared samples
+	f    float64    // power averaged over fastBits
+	d    float64    // the sliding one-bit soft decision: only its sign matters
 }
 
 // NewDemodulator returns a Demodulator for mode at rate samples per
@@ -298,12 +304,10 @@ func NewDemodulator(mode Mode, rate int) (*Demodulator, error) {
 	for size < int64(historyBits*bit)+int64(win)+64 {
 		size <<= 1
 	}
-	d.hist = make([]float64, size)
-	d.histM = make([]complex128, size)
-	d.histS = make([]complex128, size)
-	d.histX = make([]float64, size)
-	d.histF = make([]float64, size)
+	d.hist = make([]histEntry, size)
 	d.mask = size - 1
+	d.pw = float64(d.win) * d.pscale
+	d.pnorm = 2 / float64(d.win*d.win)
 	return d, nil
 }
 
@@ -353,12 +357,12 @@ func (d *Demodulator) sample(dst []Event, x float64) []Event {
 	var z complex128
 	switch {
 	case d.dec > 1 || d.lpI != nil:
-		c := complex(x, 0) * d.oscC
+		ci, cq := x*real(d.oscC), x*imag(d.oscC)
 		d.oscC *= d.stepC
 		if d.inN&1023 == 0 {
 			d.oscC /= complex(cmplx.Abs(d.oscC), 0)
 		}
-		i, q := d.lpI.next(real(c)), d.lpQ.next(imag(c))
+		i, q := d.lpI.next(ci), d.lpQ.next(cq)
 		if d.phase++; d.phase < d.dec {
 			return dst
 		}
@@ -369,7 +373,12 @@ func (d *Demodulator) sample(dst []Event, x float64) []Event {
 	default:
 		z = complex(x, 0)
 	}
-	zm, zs := z*d.oscM, z*d.oscS
+	var zm, zs complex128
+	if imag(z) == 0 {
+		zm, zs = complex(real(z)*real(d.oscM), real(z)*imag(d.oscM)), complex(real(z)*real(d.oscS), real(z)*imag(d.oscS))
+	} else {
+		zm, zs = z*d.oscM, z*d.oscS
+	}
 	p := real(z)*real(z) + imag(z)*imag(z)
 	d.oscM *= d.stepM
 	d.oscS *= d.stepS
@@ -389,22 +398,19 @@ func (d *Demodulator) sample(dst []Event, x float64) []Event {
 	em := real(d.sumM)*real(d.sumM) + imag(d.sumM)*imag(d.sumM)
 	es := real(d.sumS)*real(d.sumS) + imag(d.sumS)*imag(d.sumS)
 	d.cNum += d.calph * (em + es - d.cNum)
-	d.cDen += d.calph * (float64(d.win)*max(d.sumP, 0)*d.pscale - d.cDen)
+	wp := d.pw * max(d.sumP, 0)
+	d.cDen += d.calph * (wp - d.cDen)
 	n := d.n
-	d.hist[n&d.mask] = em - es // only its sign matters
 	d.sumAllM += zm
 	d.sumAllS += zs
-	d.histM[n&d.mask] = d.sumAllM
-	d.histS[n&d.mask] = d.sumAllS
 	d.sumAllX += p
-	d.histX[n&d.mask] = d.sumAllX
 	d.n++
 
-	power := 2 * d.cDen / float64(d.win*d.win) // mean square of the input
+	power := d.pnorm * d.cDen // mean square of the input
 	d.fNum += d.falph * (em + es - d.fNum)
-	d.fDen += d.falph * (float64(d.win)*max(d.sumP, 0)*d.pscale - d.fDen)
-	fast := 2 * d.fDen / float64(d.win*d.win)
-	d.histF[n&d.mask] = fast
+	d.fDen += d.falph * (wp - d.fDen)
+	fast := d.pnorm * d.fDen
+	d.hist[n&d.mask] = histEntry{m: d.sumAllM, s: d.sumAllS, x: d.sumAllX, f: fast, d: em - es}
 	// The end of a transmission: the power falls and what is left is not
 	// the tones (a signal that merely grows weaker keeps its share).
 	fading := d.carrier && fast < d.held*fadeRatio && d.fNum < d.on*d.fDen
@@ -442,7 +448,7 @@ func (d *Demodulator) sample(dst []Event, x float64) []Event {
 			// looked at before.
 			from := max(int64(d.win), n-int64(lookBackBits*d.bit), n-d.mask+int64(d.win), d.scan)
 			i := n
-			for i > from && d.histF[(i-1)&d.mask] >= power*fadeRatio {
+			for i > from && d.hist[(i-1)&d.mask].f >= power*fadeRatio {
 				i--
 			}
 			d.scan = max(from, i-int64(d.bit))
@@ -464,7 +470,7 @@ func (d *Demodulator) sample(dst []Event, x float64) []Event {
 	switch d.state {
 	case stHunt:
 		for ; d.scan <= n; d.scan++ {
-			v := d.hist[d.scan&d.mask]
+			v := d.hist[d.scan&d.mask].d
 			if !d.armed {
 				if v > 0 {
 					d.run++
@@ -526,24 +532,48 @@ const (
 	maxRateError = 0.06
 )
 
-// prefix returns the running sum in h up to time t (in samples), the
-// sample at index i spanning [i, i+1).
-func (d *Demodulator) prefix(h []complex128, t float64) complex128 {
+// prefix returns the running sums of the mark and the space mixer up to
+// time t (in samples), the sample at index i spanning [i, i+1).
+func (d *Demodulator) prefix(t float64) (m, s complex128) {
 	f := math.Floor(t)
 	i := int64(f)
-	a, b := h[(i-1)&d.mask], h[i&d.mask]
-	return a + complex(t-f, 0)*(b-a)
+	fr := t - f
+	a, b := &d.hist[(i-1)&d.mask], &d.hist[i&d.mask]
+	dm, ds := b.m-a.m, b.s-a.s
+	return a.m + complex(fr*real(dm), fr*imag(dm)), a.s + complex(fr*real(ds), fr*imag(ds))
 }
 
-// soft is the soft decision for bit k of a character starting at t0: the
-// difference of the mark and space energies over exactly that bit.
-func (d *Demodulator) soft(t0 float64, k int) float64 {
-	a, b := t0+float64(k)*d.period, t0+float64(k+1)*d.period
-	m := d.prefix(d.histM, b) - d.prefix(d.histM, a)
-	s := d.prefix(d.histS, b) - d.prefix(d.histS, a)
-	em := real(m)*real(m) + imag(m)*imag(m)
-	es := real(s)*real(s) + imag(s)*imag(s)
-	return em - es
+// prefixPower is prefix for the running sum of the squared samples.
+func (d *Demodulator) prefixPower(t float64) float64 {
+	f := math.Floor(t)
+	i := int64(f)
+	a, b := d.hist[(i-1)&d.mask].x, d.hist[i&d.mask].x
+	return a + (t-f)*(b-a)
+}
+
+// frame holds the correlations of the bits of a character with the mark
+// and the space tone: the integrate-and-dump over exactly each bit.
+type frame struct {
+	t0     float64
+	cm, cs [frameBits]complex128
+}
+
+// correlate fills f with the character starting at t0.
+func (d *Demodulator) correlate(f *frame, t0 float64) {
+	f.t0 = t0
+	pm, ps := d.prefix(t0)
+	for k := range frameBits {
+		qm, qs := d.prefix(t0 + float64(k+1)*d.period)
+		f.cm[k], f.cs[k] = qm-pm, qs-ps
+		pm, ps = qm, qs
+	}
+}
+
+// soft is the soft decision for bit k: the difference of the mark and
+// space energies over exactly that bit.
+func (f *frame) soft(k int) float64 {
+	m, s := f.cm[k], f.cs[k]
+	return real(m)*real(m) + imag(m)*imag(m) - real(s)*real(s) - imag(s)*imag(s)
 }
 
 // character decodes the character whose start-time search is complete.
@@ -551,22 +581,23 @@ func (d *Demodulator) character(dst []Event) []Event {
 	// Coarse to fine: every searchCoarse steps, then halving the step
 	// around the best so far.
 	best, bestM, bestJ := d.c, math.Inf(-1), 0
-	try := func(j int) {
-		if j < -d.span || j > d.span {
-			return
-		}
+	for j := -d.span; j <= d.span; j += searchCoarse {
 		t0 := d.c + float64(j)*d.period/searchSteps
 		if m := d.fit(t0); m > bestM {
 			best, bestM, bestJ = t0, m, j
 		}
 	}
-	for j := -d.span; j <= d.span; j += searchCoarse {
-		try(j)
-	}
 	for step := searchCoarse / 2; step > 0; step /= 2 {
 		around := bestJ
-		try(around - step)
-		try(around + step)
+		for _, j := range [2]int{around - step, around + step} {
+			if j < -d.span || j > d.span {
+				continue
+			}
+			t0 := d.c + float64(j)*d.period/searchSteps
+			if m := d.fit(t0); m > bestM {
+				best, bestM, bestJ = t0, m, j
+			}
+		}
 	}
 	followed := d.locked && d.c == d.pred
 	if !d.carrier && best > float64(d.downAt)-fadeBits*d.bit {
@@ -585,17 +616,19 @@ func (d *Demodulator) character(dst []Event) []Event {
 		// Timing changes slowly from one character to the next: smooth it.
 		best = d.pred + timingGain*(best-d.pred)
 	}
-	b := d.bits(best)
+	var f frame
+	d.correlate(&f, best)
+	b := d.bits(&f)
 	stop := d.at(best, frameBits-1)
 	start := int64(math.Round(best * float64(d.dec)))
-	startOK := d.soft(best, 0) < 0 && d.tonal(best, !followed)
+	startOK := f.soft(0) < 0 && d.tonal(&f, !followed)
 	// A character that follows the last one on time keeps a bad stop bit:
 	// noise is as likely to hit it as any data bit.
-	stopOK := d.soft(best, frameBits-1) > 0
+	stopOK := f.soft(frameBits-1) > 0
 	if startOK && (stopOK || followed) {
 		d.stats.Bytes++
 		dst = append(dst, Event{Kind: Byte, Byte: b, At: start})
-		d.learnPhase(best, b)
+		d.learnPhase(&f, b)
 		d.locked = true
 		if d.haveLast {
 			// Characters back to back (or nearly) measure the sender's bit
@@ -633,25 +666,24 @@ func (d *Demodulator) character(dst []Event) []Event {
 	return dst
 }
 
-// tonal reports whether the character starting at t0 looks like one: its
+// tonal reports whether the character f looks like one: its
 // bits' correlators hold frameShare of its power and, if even, no bit has
 // less than bitEnergy of the mean energy of its bits (a character
 // straddling the start of a carrier, noise before it, does not pass; one
 // that follows another on time may straddle a change of level) and their
 // mean is at least fadeRatio of the carrier's (noise after the end of the
 // carrier, before that end is detected, does not pass).
-func (d *Demodulator) tonal(t0 float64, even bool) bool {
+func (d *Demodulator) tonal(f *frame, even bool) bool {
 	var e [frameBits]float64
 	var sum float64
 	for k := range frameBits {
-		a, b := t0+float64(k)*d.period, t0+float64(k+1)*d.period
-		m := d.prefix(d.histM, b) - d.prefix(d.histM, a)
-		s := d.prefix(d.histS, b) - d.prefix(d.histS, a)
+		m, s := f.cm[k], f.cs[k]
 		e[k] = real(m)*real(m) + imag(m)*imag(m) + real(s)*real(s) + imag(s)*imag(s)
 		sum += e[k]
 	}
+	t0 := f.t0
 	end := t0 + frameBits*d.period
-	x := d.prefixReal(d.histX, end) - d.prefixReal(d.histX, t0)
+	x := d.prefixPower(end) - d.prefixPower(t0)
 	need := d.frame
 	if even && t0 < float64(d.upAt) {
 		need = d.on // from before the carrier was detected: as sure as it
@@ -673,23 +705,15 @@ func (d *Demodulator) tonal(t0 float64, even bool) bool {
 	return true
 }
 
-func (d *Demodulator) prefixReal(h []float64, t float64) float64 {
-	f := math.Floor(t)
-	i := int64(f)
-	a, b := h[(i-1)&d.mask], h[i&d.mask]
-	return a + (t-f)*(b-a)
-}
-
 // fit is how well a character starting at t0 fits the samples: the sum of
 // its bits' soft decisions, the start bit counted as space, the stop bit
-// as mark, the data bits as whichever they are. (soft for each bit, with
-// the boundaries shared.)
+// as mark, the data bits as whichever they are. It is the receiver's hot
+// loop: correlate and soft in one pass, the bits' boundaries shared.
 func (d *Demodulator) fit(t0 float64) float64 {
-	pm, ps := d.prefix(d.histM, t0), d.prefix(d.histS, t0)
+	pm, ps := d.prefix(t0)
 	var m float64
 	for k := range frameBits {
-		t := t0 + float64(k+1)*d.period
-		qm, qs := d.prefix(d.histM, t), d.prefix(d.histS, t)
+		qm, qs := d.prefix(t0 + float64(k+1)*d.period)
 		cm, cs := qm-pm, qs-ps
 		v := real(cm)*real(cm) + imag(cm)*imag(cm) - real(cs)*real(cs) - imag(cs)*imag(cs)
 		switch k {
@@ -705,74 +729,55 @@ func (d *Demodulator) fit(t0 float64) float64 {
 	return m
 }
 
-// bits returns the data bits of the character starting at t0. Once the
-// phase step that the line puts between the two tones is known (see
-// learnPhase), each bit is decided over three bits, coherently: the
-// tones' phase runs on continuously from bit to bit, so the correlations
-// of a bit and its neighbours add up for the right pattern of bits, and a
-// bit is decided with three bits' energy. Until then, or when the
-// neighbours of a bit are the start or stop bit, it uses what is known.
-func (d *Demodulator) bits(t0 float64) byte {
-	var cm, cs [frameBits]complex128
-	for k := range frameBits {
-		a, b := t0+float64(k)*d.period, t0+float64(k+1)*d.period
-		cm[k] = d.prefix(d.histM, b) - d.prefix(d.histM, a)
-		cs[k] = d.prefix(d.histS, b) - d.prefix(d.histS, a)
-	}
+// bits returns the data bits of the character f. Once the phase step
+// that the line puts between the two tones is known (see learnPhase),
+// each bit is decided over three bits, coherently: the tones' phase runs
+// on continuously from bit to bit, so the correlations of a bit and its
+// neighbours add up for the right pattern of bits, and a bit is decided
+// with three bits' energy. Until then, or when the neighbours of a bit
+// are the start or stop bit, it uses what is known.
+func (d *Demodulator) bits(f *frame) byte {
 	var out byte
-	coherent := cmplx.Abs(d.dphi) > phaseSure
-	// u[k] turns the correlation of bit k, space after mark, into the
-	// phase of the mark before it: continuous phase at the boundary plus
-	// the line's step (mark after space: its conjugate).
-	var u [frameBits]complex128
-	if coherent {
-		step := cmplx.Rect(1, cmplx.Phase(d.dphi))
-		dw := 2 * math.Pi * (d.markHz - d.spaceHz) / d.irate
-		for k := 1; k < frameBits; k++ {
-			u[k] = cmplx.Rect(1, -dw*(t0+float64(k)*d.period)) * step
-		}
-	}
-	corr := func(k int, mark bool) complex128 {
-		if mark {
-			return cm[k]
-		}
-		return cs[k]
-	}
-	rot := func(a, b bool, k int) complex128 {
-		switch {
-		case a == b:
-			return 1
-		case a:
-			return u[k]
-		}
-		return complex(real(u[k]), -imag(u[k]))
-	}
-	for k := 1; k <= dataBits; k++ {
-		if !coherent {
-			em := real(cm[k])*real(cm[k]) + imag(cm[k])*imag(cm[k])
-			es := real(cs[k])*real(cs[k]) + imag(cs[k])*imag(cs[k])
-			if em > es {
+	if cmplx.Abs(d.dphi) <= phaseSure {
+		for k := 1; k <= dataBits; k++ {
+			if f.soft(k) > 0 {
 				out |= 1 << (k - 1)
 			}
-			continue
 		}
+		return out
+	}
+	// c[1][k] is the correlation of bit k with the mark, c[0][k] with the
+	// space; rot[a][b][k] turns the correlation of bit k in tone b into
+	// the phase of bit k−1 in tone a: continuous phase at the boundary
+	// plus the line's step (space after mark), or its conjugate (mark
+	// after space).
+	c := [2]*[frameBits]complex128{&f.cs, &f.cm}
+	var rot [2][2][frameBits + 1]complex128
+	step := d.dphi / complex(cmplx.Abs(d.dphi), 0)
+	dw := 2 * math.Pi * (d.markHz - d.spaceHz) / d.irate
+	u := cmplx.Rect(1, -dw*f.t0) * step
+	du := cmplx.Rect(1, -dw*d.period)
+	for k := 1; k < frameBits; k++ {
+		u *= du
+		rot[0][0][k], rot[1][1][k] = 1, 1
+		rot[1][0][k] = u
+		rot[0][1][k] = complex(real(u), -imag(u))
+	}
+	for k := 1; k <= dataBits; k++ {
 		var best [2]float64
-		for pi := range 2 {
-			p := pi == 1
-			if k == 1 && p {
+		for p := range 2 {
+			if k == 1 && p == 1 {
 				continue // the start bit is space
 			}
-			for ri := range 2 {
-				r := ri == 1
-				if k == dataBits && !r {
+			for r := range 2 {
+				if k == dataBits && r == 0 {
 					continue // the stop bit is mark
 				}
-				for bi := range 2 {
-					b := bi == 1
-					r1 := rot(p, b, k)
-					r2 := r1 * rot(b, r, k+1)
-					z := corr(k-1, p) + corr(k, b)*r1 + corr(k+1, r)*r2
-					best[bi] = max(best[bi], real(z)*real(z)+imag(z)*imag(z))
+				for b := range 2 {
+					r1 := rot[p][b][k]
+					r2 := r1 * rot[b][r][k+1]
+					z := c[p][k-1] + c[b][k]*r1 + c[r][k+1]*r2
+					best[b] = max(best[b], real(z)*real(z)+imag(z)*imag(z))
 				}
 			}
 		}
@@ -784,36 +789,26 @@ func (d *Demodulator) bits(t0 float64) byte {
 }
 
 // learnPhase updates the estimate of the phase step between the tones at
-// their changes, from an accepted character b starting at t0: for each
+// their changes, from an accepted character b (correlations f): for each
 // change from mark to space, the phase of the space bit's correlation
 // against where a continuous-phase change would put it (the line's filters
 // delay the two tones differently).
-func (d *Demodulator) learnPhase(t0 float64, b byte) {
-	bit := func(k int) bool {
-		switch k {
-		case 0:
-			return false
-		case frameBits - 1:
-			return true
-		}
-		return b>>(k-1)&1 == 1
-	}
+func (d *Demodulator) learnPhase(f *frame, b byte) {
 	wm, ws := 2*math.Pi*d.markHz/d.irate, 2*math.Pi*d.spaceHz/d.irate
+	bits := uint(b)<<1 | 1<<(frameBits-1) // start (0), data, stop (1)
 	for k := 0; k+1 < frameBits; k++ {
-		a, c := bit(k), bit(k+1)
+		a, c := bits>>k&1 == 1, bits>>(k+1)&1 == 1
 		if a == c {
 			continue
 		}
-		ta, tb, tc := t0+float64(k)*d.period, t0+float64(k+1)*d.period, t0+float64(k+2)*d.period
+		tb := f.t0 + float64(k+1)*d.period
 		var x, y complex128
 		var dw float64
 		if a {
-			x = d.prefix(d.histM, tb) - d.prefix(d.histM, ta)
-			y = d.prefix(d.histS, tc) - d.prefix(d.histS, tb)
+			x, y = f.cm[k], f.cs[k+1]
 			dw = wm - ws
 		} else {
-			x = d.prefix(d.histS, tb) - d.prefix(d.histS, ta)
-			y = d.prefix(d.histM, tc) - d.prefix(d.histM, tb)
+			x, y = f.cs[k], f.cm[k+1]
 			dw = ws - wm
 		}
 		r := y * complex(real(x), -imag(x)) * cmplx.Rect(1, -dw*tb)
