@@ -179,8 +179,7 @@ type Demodulator struct {
 
 	oscM, oscS   complex128 // e^{-iωn}
 	stepM, stepS complex128
-	ringM, ringS []complex128
-	ringP        []float64
+	ring         []ringEntry // the last win samples, mixed down
 	ri           int
 	sumM, sumS   complex128
 	sumP         float64
@@ -218,6 +217,13 @@ type Demodulator struct {
 	evalAt   int64
 
 	stats Stats
+}
+
+// ringEntry is a sample mixed down with the mark and the space, and its
+// power.
+type ringEntry struct {
+	m, s complex128
+	p    float64
 }
 
 // histEntry is what the Demodulator keeps of each sample.
@@ -268,9 +274,7 @@ func NewDemodulator(mode Mode, rate int) (*Demodulator, error) {
 		stepM:   cmplx.Rect(1, -2*math.Pi*(mode.Mark-centre)/irate),
 		stepS:   cmplx.Rect(1, -2*math.Pi*(mode.Space-centre)/irate),
 		stepC:   cmplx.Rect(1, -2*math.Pi*centre/float64(rate)),
-		ringM:   make([]complex128, win),
-		ringS:   make([]complex128, win),
-		ringP:   make([]float64, win),
+		ring:    make([]ringEntry, win),
 	}
 	switch {
 	case narrow:
@@ -352,7 +356,11 @@ func (d *Demodulator) sample(dst []Event, x float64) []Event {
 	if x != x { // NaN
 		x = 0
 	}
-	x = max(-4, min(4, x))
+	if x > 4 {
+		x = 4
+	} else if x < -4 {
+		x = -4
+	}
 	d.inN++
 	var z complex128
 	switch {
@@ -383,10 +391,11 @@ func (d *Demodulator) sample(dst []Event, x float64) []Event {
 	d.oscM *= d.stepM
 	d.oscS *= d.stepS
 	i := d.ri
-	d.sumM += zm - d.ringM[i]
-	d.sumS += zs - d.ringS[i]
-	d.sumP += p - d.ringP[i]
-	d.ringM[i], d.ringS[i], d.ringP[i] = zm, zs, p
+	r := &d.ring[i]
+	d.sumM += zm - r.m
+	d.sumS += zs - r.s
+	d.sumP += p - r.p
+	*r = ringEntry{zm, zs, p}
 	d.ri++
 	if d.ri == d.win {
 		d.ri = 0
@@ -710,10 +719,18 @@ func (d *Demodulator) tonal(f *frame, even bool) bool {
 // as mark, the data bits as whichever they are. It is the receiver's hot
 // loop: correlate and soft in one pass, the bits' boundaries shared.
 func (d *Demodulator) fit(t0 float64) float64 {
+	hist, mask, period := d.hist, d.mask, d.period
 	pm, ps := d.prefix(t0)
 	var m float64
 	for k := range frameBits {
-		qm, qs := d.prefix(t0 + float64(k+1)*d.period)
+		// d.prefix, by hand: the compiler does not inline it here.
+		t := t0 + float64(k+1)*period
+		f := math.Floor(t)
+		i := int64(f)
+		fr := t - f
+		a, b := &hist[(i-1)&mask], &hist[i&mask]
+		dm, ds := b.m-a.m, b.s-a.s
+		qm, qs := a.m+complex(fr*real(dm), fr*imag(dm)), a.s+complex(fr*real(ds), fr*imag(ds))
 		cm, cs := qm-pm, qs-ps
 		v := real(cm)*real(cm) + imag(cm)*imag(cm) - real(cs)*real(cs) - imag(cs)*imag(cs)
 		switch k {
@@ -775,8 +792,7 @@ func (d *Demodulator) bits(f *frame) byte {
 				}
 				for b := range 2 {
 					r1 := rot[p][b][k]
-					r2 := r1 * rot[b][r][k+1]
-					z := c[p][k-1] + c[b][k]*r1 + c[r][k+1]*r2
+					z := c[p][k-1] + r1*(c[b][k]+c[r][k+1]*rot[b][r][k+1])
 					best[b] = max(best[b], real(z)*real(z)+imag(z)*imag(z))
 				}
 			}
@@ -828,10 +844,10 @@ func (d *Demodulator) renormalize() {
 	d.oscM /= complex(cmplx.Abs(d.oscM), 0)
 	d.oscS /= complex(cmplx.Abs(d.oscS), 0)
 	d.sumM, d.sumS, d.sumP = 0, 0, 0
-	for i := range d.ringM {
-		d.sumM += d.ringM[i]
-		d.sumS += d.ringS[i]
-		d.sumP += d.ringP[i]
+	for _, r := range d.ring {
+		d.sumM += r.m
+		d.sumS += r.s
+		d.sumP += r.p
 	}
 }
 
