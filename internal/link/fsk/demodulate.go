@@ -156,7 +156,9 @@ type Demodulator struct {
 	rate int
 	bit  float64 // samples per bit
 	win  int     // correlator window, samples
-	pre  filter  // nil for none
+	pre  filter  // if hasPre
+	// narrow: the front end below; hasPre: the high-pass pre.
+	narrow, hasPre bool
 	// The narrow modes' front end: mixing to baseband (oscC), low-pass
 	// lpI and lpQ, decimation by dec (a sample out when phase reaches dec).
 	dec      int
@@ -281,15 +283,16 @@ func NewDemodulator(mode Mode, rate int) (*Demodulator, error) {
 		d.pscale = 1 // |z|² of the complex baseband is half a real tone's power
 		// 4th order before decimating (enough against aliasing), 4th order
 		// after it: 8th order in all, half of it at the low rate.
-		for _, q := range butterworth4Q {
-			d.lpI = append(d.lpI, newBiquad(false, (hi-lo)/2, q, rate))
-			d.lpQ = append(d.lpQ, newBiquad(false, (hi-lo)/2, q, rate))
-			d.lp2I = append(d.lp2I, newBiquad(false, (hi-lo)/2, q, int(irate)))
-			d.lp2Q = append(d.lp2Q, newBiquad(false, (hi-lo)/2, q, int(irate)))
+		d.narrow = true
+		for i, q := range butterworth4Q {
+			d.lpI[i] = newBiquad(false, (hi-lo)/2, q, rate)
+			d.lpQ[i] = newBiquad(false, (hi-lo)/2, q, rate)
+			d.lp2I[i] = newBiquad(false, (hi-lo)/2, q, int(irate))
+			d.lp2Q[i] = newBiquad(false, (hi-lo)/2, q, int(irate))
 		}
 	case min(mode.Mark, mode.Space)-highPassMargin*mode.Baud > highPassFrom:
 		// V.23's forward channel, above its back channel.
-		d.pre = newHighPass(highPassAt, rate)
+		d.pre, d.hasPre = newHighPass(highPassAt, rate), true
 	}
 	// A clean carrier's share is 1 plus what each tone leaks into the
 	// other's correlator over a bit, sinc²(shift/baud): 1.04 for Bell 202,
@@ -327,9 +330,39 @@ func (d *Demodulator) Carrier() bool { return d.carrier }
 // Demodulate consumes samples and appends what it found to dst. Samples
 // that are not numbers count as 0 and samples are limited to ±4.
 func (d *Demodulator) Demodulate(dst []Event, samples []float64) []Event {
-	for _, x := range samples {
-		dst = d.sample(dst, x)
+	if !d.narrow {
+		for _, x := range samples {
+			dst = d.sample(dst, x)
+		}
+		return dst
 	}
+	// The narrow modes' front end (sample's, in a loop of its own: most
+	// samples go no further than the decimation).
+	lpI, lpQ, osc, phase, inN := d.lpI, d.lpQ, d.oscC, d.phase, d.inN
+	for _, x := range samples {
+		if x != x { // NaN
+			x = 0
+		}
+		if x > 4 {
+			x = 4
+		} else if x < -4 {
+			x = -4
+		}
+		inN++
+		ci, cq := x*real(osc), x*imag(osc)
+		osc *= d.stepC
+		if inN&1023 == 0 {
+			osc /= complex(cmplx.Abs(osc), 0)
+		}
+		i, q := lpI.next(ci), lpQ.next(cq)
+		if phase++; phase < d.dec {
+			continue
+		}
+		phase = 0
+		d.inN = inN
+		dst = d.baseband(dst, complex(d.lp2I.next(i), d.lp2Q.next(q)))
+	}
+	d.lpI, d.lpQ, d.oscC, d.phase, d.inN = lpI, lpQ, osc, phase, inN
 	return dst
 }
 
@@ -364,7 +397,7 @@ func (d *Demodulator) sample(dst []Event, x float64) []Event {
 	d.inN++
 	var z complex128
 	switch {
-	case d.dec > 1 || d.lpI != nil:
+	case d.narrow:
 		ci, cq := x*real(d.oscC), x*imag(d.oscC)
 		d.oscC *= d.stepC
 		if d.inN&1023 == 0 {
@@ -376,11 +409,16 @@ func (d *Demodulator) sample(dst []Event, x float64) []Event {
 		}
 		d.phase = 0
 		z = complex(d.lp2I.next(i), d.lp2Q.next(q))
-	case d.pre != nil:
+	case d.hasPre:
 		z = complex(d.pre.next(x), 0)
 	default:
 		z = complex(x, 0)
 	}
+	return d.baseband(dst, z)
+}
+
+// baseband consumes a sample after the channel filter (at irate).
+func (d *Demodulator) baseband(dst []Event, z complex128) []Event {
 	var zm, zs complex128
 	if imag(z) == 0 {
 		zm, zs = complex(real(z)*real(d.oscM), real(z)*imag(d.oscM)), complex(real(z)*real(d.oscS), real(z)*imag(d.oscS))
