@@ -445,7 +445,10 @@ func (d *Demodulator) baseband(dst []Event, z complex128) []Event {
 	em := real(d.sumM)*real(d.sumM) + imag(d.sumM)*imag(d.sumM)
 	es := real(d.sumS)*real(d.sumS) + imag(d.sumS)*imag(d.sumS)
 	d.cNum += d.calph * (em + es - d.cNum)
-	wp := d.pw * max(d.sumP, 0)
+	wp := 0.0
+	if d.sumP > 0 {
+		wp = d.pw * d.sumP
+	}
 	d.cDen += d.calph * (wp - d.cDen)
 	n := d.n
 	d.sumAllM += zm
@@ -457,7 +460,8 @@ func (d *Demodulator) baseband(dst []Event, z complex128) []Event {
 	d.fNum += d.falph * (em + es - d.fNum)
 	d.fDen += d.falph * (wp - d.fDen)
 	fast := d.pnorm * d.fDen
-	d.hist[n&d.mask] = histEntry{m: d.sumAllM, s: d.sumAllS, x: d.sumAllX, f: fast, d: em - es}
+	h := &d.hist[n&d.mask]
+	h.m, h.s, h.x, h.f, h.d = d.sumAllM, d.sumAllS, d.sumAllX, fast, em-es
 	// The end of a transmission: the power falls and what is left is not
 	// the tones (a signal that merely grows weaker keeps its share).
 	fading := d.carrier && fast < d.held*fadeRatio && d.fNum < d.on*d.fDen
@@ -582,9 +586,8 @@ const (
 // prefix returns the running sums of the mark and the space mixer up to
 // time t (in samples), the sample at index i spanning [i, i+1).
 func (d *Demodulator) prefix(t float64) (m, s complex128) {
-	f := math.Floor(t)
-	i := int64(f)
-	fr := t - f
+	i := floor(t)
+	fr := t - float64(i)
 	a, b := &d.hist[(i-1)&d.mask], &d.hist[i&d.mask]
 	dm, ds := b.m-a.m, b.s-a.s
 	return a.m + complex(fr*real(dm), fr*imag(dm)), a.s + complex(fr*real(ds), fr*imag(ds))
@@ -592,10 +595,18 @@ func (d *Demodulator) prefix(t float64) (m, s complex128) {
 
 // prefixPower is prefix for the running sum of the squared samples.
 func (d *Demodulator) prefixPower(t float64) float64 {
-	f := math.Floor(t)
-	i := int64(f)
+	i := floor(t)
 	a, b := d.hist[(i-1)&d.mask].x, d.hist[i&d.mask].x
-	return a + (t-f)*(b-a)
+	return a + (t-float64(i))*(b-a)
+}
+
+// floor is math.Floor for the times of samples, as an integer.
+func floor(t float64) int64 {
+	i := int64(t)
+	if float64(i) > t {
+		i--
+	}
+	return i
 }
 
 // frame holds the correlations of the bits of a character with the mark
@@ -763,9 +774,11 @@ func (d *Demodulator) fit(t0 float64) float64 {
 	for k := range frameBits {
 		// d.prefix, by hand: the compiler does not inline it here.
 		t := t0 + float64(k+1)*period
-		f := math.Floor(t)
-		i := int64(f)
-		fr := t - f
+		i := int64(t) // floor(t), by hand too
+		if float64(i) > t {
+			i--
+		}
+		fr := t - float64(i)
 		a, b := &hist[(i-1)&mask], &hist[i&mask]
 		dm, ds := b.m-a.m, b.s-a.s
 		qm, qs := a.m+complex(fr*real(dm), fr*imag(dm)), a.s+complex(fr*real(ds), fr*imag(ds))
@@ -819,6 +832,18 @@ func (d *Demodulator) bits(f *frame) byte {
 		rot[0][1][k] = complex(real(u), -imag(u))
 	}
 	for k := 1; k <= dataBits; k++ {
+		// w[b][r]: bits k and k+1 as b and r, in the phase of bit k
+		// (multiplying by a rotation of exactly 1 is left out).
+		var w [2][2]complex128
+		for b := range 2 {
+			for r := range 2 {
+				if b == r {
+					w[b][r] = c[b][k] + c[r][k+1]
+				} else {
+					w[b][r] = c[b][k] + c[r][k+1]*rot[b][r][k+1]
+				}
+			}
+		}
 		var best [2]float64
 		for p := range 2 {
 			if k == 1 && p == 1 {
@@ -829,9 +854,15 @@ func (d *Demodulator) bits(f *frame) byte {
 					continue // the stop bit is mark
 				}
 				for b := range 2 {
-					r1 := rot[p][b][k]
-					z := c[p][k-1] + r1*(c[b][k]+c[r][k+1]*rot[b][r][k+1])
-					best[b] = max(best[b], real(z)*real(z)+imag(z)*imag(z))
+					z := c[p][k-1]
+					if p == b {
+						z += w[b][r]
+					} else {
+						z += rot[p][b][k] * w[b][r]
+					}
+					if e := real(z)*real(z) + imag(z)*imag(z); e > best[b] {
+						best[b] = e
+					}
 				}
 			}
 		}
