@@ -352,7 +352,7 @@ func (d *Demodulator) Demodulate(dst []Event, samples []float64) []Event {
 		ci, cq := x*real(osc), x*imag(osc)
 		osc *= d.stepC
 		if inN&1023 == 0 {
-			osc /= complex(cmplx.Abs(osc), 0)
+			osc = unit(osc)
 		}
 		i, q := lpI.next(ci), lpQ.next(cq)
 		if phase++; phase < d.dec {
@@ -401,7 +401,7 @@ func (d *Demodulator) sample(dst []Event, x float64) []Event {
 		ci, cq := x*real(d.oscC), x*imag(d.oscC)
 		d.oscC *= d.stepC
 		if d.inN&1023 == 0 {
-			d.oscC /= complex(cmplx.Abs(d.oscC), 0)
+			d.oscC = unit(d.oscC)
 		}
 		i, q := d.lpI.next(ci), d.lpQ.next(cq)
 		if d.phase++; d.phase < d.dec {
@@ -433,7 +433,7 @@ func (d *Demodulator) baseband(dst []Event, z complex128) []Event {
 	d.sumM += zm - r.m
 	d.sumS += zs - r.s
 	d.sumP += p - r.p
-	*r = ringEntry{zm, zs, p}
+	r.m, r.s, r.p = zm, zs, p // (a struct literal here stalls store forwarding)
 	d.ri++
 	if d.ri == d.win {
 		d.ri = 0
@@ -821,7 +821,7 @@ func (d *Demodulator) bits(f *frame) byte {
 	// after space).
 	c := [2]*[frameBits]complex128{&f.cs, &f.cm}
 	var rot [2][2][frameBits + 1]complex128
-	step := d.dphi / complex(cmplx.Abs(d.dphi), 0)
+	step := unit(d.dphi)
 	dw := 2 * math.Pi * (d.markHz - d.spaceHz) / d.irate
 	u := cmplx.Rect(1, -dw*f.t0) * step
 	du := cmplx.Rect(1, -dw*d.period)
@@ -897,8 +897,8 @@ func (d *Demodulator) learnPhase(f *frame, b byte) {
 			dw = ws - wm
 		}
 		r := y * complex(real(x), -imag(x)) * cmplx.Rect(1, -dw*tb)
-		if abs := cmplx.Abs(r); abs > 0 {
-			r /= complex(abs, 0)
+		if r != 0 {
+			r = unit(r)
 		}
 		if a {
 			r = complex(real(r), -imag(r)) // space after mark: the step's conjugate
@@ -910,8 +910,8 @@ func (d *Demodulator) learnPhase(f *frame, b byte) {
 // renormalize keeps the oscillators on the unit circle and recomputes the
 // window sums, so that rounding errors cannot build up.
 func (d *Demodulator) renormalize() {
-	d.oscM /= complex(cmplx.Abs(d.oscM), 0)
-	d.oscS /= complex(cmplx.Abs(d.oscS), 0)
+	d.oscM = unit(d.oscM)
+	d.oscS = unit(d.oscS)
 	d.sumM, d.sumS, d.sumP = 0, 0, 0
 	for _, r := range d.ring {
 		d.sumM += r.m
@@ -947,4 +947,11 @@ func appendBytes(dst []byte, ev []Event) []byte {
 		}
 	}
 	return dst
+}
+
+// unit returns z/|z| for z ≠ 0 (as z / complex(|z|, 0) would, without
+// the cost of a complex division).
+func unit(z complex128) complex128 {
+	a := cmplx.Abs(z)
+	return complex(real(z)/a, imag(z)/a)
 }
