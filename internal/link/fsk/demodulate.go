@@ -336,9 +336,17 @@ func (d *Demodulator) Demodulate(dst []Event, samples []float64) []Event {
 		}
 		return dst
 	}
-	// The narrow modes' front end (sample's, in a loop of its own: most
-	// samples go no further than the decimation).
-	lpI, lpQ, osc, phase, inN := d.lpI, d.lpQ, d.oscC, d.phase, d.inN
+	// The narrow modes' front end: sample's, in a loop of its own (most
+	// samples go no further than the decimation), with the low-pass
+	// filters before decimating written out on local variables (the same
+	// arithmetic as filter.next: the I and Q filters share coefficients,
+	// and the second section's past inputs are the first's past outputs).
+	s0, s1 := &d.lpI[0], &d.lpI[1]
+	b00, b01, b02, a01, a02 := s0.b0, s0.b1, s0.b2, s0.a1, s0.a2
+	b10, b11, b12, a11, a12 := s1.b0, s1.b1, s1.b2, s1.a1, s1.a2
+	ix1, ix2, iu1, iu2, iv1, iv2 := d.lpI[0].x1, d.lpI[0].x2, d.lpI[0].y1, d.lpI[0].y2, d.lpI[1].y1, d.lpI[1].y2
+	qx1, qx2, qu1, qu2, qv1, qv2 := d.lpQ[0].x1, d.lpQ[0].x2, d.lpQ[0].y1, d.lpQ[0].y2, d.lpQ[1].y1, d.lpQ[1].y2
+	osc, step, phase, inN := d.oscC, d.stepC, d.phase, d.inN
 	for _, x := range samples {
 		if x != x { // NaN
 			x = 0
@@ -350,19 +358,28 @@ func (d *Demodulator) Demodulate(dst []Event, samples []float64) []Event {
 		}
 		inN++
 		ci, cq := x*real(osc), x*imag(osc)
-		osc *= d.stepC
+		osc *= step
 		if inN&1023 == 0 {
 			osc = unit(osc)
 		}
-		i, q := lpI.next(ci), lpQ.next(cq)
+		iu := b00*ci + b01*ix1 + b02*ix2 - a01*iu1 - a02*iu2
+		qu := b00*cq + b01*qx1 + b02*qx2 - a01*qu1 - a02*qu2
+		iv := b10*iu + b11*iu1 + b12*iu2 - a11*iv1 - a12*iv2
+		qv := b10*qu + b11*qu1 + b12*qu2 - a11*qv1 - a12*qv2
+		ix2, ix1, iu2, iu1, iv2, iv1 = ix1, ci, iu1, iu, iv1, iv
+		qx2, qx1, qu2, qu1, qv2, qv1 = qx1, cq, qu1, qu, qv1, qv
 		if phase++; phase < d.dec {
 			continue
 		}
 		phase = 0
 		d.inN = inN
-		dst = d.baseband(dst, complex(d.lp2I.next(i), d.lp2Q.next(q)))
+		dst = d.baseband(dst, complex(d.lp2I.next(iv), d.lp2Q.next(qv)))
 	}
-	d.lpI, d.lpQ, d.oscC, d.phase, d.inN = lpI, lpQ, osc, phase, inN
+	d.lpI[0].x1, d.lpI[0].x2, d.lpI[0].y1, d.lpI[0].y2 = ix1, ix2, iu1, iu2
+	d.lpI[1].x1, d.lpI[1].x2, d.lpI[1].y1, d.lpI[1].y2 = iu1, iu2, iv1, iv2
+	d.lpQ[0].x1, d.lpQ[0].x2, d.lpQ[0].y1, d.lpQ[0].y2 = qx1, qx2, qu1, qu2
+	d.lpQ[1].x1, d.lpQ[1].x2, d.lpQ[1].y1, d.lpQ[1].y2 = qu1, qu2, qv1, qv2
+	d.oscC, d.phase, d.inN = osc, phase, inN
 	return dst
 }
 
