@@ -631,6 +631,25 @@ func floor(t float64) int64 {
 type frame struct {
 	t0     float64
 	cm, cs [frameBits]complex128
+	// ph[k] is e^{−iΔω·t} at the start t of bit k, Δω the mark's angular
+	// frequency less the space's (k from 1; see phases).
+	ph     [frameBits]complex128
+	havePh bool
+}
+
+// phases fills f.ph, once.
+func (d *Demodulator) phases(f *frame) {
+	if f.havePh {
+		return
+	}
+	dw := 2 * math.Pi * (d.markHz - d.spaceHz) / d.irate
+	u := cmplx.Rect(1, -dw*f.t0)
+	du := cmplx.Rect(1, -dw*d.period)
+	for k := 1; k < frameBits; k++ {
+		u *= du
+		f.ph[k] = u
+	}
+	f.havePh = true
 }
 
 // correlate fills f with the character starting at t0.
@@ -839,11 +858,9 @@ func (d *Demodulator) bits(f *frame) byte {
 	c := [2]*[frameBits]complex128{&f.cs, &f.cm}
 	var rot [2][2][frameBits + 1]complex128
 	step := unit(d.dphi)
-	dw := 2 * math.Pi * (d.markHz - d.spaceHz) / d.irate
-	u := cmplx.Rect(1, -dw*f.t0) * step
-	du := cmplx.Rect(1, -dw*d.period)
+	d.phases(f)
 	for k := 1; k < frameBits; k++ {
-		u *= du
+		u := f.ph[k] * step
 		rot[0][0][k], rot[1][1][k] = 1, 1
 		rot[1][0][k] = u
 		rot[0][1][k] = complex(real(u), -imag(u))
@@ -896,24 +913,22 @@ func (d *Demodulator) bits(f *frame) byte {
 // against where a continuous-phase change would put it (the line's filters
 // delay the two tones differently).
 func (d *Demodulator) learnPhase(f *frame, b byte) {
-	wm, ws := 2*math.Pi*d.markHz/d.irate, 2*math.Pi*d.spaceHz/d.irate
+	d.phases(f)
 	bits := uint(b)<<1 | 1<<(frameBits-1) // start (0), data, stop (1)
 	for k := 0; k+1 < frameBits; k++ {
 		a, c := bits>>k&1 == 1, bits>>(k+1)&1 == 1
 		if a == c {
 			continue
 		}
-		tb := f.t0 + float64(k+1)*d.period
-		var x, y complex128
-		var dw float64
+		// The phase a continuous change of tone at the start of bit k+1
+		// puts between the tones: e^{∓iΔω·t}.
+		var x, y, ph complex128
 		if a {
-			x, y = f.cm[k], f.cs[k+1]
-			dw = wm - ws
+			x, y, ph = f.cm[k], f.cs[k+1], f.ph[k+1]
 		} else {
-			x, y = f.cs[k], f.cm[k+1]
-			dw = ws - wm
+			x, y, ph = f.cs[k], f.cm[k+1], complex(real(f.ph[k+1]), -imag(f.ph[k+1]))
 		}
-		r := y * complex(real(x), -imag(x)) * cmplx.Rect(1, -dw*tb)
+		r := y * complex(real(x), -imag(x)) * ph
 		if r != 0 {
 			r = unit(r)
 		}
