@@ -331,8 +331,21 @@ func (d *Demodulator) Carrier() bool { return d.carrier }
 // that are not numbers count as 0 and samples are limited to ±4.
 func (d *Demodulator) Demodulate(dst []Event, samples []float64) []Event {
 	if !d.narrow {
+		// sample's, for the wide modes, inline.
 		for _, x := range samples {
-			dst = d.sample(dst, x)
+			if x != x { // NaN
+				x = 0
+			}
+			if x > 4 {
+				x = 4
+			} else if x < -4 {
+				x = -4
+			}
+			d.inN++
+			if d.hasPre {
+				x = d.pre.next(x)
+			}
+			dst = d.baseband(dst, complex(x, 0))
 		}
 		return dst
 	}
