@@ -156,7 +156,9 @@ type Demodulator struct {
 	rate int
 	bit  float64 // samples per bit
 	win  int     // correlator window, samples
-	pre  filter  // nil for none
+	pre  filter  // if hasPre
+	// narrow: the front end below; hasPre: the high-pass pre.
+	narrow, hasPre bool
 	// The narrow modes' front end: mixing to baseband (oscC), low-pass
 	// lpI and lpQ, decimation by dec (a sample out when phase reaches dec).
 	dec      int
@@ -179,8 +181,7 @@ type Demodulator struct {
 
 	oscM, oscS   complex128 // e^{-iωn}
 	stepM, stepS complex128
-	ringM, ringS []complex128
-	ringP        []float64
+	ring         []ringEntry // the last win samples, mixed down
 	ri           int
 	sumM, sumS   complex128
 	sumP         float64
@@ -190,16 +191,14 @@ type Demodulator struct {
 	fade         int     // samples the carrier has been fading
 
 	carrier bool
-	n       int64        // samples consumed
-	hist    []float64    // D, by sample index & mask
-	histM   []complex128 // running sums of the mixed-down samples, through
-	histS   []complex128 // each sample index (& mask)
+	n       int64       // samples consumed
+	hist    []histEntry // by sample index & mask
 	sumAllM complex128
 	sumAllS complex128
-	histX   []float64 // running sum of the squared samples (& mask)
-	histF   []float64 // power averaged over fastBits (& mask)
 	sumAllX float64
 	mask    int64
+	pw      float64 // win × pscale
+	pnorm   float64 // 2 / win²
 
 	state    demodState
 	scan     int64   // next sample to look at for a start bit
@@ -220,6 +219,21 @@ type Demodulator struct {
 	evalAt   int64
 
 	stats Stats
+}
+
+// ringEntry is a sample mixed down with the mark and the space, and its
+// power.
+type ringEntry struct {
+	m, s complex128
+	p    float64
+}
+
+// histEntry is what the Demodulator keeps of each sample.
+type histEntry struct {
+	m, s complex128 // running sums of the mixed-down samples through it
+	x    float64    // running sum of the squared samples
+	f    float64    // power averaged over fastBits
+	d    float64    // the sliding one-bit soft decision: only its sign matters
 }
 
 // NewDemodulator returns a Demodulator for mode at rate samples per
@@ -262,24 +276,23 @@ func NewDemodulator(mode Mode, rate int) (*Demodulator, error) {
 		stepM:   cmplx.Rect(1, -2*math.Pi*(mode.Mark-centre)/irate),
 		stepS:   cmplx.Rect(1, -2*math.Pi*(mode.Space-centre)/irate),
 		stepC:   cmplx.Rect(1, -2*math.Pi*centre/float64(rate)),
-		ringM:   make([]complex128, win),
-		ringS:   make([]complex128, win),
-		ringP:   make([]float64, win),
+		ring:    make([]ringEntry, win),
 	}
 	switch {
 	case narrow:
 		d.pscale = 1 // |z|² of the complex baseband is half a real tone's power
 		// 4th order before decimating (enough against aliasing), 4th order
 		// after it: 8th order in all, half of it at the low rate.
-		for _, q := range butterworth4Q {
-			d.lpI = append(d.lpI, newBiquad(false, (hi-lo)/2, q, rate))
-			d.lpQ = append(d.lpQ, newBiquad(false, (hi-lo)/2, q, rate))
-			d.lp2I = append(d.lp2I, newBiquad(false, (hi-lo)/2, q, int(irate)))
-			d.lp2Q = append(d.lp2Q, newBiquad(false, (hi-lo)/2, q, int(irate)))
+		d.narrow = true
+		for i, q := range butterworth4Q {
+			d.lpI[i] = newBiquad(false, (hi-lo)/2, q, rate)
+			d.lpQ[i] = newBiquad(false, (hi-lo)/2, q, rate)
+			d.lp2I[i] = newBiquad(false, (hi-lo)/2, q, int(irate))
+			d.lp2Q[i] = newBiquad(false, (hi-lo)/2, q, int(irate))
 		}
 	case min(mode.Mark, mode.Space)-highPassMargin*mode.Baud > highPassFrom:
 		// V.23's forward channel, above its back channel.
-		d.pre = newHighPass(highPassAt, rate)
+		d.pre, d.hasPre = newHighPass(highPassAt, rate), true
 	}
 	// A clean carrier's share is 1 plus what each tone leaks into the
 	// other's correlator over a bit, sinc²(shift/baud): 1.04 for Bell 202,
@@ -298,12 +311,10 @@ func NewDemodulator(mode Mode, rate int) (*Demodulator, error) {
 	for size < int64(historyBits*bit)+int64(win)+64 {
 		size <<= 1
 	}
-	d.hist = make([]float64, size)
-	d.histM = make([]complex128, size)
-	d.histS = make([]complex128, size)
-	d.histX = make([]float64, size)
-	d.histF = make([]float64, size)
+	d.hist = make([]histEntry, size)
 	d.mask = size - 1
+	d.pw = float64(d.win) * d.pscale
+	d.pnorm = 2 / float64(d.win*d.win)
 	return d, nil
 }
 
@@ -319,9 +330,69 @@ func (d *Demodulator) Carrier() bool { return d.carrier }
 // Demodulate consumes samples and appends what it found to dst. Samples
 // that are not numbers count as 0 and samples are limited to ±4.
 func (d *Demodulator) Demodulate(dst []Event, samples []float64) []Event {
-	for _, x := range samples {
-		dst = d.sample(dst, x)
+	if !d.narrow {
+		// sample's, for the wide modes, inline.
+		for _, x := range samples {
+			if x != x { // NaN
+				x = 0
+			}
+			if x > 4 {
+				x = 4
+			} else if x < -4 {
+				x = -4
+			}
+			d.inN++
+			if d.hasPre {
+				x = d.pre.next(x)
+			}
+			dst = d.baseband(dst, complex(x, 0))
+		}
+		return dst
 	}
+	// The narrow modes' front end: sample's, in a loop of its own (most
+	// samples go no further than the decimation), with the low-pass
+	// filters before decimating written out on local variables (the same
+	// arithmetic as filter.next: the I and Q filters share coefficients,
+	// and the second section's past inputs are the first's past outputs).
+	s0, s1 := &d.lpI[0], &d.lpI[1]
+	b00, b01, b02, a01, a02 := s0.b0, s0.b1, s0.b2, s0.a1, s0.a2
+	b10, b11, b12, a11, a12 := s1.b0, s1.b1, s1.b2, s1.a1, s1.a2
+	ix1, ix2, iu1, iu2, iv1, iv2 := d.lpI[0].x1, d.lpI[0].x2, d.lpI[0].y1, d.lpI[0].y2, d.lpI[1].y1, d.lpI[1].y2
+	qx1, qx2, qu1, qu2, qv1, qv2 := d.lpQ[0].x1, d.lpQ[0].x2, d.lpQ[0].y1, d.lpQ[0].y2, d.lpQ[1].y1, d.lpQ[1].y2
+	osc, step, phase, inN := d.oscC, d.stepC, d.phase, d.inN
+	for _, x := range samples {
+		if x != x { // NaN
+			x = 0
+		}
+		if x > 4 {
+			x = 4
+		} else if x < -4 {
+			x = -4
+		}
+		inN++
+		ci, cq := x*real(osc), x*imag(osc)
+		osc *= step
+		if inN&1023 == 0 {
+			osc = unit(osc)
+		}
+		iu := b00*ci + b01*ix1 + b02*ix2 - a01*iu1 - a02*iu2
+		qu := b00*cq + b01*qx1 + b02*qx2 - a01*qu1 - a02*qu2
+		iv := b10*iu + b11*iu1 + b12*iu2 - a11*iv1 - a12*iv2
+		qv := b10*qu + b11*qu1 + b12*qu2 - a11*qv1 - a12*qv2
+		ix2, ix1, iu2, iu1, iv2, iv1 = ix1, ci, iu1, iu, iv1, iv
+		qx2, qx1, qu2, qu1, qv2, qv1 = qx1, cq, qu1, qu, qv1, qv
+		if phase++; phase < d.dec {
+			continue
+		}
+		phase = 0
+		d.inN = inN
+		dst = d.baseband(dst, complex(d.lp2I.next(iv), d.lp2Q.next(qv)))
+	}
+	d.lpI[0].x1, d.lpI[0].x2, d.lpI[0].y1, d.lpI[0].y2 = ix1, ix2, iu1, iu2
+	d.lpI[1].x1, d.lpI[1].x2, d.lpI[1].y1, d.lpI[1].y2 = iu1, iu2, iv1, iv2
+	d.lpQ[0].x1, d.lpQ[0].x2, d.lpQ[0].y1, d.lpQ[0].y2 = qx1, qx2, qu1, qu2
+	d.lpQ[1].x1, d.lpQ[1].x2, d.lpQ[1].y1, d.lpQ[1].y2 = qu1, qu2, qv1, qv2
+	d.oscC, d.phase, d.inN = osc, phase, inN
 	return dst
 }
 
@@ -348,36 +419,51 @@ func (d *Demodulator) sample(dst []Event, x float64) []Event {
 	if x != x { // NaN
 		x = 0
 	}
-	x = max(-4, min(4, x))
+	if x > 4 {
+		x = 4
+	} else if x < -4 {
+		x = -4
+	}
 	d.inN++
 	var z complex128
 	switch {
-	case d.dec > 1 || d.lpI != nil:
-		c := complex(x, 0) * d.oscC
+	case d.narrow:
+		ci, cq := x*real(d.oscC), x*imag(d.oscC)
 		d.oscC *= d.stepC
 		if d.inN&1023 == 0 {
-			d.oscC /= complex(cmplx.Abs(d.oscC), 0)
+			d.oscC = unit(d.oscC)
 		}
-		i, q := d.lpI.next(real(c)), d.lpQ.next(imag(c))
+		i, q := d.lpI.next(ci), d.lpQ.next(cq)
 		if d.phase++; d.phase < d.dec {
 			return dst
 		}
 		d.phase = 0
 		z = complex(d.lp2I.next(i), d.lp2Q.next(q))
-	case d.pre != nil:
+	case d.hasPre:
 		z = complex(d.pre.next(x), 0)
 	default:
 		z = complex(x, 0)
 	}
-	zm, zs := z*d.oscM, z*d.oscS
+	return d.baseband(dst, z)
+}
+
+// baseband consumes a sample after the channel filter (at irate).
+func (d *Demodulator) baseband(dst []Event, z complex128) []Event {
+	var zm, zs complex128
+	if imag(z) == 0 {
+		zm, zs = complex(real(z)*real(d.oscM), real(z)*imag(d.oscM)), complex(real(z)*real(d.oscS), real(z)*imag(d.oscS))
+	} else {
+		zm, zs = z*d.oscM, z*d.oscS
+	}
 	p := real(z)*real(z) + imag(z)*imag(z)
 	d.oscM *= d.stepM
 	d.oscS *= d.stepS
 	i := d.ri
-	d.sumM += zm - d.ringM[i]
-	d.sumS += zs - d.ringS[i]
-	d.sumP += p - d.ringP[i]
-	d.ringM[i], d.ringS[i], d.ringP[i] = zm, zs, p
+	r := &d.ring[i]
+	d.sumM += zm - r.m
+	d.sumS += zs - r.s
+	d.sumP += p - r.p
+	r.m, r.s, r.p = zm, zs, p // (a struct literal here stalls store forwarding)
 	d.ri++
 	if d.ri == d.win {
 		d.ri = 0
@@ -389,22 +475,23 @@ func (d *Demodulator) sample(dst []Event, x float64) []Event {
 	em := real(d.sumM)*real(d.sumM) + imag(d.sumM)*imag(d.sumM)
 	es := real(d.sumS)*real(d.sumS) + imag(d.sumS)*imag(d.sumS)
 	d.cNum += d.calph * (em + es - d.cNum)
-	d.cDen += d.calph * (float64(d.win)*max(d.sumP, 0)*d.pscale - d.cDen)
+	wp := 0.0
+	if d.sumP > 0 {
+		wp = d.pw * d.sumP
+	}
+	d.cDen += d.calph * (wp - d.cDen)
 	n := d.n
-	d.hist[n&d.mask] = em - es // only its sign matters
 	d.sumAllM += zm
 	d.sumAllS += zs
-	d.histM[n&d.mask] = d.sumAllM
-	d.histS[n&d.mask] = d.sumAllS
 	d.sumAllX += p
-	d.histX[n&d.mask] = d.sumAllX
 	d.n++
 
-	power := 2 * d.cDen / float64(d.win*d.win) // mean square of the input
+	power := d.pnorm * d.cDen // mean square of the input
 	d.fNum += d.falph * (em + es - d.fNum)
-	d.fDen += d.falph * (float64(d.win)*max(d.sumP, 0)*d.pscale - d.fDen)
-	fast := 2 * d.fDen / float64(d.win*d.win)
-	d.histF[n&d.mask] = fast
+	d.fDen += d.falph * (wp - d.fDen)
+	fast := d.pnorm * d.fDen
+	h := &d.hist[n&d.mask]
+	h.m, h.s, h.x, h.f, h.d = d.sumAllM, d.sumAllS, d.sumAllX, fast, em-es
 	// The end of a transmission: the power falls and what is left is not
 	// the tones (a signal that merely grows weaker keeps its share).
 	fading := d.carrier && fast < d.held*fadeRatio && d.fNum < d.on*d.fDen
@@ -442,7 +529,7 @@ func (d *Demodulator) sample(dst []Event, x float64) []Event {
 			// looked at before.
 			from := max(int64(d.win), n-int64(lookBackBits*d.bit), n-d.mask+int64(d.win), d.scan)
 			i := n
-			for i > from && d.histF[(i-1)&d.mask] >= power*fadeRatio {
+			for i > from && d.hist[(i-1)&d.mask].f >= power*fadeRatio {
 				i--
 			}
 			d.scan = max(from, i-int64(d.bit))
@@ -464,7 +551,7 @@ func (d *Demodulator) sample(dst []Event, x float64) []Event {
 	switch d.state {
 	case stHunt:
 		for ; d.scan <= n; d.scan++ {
-			v := d.hist[d.scan&d.mask]
+			v := d.hist[d.scan&d.mask].d
 			if !d.armed {
 				if v > 0 {
 					d.run++
@@ -526,24 +613,74 @@ const (
 	maxRateError = 0.06
 )
 
-// prefix returns the running sum in h up to time t (in samples), the
-// sample at index i spanning [i, i+1).
-func (d *Demodulator) prefix(h []complex128, t float64) complex128 {
-	f := math.Floor(t)
-	i := int64(f)
-	a, b := h[(i-1)&d.mask], h[i&d.mask]
-	return a + complex(t-f, 0)*(b-a)
+// prefix returns the running sums of the mark and the space mixer up to
+// time t (in samples), the sample at index i spanning [i, i+1).
+func (d *Demodulator) prefix(t float64) (m, s complex128) {
+	i := floor(t)
+	fr := t - float64(i)
+	a, b := &d.hist[(i-1)&d.mask], &d.hist[i&d.mask]
+	dm, ds := b.m-a.m, b.s-a.s
+	return a.m + complex(fr*real(dm), fr*imag(dm)), a.s + complex(fr*real(ds), fr*imag(ds))
 }
 
-// soft is the soft decision for bit k of a character starting at t0: the
-// difference of the mark and space energies over exactly that bit.
-func (d *Demodulator) soft(t0 float64, k int) float64 {
-	a, b := t0+float64(k)*d.period, t0+float64(k+1)*d.period
-	m := d.prefix(d.histM, b) - d.prefix(d.histM, a)
-	s := d.prefix(d.histS, b) - d.prefix(d.histS, a)
-	em := real(m)*real(m) + imag(m)*imag(m)
-	es := real(s)*real(s) + imag(s)*imag(s)
-	return em - es
+// prefixPower is prefix for the running sum of the squared samples.
+func (d *Demodulator) prefixPower(t float64) float64 {
+	i := floor(t)
+	a, b := d.hist[(i-1)&d.mask].x, d.hist[i&d.mask].x
+	return a + (t-float64(i))*(b-a)
+}
+
+// floor is math.Floor for the times of samples, as an integer.
+func floor(t float64) int64 {
+	i := int64(t)
+	if float64(i) > t {
+		i--
+	}
+	return i
+}
+
+// frame holds the correlations of the bits of a character with the mark
+// and the space tone: the integrate-and-dump over exactly each bit.
+type frame struct {
+	t0     float64
+	cm, cs [frameBits]complex128
+	// ph[k] is e^{−iΔω·t} at the start t of bit k, Δω the mark's angular
+	// frequency less the space's (k from 1; see phases).
+	ph     [frameBits]complex128
+	havePh bool
+}
+
+// phases fills f.ph, once.
+func (d *Demodulator) phases(f *frame) {
+	if f.havePh {
+		return
+	}
+	dw := 2 * math.Pi * (d.markHz - d.spaceHz) / d.irate
+	u := cmplx.Rect(1, -dw*f.t0)
+	du := cmplx.Rect(1, -dw*d.period)
+	for k := 1; k < frameBits; k++ {
+		u *= du
+		f.ph[k] = u
+	}
+	f.havePh = true
+}
+
+// correlate fills f with the character starting at t0.
+func (d *Demodulator) correlate(f *frame, t0 float64) {
+	f.t0 = t0
+	pm, ps := d.prefix(t0)
+	for k := range frameBits {
+		qm, qs := d.prefix(t0 + float64(k+1)*d.period)
+		f.cm[k], f.cs[k] = qm-pm, qs-ps
+		pm, ps = qm, qs
+	}
+}
+
+// soft is the soft decision for bit k: the difference of the mark and
+// space energies over exactly that bit.
+func (f *frame) soft(k int) float64 {
+	m, s := f.cm[k], f.cs[k]
+	return real(m)*real(m) + imag(m)*imag(m) - real(s)*real(s) - imag(s)*imag(s)
 }
 
 // character decodes the character whose start-time search is complete.
@@ -551,22 +688,23 @@ func (d *Demodulator) character(dst []Event) []Event {
 	// Coarse to fine: every searchCoarse steps, then halving the step
 	// around the best so far.
 	best, bestM, bestJ := d.c, math.Inf(-1), 0
-	try := func(j int) {
-		if j < -d.span || j > d.span {
-			return
-		}
+	for j := -d.span; j <= d.span; j += searchCoarse {
 		t0 := d.c + float64(j)*d.period/searchSteps
 		if m := d.fit(t0); m > bestM {
 			best, bestM, bestJ = t0, m, j
 		}
 	}
-	for j := -d.span; j <= d.span; j += searchCoarse {
-		try(j)
-	}
 	for step := searchCoarse / 2; step > 0; step /= 2 {
 		around := bestJ
-		try(around - step)
-		try(around + step)
+		for _, j := range [2]int{around - step, around + step} {
+			if j < -d.span || j > d.span {
+				continue
+			}
+			t0 := d.c + float64(j)*d.period/searchSteps
+			if m := d.fit(t0); m > bestM {
+				best, bestM, bestJ = t0, m, j
+			}
+		}
 	}
 	followed := d.locked && d.c == d.pred
 	if !d.carrier && best > float64(d.downAt)-fadeBits*d.bit {
@@ -585,17 +723,19 @@ func (d *Demodulator) character(dst []Event) []Event {
 		// Timing changes slowly from one character to the next: smooth it.
 		best = d.pred + timingGain*(best-d.pred)
 	}
-	b := d.bits(best)
+	var f frame
+	d.correlate(&f, best)
+	b := d.bits(&f)
 	stop := d.at(best, frameBits-1)
 	start := int64(math.Round(best * float64(d.dec)))
-	startOK := d.soft(best, 0) < 0 && d.tonal(best, !followed)
+	startOK := f.soft(0) < 0 && d.tonal(&f, !followed)
 	// A character that follows the last one on time keeps a bad stop bit:
 	// noise is as likely to hit it as any data bit.
-	stopOK := d.soft(best, frameBits-1) > 0
+	stopOK := f.soft(frameBits-1) > 0
 	if startOK && (stopOK || followed) {
 		d.stats.Bytes++
 		dst = append(dst, Event{Kind: Byte, Byte: b, At: start})
-		d.learnPhase(best, b)
+		d.learnPhase(&f, b)
 		d.locked = true
 		if d.haveLast {
 			// Characters back to back (or nearly) measure the sender's bit
@@ -633,25 +773,24 @@ func (d *Demodulator) character(dst []Event) []Event {
 	return dst
 }
 
-// tonal reports whether the character starting at t0 looks like one: its
+// tonal reports whether the character f looks like one: its
 // bits' correlators hold frameShare of its power and, if even, no bit has
 // less than bitEnergy of the mean energy of its bits (a character
 // straddling the start of a carrier, noise before it, does not pass; one
 // that follows another on time may straddle a change of level) and their
 // mean is at least fadeRatio of the carrier's (noise after the end of the
 // carrier, before that end is detected, does not pass).
-func (d *Demodulator) tonal(t0 float64, even bool) bool {
+func (d *Demodulator) tonal(f *frame, even bool) bool {
 	var e [frameBits]float64
 	var sum float64
 	for k := range frameBits {
-		a, b := t0+float64(k)*d.period, t0+float64(k+1)*d.period
-		m := d.prefix(d.histM, b) - d.prefix(d.histM, a)
-		s := d.prefix(d.histS, b) - d.prefix(d.histS, a)
+		m, s := f.cm[k], f.cs[k]
 		e[k] = real(m)*real(m) + imag(m)*imag(m) + real(s)*real(s) + imag(s)*imag(s)
 		sum += e[k]
 	}
+	t0 := f.t0
 	end := t0 + frameBits*d.period
-	x := d.prefixReal(d.histX, end) - d.prefixReal(d.histX, t0)
+	x := d.prefixPower(end) - d.prefixPower(t0)
 	need := d.frame
 	if even && t0 < float64(d.upAt) {
 		need = d.on // from before the carrier was detected: as sure as it
@@ -673,23 +812,25 @@ func (d *Demodulator) tonal(t0 float64, even bool) bool {
 	return true
 }
 
-func (d *Demodulator) prefixReal(h []float64, t float64) float64 {
-	f := math.Floor(t)
-	i := int64(f)
-	a, b := h[(i-1)&d.mask], h[i&d.mask]
-	return a + (t-f)*(b-a)
-}
-
 // fit is how well a character starting at t0 fits the samples: the sum of
 // its bits' soft decisions, the start bit counted as space, the stop bit
-// as mark, the data bits as whichever they are. (soft for each bit, with
-// the boundaries shared.)
+// as mark, the data bits as whichever they are. It is the receiver's hot
+// loop: correlate and soft in one pass, the bits' boundaries shared.
 func (d *Demodulator) fit(t0 float64) float64 {
-	pm, ps := d.prefix(d.histM, t0), d.prefix(d.histS, t0)
+	hist, mask, period := d.hist, d.mask, d.period
+	pm, ps := d.prefix(t0)
 	var m float64
 	for k := range frameBits {
-		t := t0 + float64(k+1)*d.period
-		qm, qs := d.prefix(d.histM, t), d.prefix(d.histS, t)
+		// d.prefix, by hand: the compiler does not inline it here.
+		t := t0 + float64(k+1)*period
+		i := int64(t) // floor(t), by hand too
+		if float64(i) > t {
+			i--
+		}
+		fr := t - float64(i)
+		a, b := &hist[(i-1)&mask], &hist[i&mask]
+		dm, ds := b.m-a.m, b.s-a.s
+		qm, qs := a.m+complex(fr*real(dm), fr*imag(dm)), a.s+complex(fr*real(ds), fr*imag(ds))
 		cm, cs := qm-pm, qs-ps
 		v := real(cm)*real(cm) + imag(cm)*imag(cm) - real(cs)*real(cs) - imag(cs)*imag(cs)
 		switch k {
@@ -705,74 +846,70 @@ func (d *Demodulator) fit(t0 float64) float64 {
 	return m
 }
 
-// bits returns the data bits of the character starting at t0. Once the
-// phase step that the line puts between the two tones is known (see
-// learnPhase), each bit is decided over three bits, coherently: the
-// tones' phase runs on continuously from bit to bit, so the correlations
-// of a bit and its neighbours add up for the right pattern of bits, and a
-// bit is decided with three bits' energy. Until then, or when the
-// neighbours of a bit are the start or stop bit, it uses what is known.
-func (d *Demodulator) bits(t0 float64) byte {
-	var cm, cs [frameBits]complex128
-	for k := range frameBits {
-		a, b := t0+float64(k)*d.period, t0+float64(k+1)*d.period
-		cm[k] = d.prefix(d.histM, b) - d.prefix(d.histM, a)
-		cs[k] = d.prefix(d.histS, b) - d.prefix(d.histS, a)
-	}
+// bits returns the data bits of the character f. Once the phase step
+// that the line puts between the two tones is known (see learnPhase),
+// each bit is decided over three bits, coherently: the tones' phase runs
+// on continuously from bit to bit, so the correlations of a bit and its
+// neighbours add up for the right pattern of bits, and a bit is decided
+// with three bits' energy. Until then, or when the neighbours of a bit
+// are the start or stop bit, it uses what is known.
+func (d *Demodulator) bits(f *frame) byte {
 	var out byte
-	coherent := cmplx.Abs(d.dphi) > phaseSure
-	// u[k] turns the correlation of bit k, space after mark, into the
-	// phase of the mark before it: continuous phase at the boundary plus
-	// the line's step (mark after space: its conjugate).
-	var u [frameBits]complex128
-	if coherent {
-		step := cmplx.Rect(1, cmplx.Phase(d.dphi))
-		dw := 2 * math.Pi * (d.markHz - d.spaceHz) / d.irate
-		for k := 1; k < frameBits; k++ {
-			u[k] = cmplx.Rect(1, -dw*(t0+float64(k)*d.period)) * step
-		}
-	}
-	corr := func(k int, mark bool) complex128 {
-		if mark {
-			return cm[k]
-		}
-		return cs[k]
-	}
-	rot := func(a, b bool, k int) complex128 {
-		switch {
-		case a == b:
-			return 1
-		case a:
-			return u[k]
-		}
-		return complex(real(u[k]), -imag(u[k]))
-	}
-	for k := 1; k <= dataBits; k++ {
-		if !coherent {
-			em := real(cm[k])*real(cm[k]) + imag(cm[k])*imag(cm[k])
-			es := real(cs[k])*real(cs[k]) + imag(cs[k])*imag(cs[k])
-			if em > es {
+	if cmplx.Abs(d.dphi) <= phaseSure {
+		for k := 1; k <= dataBits; k++ {
+			if f.soft(k) > 0 {
 				out |= 1 << (k - 1)
 			}
-			continue
+		}
+		return out
+	}
+	// c[1][k] is the correlation of bit k with the mark, c[0][k] with the
+	// space; rot[a][b][k] turns the correlation of bit k in tone b into
+	// the phase of bit k−1 in tone a: continuous phase at the boundary
+	// plus the line's step (space after mark), or its conjugate (mark
+	// after space).
+	c := [2]*[frameBits]complex128{&f.cs, &f.cm}
+	var rot [2][2][frameBits + 1]complex128
+	step := unit(d.dphi)
+	d.phases(f)
+	for k := 1; k < frameBits; k++ {
+		u := f.ph[k] * step
+		rot[0][0][k], rot[1][1][k] = 1, 1
+		rot[1][0][k] = u
+		rot[0][1][k] = complex(real(u), -imag(u))
+	}
+	for k := 1; k <= dataBits; k++ {
+		// w[b][r]: bits k and k+1 as b and r, in the phase of bit k
+		// (multiplying by a rotation of exactly 1 is left out).
+		var w [2][2]complex128
+		for b := range 2 {
+			for r := range 2 {
+				if b == r {
+					w[b][r] = c[b][k] + c[r][k+1]
+				} else {
+					w[b][r] = c[b][k] + c[r][k+1]*rot[b][r][k+1]
+				}
+			}
 		}
 		var best [2]float64
-		for pi := range 2 {
-			p := pi == 1
-			if k == 1 && p {
+		for p := range 2 {
+			if k == 1 && p == 1 {
 				continue // the start bit is space
 			}
-			for ri := range 2 {
-				r := ri == 1
-				if k == dataBits && !r {
+			for r := range 2 {
+				if k == dataBits && r == 0 {
 					continue // the stop bit is mark
 				}
-				for bi := range 2 {
-					b := bi == 1
-					r1 := rot(p, b, k)
-					r2 := r1 * rot(b, r, k+1)
-					z := corr(k-1, p) + corr(k, b)*r1 + corr(k+1, r)*r2
-					best[bi] = max(best[bi], real(z)*real(z)+imag(z)*imag(z))
+				for b := range 2 {
+					z := c[p][k-1]
+					if p == b {
+						z += w[b][r]
+					} else {
+						z += rot[p][b][k] * w[b][r]
+					}
+					if e := real(z)*real(z) + imag(z)*imag(z); e > best[b] {
+						best[b] = e
+					}
 				}
 			}
 		}
@@ -784,41 +921,29 @@ func (d *Demodulator) bits(t0 float64) byte {
 }
 
 // learnPhase updates the estimate of the phase step between the tones at
-// their changes, from an accepted character b starting at t0: for each
+// their changes, from an accepted character b (correlations f): for each
 // change from mark to space, the phase of the space bit's correlation
 // against where a continuous-phase change would put it (the line's filters
 // delay the two tones differently).
-func (d *Demodulator) learnPhase(t0 float64, b byte) {
-	bit := func(k int) bool {
-		switch k {
-		case 0:
-			return false
-		case frameBits - 1:
-			return true
-		}
-		return b>>(k-1)&1 == 1
-	}
-	wm, ws := 2*math.Pi*d.markHz/d.irate, 2*math.Pi*d.spaceHz/d.irate
+func (d *Demodulator) learnPhase(f *frame, b byte) {
+	d.phases(f)
+	bits := uint(b)<<1 | 1<<(frameBits-1) // start (0), data, stop (1)
 	for k := 0; k+1 < frameBits; k++ {
-		a, c := bit(k), bit(k+1)
+		a, c := bits>>k&1 == 1, bits>>(k+1)&1 == 1
 		if a == c {
 			continue
 		}
-		ta, tb, tc := t0+float64(k)*d.period, t0+float64(k+1)*d.period, t0+float64(k+2)*d.period
-		var x, y complex128
-		var dw float64
+		// The phase a continuous change of tone at the start of bit k+1
+		// puts between the tones: e^{∓iΔω·t}.
+		var x, y, ph complex128
 		if a {
-			x = d.prefix(d.histM, tb) - d.prefix(d.histM, ta)
-			y = d.prefix(d.histS, tc) - d.prefix(d.histS, tb)
-			dw = wm - ws
+			x, y, ph = f.cm[k], f.cs[k+1], f.ph[k+1]
 		} else {
-			x = d.prefix(d.histS, tb) - d.prefix(d.histS, ta)
-			y = d.prefix(d.histM, tc) - d.prefix(d.histM, tb)
-			dw = ws - wm
+			x, y, ph = f.cs[k], f.cm[k+1], complex(real(f.ph[k+1]), -imag(f.ph[k+1]))
 		}
-		r := y * complex(real(x), -imag(x)) * cmplx.Rect(1, -dw*tb)
-		if abs := cmplx.Abs(r); abs > 0 {
-			r /= complex(abs, 0)
+		r := y * complex(real(x), -imag(x)) * ph
+		if r != 0 {
+			r = unit(r)
 		}
 		if a {
 			r = complex(real(r), -imag(r)) // space after mark: the step's conjugate
@@ -830,13 +955,13 @@ func (d *Demodulator) learnPhase(t0 float64, b byte) {
 // renormalize keeps the oscillators on the unit circle and recomputes the
 // window sums, so that rounding errors cannot build up.
 func (d *Demodulator) renormalize() {
-	d.oscM /= complex(cmplx.Abs(d.oscM), 0)
-	d.oscS /= complex(cmplx.Abs(d.oscS), 0)
+	d.oscM = unit(d.oscM)
+	d.oscS = unit(d.oscS)
 	d.sumM, d.sumS, d.sumP = 0, 0, 0
-	for i := range d.ringM {
-		d.sumM += d.ringM[i]
-		d.sumS += d.ringS[i]
-		d.sumP += d.ringP[i]
+	for _, r := range d.ring {
+		d.sumM += r.m
+		d.sumS += r.s
+		d.sumP += r.p
 	}
 }
 
@@ -867,4 +992,11 @@ func appendBytes(dst []byte, ev []Event) []byte {
 		}
 	}
 	return dst
+}
+
+// unit returns z/|z| for z ≠ 0 (as z / complex(|z|, 0) would, without
+// the cost of a complex division).
+func unit(z complex128) complex128 {
+	a := cmplx.Abs(z)
+	return complex(real(z)/a, imag(z)/a)
 }

@@ -48,7 +48,7 @@ func FuzzDemodulate(f *testing.F) {
 		if len(ev) > limit {
 			t.Errorf("%d events from %d samples, more than %d", len(ev), len(s), limit)
 		}
-		if cap(d.hist) != hist || len(d.ringM) != d.win {
+		if cap(d.hist) != hist || len(d.ring) != d.win {
 			t.Errorf("the demodulator's memory grew")
 		}
 		for _, e := range ev {
