@@ -452,7 +452,9 @@ func (c *callState) pay(ctx context.Context) error {
 		}
 		c.choose("ref " + ref)
 		if ref == "" {
-			c.o.Result = "no-input"
+			if c.o.Result == "" {
+				c.o.Result = "no-input"
+			}
 			continue
 		}
 		p, err := c.s.cfg.Purchases.PendingPurchase(ctx, ref, c.s.cfg.Now())

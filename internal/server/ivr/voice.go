@@ -2,6 +2,7 @@ package ivr
 
 import (
 	"bytes"
+	"encoding/binary"
 	"context"
 	"errors"
 	"fmt"
@@ -64,30 +65,33 @@ func (sp *Speech) Say(ctx context.Context, text string) ([]float64, error) {
 	// espeak-ng writes a WAV at 22050 Hz to standard output; sox reads it
 	// from its standard input and writes 8 kHz 16-bit mono.
 	tts := exec.CommandContext(ctx, sp.espeak, "-v", sp.voice, "-s", fmt.Sprint(sp.wpm), "--stdout", "--", text)
-	rs := exec.CommandContext(ctx, sp.sox, "-q", "-t", "wav", "-", "-t", "wav", "-r", "8000", "-c", "1", "-b", "16", "-")
+	// Raw samples out: a WAV header written to a pipe cannot give the
+	// length.
+	rs := exec.CommandContext(ctx, sp.sox, "-q", "-t", "wav", "-", "-t", "raw", "-e", "signed", "-b", "16", "-L", "-r", "8000", "-c", "1", "-")
 	pipe, err := tts.StdoutPipe()
 	if err != nil {
 		return nil, fmt.Errorf("speaking %q: %w", text, err)
 	}
 	rs.Stdin = pipe
-	var out, errOut bytes.Buffer
-	rs.Stdout, rs.Stderr, tts.Stderr = &out, &errOut, &errOut
+	var out, ttsErr, soxErr bytes.Buffer
+	rs.Stdout, rs.Stderr, tts.Stderr = &out, &soxErr, &ttsErr
 	if err := rs.Start(); err != nil {
 		return nil, fmt.Errorf("speaking %q: starting sox: %w", text, err)
 	}
 	if err := tts.Run(); err != nil {
 		rs.Wait()
-		return nil, fmt.Errorf("speaking %q: espeak-ng: %w: %s", text, err, bytes.TrimSpace(errOut.Bytes()))
+		return nil, fmt.Errorf("speaking %q: espeak-ng: %w: %s", text, err, bytes.TrimSpace(ttsErr.Bytes()))
 	}
 	if err := rs.Wait(); err != nil {
-		return nil, fmt.Errorf("speaking %q: sox: %w: %s", text, err, bytes.TrimSpace(errOut.Bytes()))
+		return nil, fmt.Errorf("speaking %q: sox: %w: %s", text, err, bytes.TrimSpace(soxErr.Bytes()))
 	}
-	a, rate, err := audio.ReadWAV(&out)
-	if err != nil {
-		return nil, fmt.Errorf("speaking %q: reading sox's output: %w", text, err)
+	raw := out.Bytes()
+	if len(raw) < 2 {
+		return nil, fmt.Errorf("speaking %q: no audio from espeak-ng", text)
 	}
-	if rate != audio.Rate {
-		return nil, fmt.Errorf("speaking %q: sox wrote %d Hz", text, rate)
+	a = make([]float64, len(raw)/2)
+	for i := range a {
+		a[i] = audio.FromInt16(int16(binary.LittleEndian.Uint16(raw[2*i:])))
 	}
 	normalize(a, 0.5)
 	sp.mu.Lock()
