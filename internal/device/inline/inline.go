@@ -21,7 +21,7 @@ import (
 	"sync"
 	"time"
 
-	"cardlink/internal/applet/wallet"
+	"cardlink/internal/wallet"
 	"cardlink/internal/audio"
 	"cardlink/internal/device"
 	"cardlink/internal/line"
@@ -52,6 +52,12 @@ type Config struct {
 	// SessionTimeout bounds one modem session in real time; 0 means 5
 	// minutes.
 	SessionTimeout time.Duration
+	// ResumeTimeout is the line time the device waits, after its
+	// modem link closed, for the IVR's D before it reports all the same;
+	// 0 means 60 s (the IVR's end of the modem link may linger some
+	// seconds of real time after the device's closed, which at a fast
+	// switch speed is many seconds of line time).
+	ResumeTimeout time.Duration
 	// OnSession, if set, gets every session's outcome (from Run's
 	// goroutine).
 	OnSession func(Session)
@@ -91,6 +97,9 @@ func New(cfg Config) (*Device, error) {
 	}
 	if cfg.SessionTimeout <= 0 {
 		cfg.SessionTimeout = 5 * time.Minute
+	}
+	if cfg.ResumeTimeout <= 0 {
+		cfg.ResumeTimeout = time.Minute
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -165,13 +174,32 @@ func (b *bridge) up() error {
 		}
 		b.mu.Lock()
 		if !b.muted {
-			_, err = b.phone.Write(buf[:n])
+			err = b.write(b.phone, buf[:n])
 		}
 		b.mu.Unlock()
 		if err != nil {
 			return err
 		}
 	}
+}
+
+// jitter is how far ahead of the line the bridge keeps each call's
+// writing: 200 ms. The two calls run on their own clocks and the device's
+// goroutines are scheduled late now and then; a call that runs dry fills
+// the gap with silence, which cuts a DTMF tone in two.
+const jitter = audio.Rate / 5
+
+// write writes p to call, first topping up what the call has queued with
+// silence when it fell under half the jitter margin (at the start, and
+// after a hiccup), so that the line does not run dry in the middle of p.
+func (b *bridge) write(call *line.Call, p []float64) error {
+	if q := call.Pending(); q < jitter/2 {
+		if _, err := call.Write(make([]float64, jitter-q)); err != nil {
+			return err
+		}
+	}
+	_, err := call.Write(p)
+	return err
 }
 
 func (b *bridge) mute(on bool) {
@@ -187,9 +215,12 @@ func (b *bridge) down(ctx context.Context) error {
 	det := dtmf.NewDetector(dtmf.Config{})
 	var sc handover.Scanner
 	buf := make([]float64, 800)
+	var held []float64
+	quiet := 0 // samples of the phone the handset does not hear
 	for {
 		select {
 		case m := <-b.d.start:
+			held = held[:0]
 			b.mute(true)
 			if err := b.send(ctx, m.String()); err != nil {
 				return err
@@ -208,6 +239,11 @@ func (b *bridge) down(ctx context.Context) error {
 		}
 		var trigger *handover.Message
 		for _, k := range det.Process(buf[:n]) {
+			if k.Key >= 'A' && k.Key <= 'D' {
+				// Signalling: drop what is held (its start) and the
+				// rest of its tone.
+				held, quiet = held[:0], holdBack
+			}
 			m, ok, _, err := sc.Key(k.Key)
 			if err != nil {
 				b.d.log.Debug("inline: bad signalling", "err", err)
@@ -217,6 +253,7 @@ func (b *bridge) down(ctx context.Context) error {
 			}
 		}
 		if trigger != nil {
+			held = held[:0]
 			if err := b.session(ctx, *trigger); err != nil {
 				return err
 			}
@@ -224,16 +261,34 @@ func (b *bridge) down(ctx context.Context) error {
 			sc.Reset()
 			continue
 		}
-		// While a sequence is open the handset hears silence: the
-		// signalling is for the device.
+		// The handset hears the phone delayed by holdBack samples, so
+		// that the start of a signalling key, which the detector confirms
+		// only 40 ms in, is dropped with the rest while a sequence is
+		// open: the signalling is for the device.
 		if sc.Open() {
+			held = held[:0]
 			continue
 		}
-		if _, err := b.handset.Write(buf[:n]); err != nil {
-			return err
+		chunk := buf[:n]
+		if quiet > 0 {
+			q := min(quiet, len(chunk))
+			quiet -= q
+			chunk = chunk[q:]
+		}
+		held = append(held, chunk...)
+		if len(held) > holdBack {
+			out := len(held) - holdBack
+			if err := b.write(b.handset, held[:out]); err != nil {
+				return err
+			}
+			held = append(held[:0], held[out:]...)
 		}
 	}
 }
+
+// holdBack is the handset's delay behind the phone: 100 ms, over twice
+// the time the detector takes to confirm a key.
+const holdBack = audio.Rate / 10
 
 // send writes keys on the phone as DTMF and waits until they are out.
 // The caller has muted the handset.
@@ -273,16 +328,40 @@ func (b *bridge) session(ctx context.Context, m handover.Message) error {
 		b.report(s)
 		return err
 	}
-	// Let the IVR's modem stop listening before the report (half a
-	// second of silence), then report.
-	b.mu.Lock()
-	_, err = b.phone.Write(make([]float64, audio.Rate/2))
-	b.mu.Unlock()
-	if err == nil {
-		err = b.send(ctx, handover.Message{Kind: handover.Report, Code: s.Code}.String())
+	// Report once the IVR has the line back to voice (its D), or after
+	// ResumeTimeout of line time if the D was lost.
+	if err := b.waitResume(ctx); err != nil {
+		b.report(s)
+		return err
 	}
+	err = b.send(ctx, handover.Message{Kind: handover.Report, Code: s.Code}.String())
 	b.report(s)
 	return err
+}
+
+// waitResume reads the phone until the IVR's D, for at most
+// ResumeTimeout of line time.
+func (b *bridge) waitResume(ctx context.Context) error {
+	det := dtmf.NewDetector(dtmf.Config{})
+	limit := int64(b.d.cfg.ResumeTimeout.Seconds() * audio.Rate)
+	buf := make([]float64, 800)
+	for read := int64(0); read < limit; {
+		n, err := b.phone.Read(buf)
+		if err != nil {
+			return err
+		}
+		read += int64(n)
+		for _, k := range det.Process(buf[:n]) {
+			if k.Key == byte(handover.Resume) {
+				return nil
+			}
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	b.d.log.Debug("inline: no resume from the IVR; reporting anyway")
+	return nil
 }
 
 func (b *bridge) report(s Session) {

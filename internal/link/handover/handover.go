@@ -6,14 +6,18 @@
 //
 //	A op [reference] #   IVR → device: "take the line and run op"
 //	B op [reference] #   device → IVR: "the holder asks for op; I take the line"
+//	D                    IVR → device: "the line is voice again: report"
 //	C code #             device → IVR: "the modem session ended with code"
 //
 // op is one digit (OpPay '1', OpSignIn '2'); reference is the purchase's
 // code (protocol.ReferenceLen digits, pay only); code is a protocol.Code
 // in decimal (0 is success), or 999 for a session that did not finish.
 // After an A or B sequence the device calls (originates) the modem and the
-// IVR answers it; the device sends C once the modem link has closed and
-// the line is voice again.
+// IVR answers it. Once the modem link has closed on its side, the IVR
+// listens for keys again and sends D; the device, on hearing D (or after
+// a timeout, should D be lost), sends C. The D makes the report wait for
+// the IVR: the two ends of a link do not close at the same moment, and a
+// report sent while the IVR's modem still had the line would be lost.
 //
 // It imports only the standard library; it knows nothing of audio, the
 // line or the protocol above it.
@@ -34,6 +38,7 @@ const (
 	Trigger Kind = 'A' // IVR → device
 	Request Kind = 'B' // device → IVR
 	Report  Kind = 'C' // device → IVR
+	Resume  Kind = 'D' // IVR → device, a single key
 )
 
 func (k Kind) String() string {
@@ -44,6 +49,8 @@ func (k Kind) String() string {
 		return "request"
 	case Report:
 		return "report"
+	case Resume:
+		return "resume"
 	}
 	return fmt.Sprintf("Kind(%d)", byte(k))
 }
@@ -92,6 +99,8 @@ type Message struct {
 // String is the message as DTMF keys, e.g. "A112345678#".
 func (m Message) String() string {
 	switch m.Kind {
+	case Resume:
+		return "D"
 	case Report:
 		return "C" + strconv.Itoa(m.Code) + "#"
 	default:
@@ -112,6 +121,9 @@ func (m Message) Validate() error {
 // It returns an error wrapping ErrSequence for anything but exactly what
 // Message.String writes.
 func Parse(s string) (Message, error) {
+	if s == "D" {
+		return Message{Kind: Resume}, nil
+	}
 	if len(s) < 3 || len(s) > maxLen || s[len(s)-1] != '#' {
 		return Message{}, fmt.Errorf("%w: %q", ErrSequence, s)
 	}
@@ -147,7 +159,8 @@ func Parse(s string) (Message, error) {
 
 // Scanner finds sequences in a stream of detected keys. The holder's keys
 // (0–9, *, #) outside a sequence pass through as plain keys; a sequence
-// starts with A, B or C. A sequence that does not parse is dropped. The
+// starts with A, B or C; D is a whole message by itself and abandons an
+// open sequence. A sequence that does not parse is dropped. The
 // zero value is ready; it is not safe for concurrent use.
 type Scanner struct {
 	buf []byte
@@ -165,7 +178,7 @@ func (s *Scanner) Key(key byte) (m Message, ok, plain bool, err error) {
 		return Message{}, false, false, nil
 	case 'D':
 		s.buf = s.buf[:0]
-		return Message{}, false, false, nil
+		return Message{Kind: Resume}, true, false, nil
 	}
 	if len(s.buf) == 0 {
 		return Message{}, false, true, nil

@@ -14,6 +14,7 @@ func TestRoundTrip(t *testing.T) {
 		{Kind: Report, Code: 0},
 		{Kind: Report, Code: 24},
 		{Kind: Report, Code: CodeUnfinished},
+		{Kind: Resume},
 	} {
 		got, err := Parse(m.String())
 		if err != nil || got != m {
@@ -27,7 +28,7 @@ func TestRoundTrip(t *testing.T) {
 
 func TestParseRefuses(t *testing.T) {
 	for _, s := range []string{"", "#", "A#", "A1#", "A2123#", "A3#", "A1x#", "C#", "C01#", "C1000#",
-		"D1#", "B11234", "A112345678901234567#", "C-1#", "1#"} {
+		"D1#", "DD", "B11234", "A112345678901234567#", "C-1#", "1#"} {
 		if m, err := Parse(s); !errors.Is(err, ErrSequence) {
 			t.Errorf("Parse(%q) = %+v, %v; want ErrSequence", s, m, err)
 		}
@@ -39,7 +40,7 @@ func TestParseRefuses(t *testing.T) {
 
 // TestScanner feeds keys as a detector would: the holder's keys pass
 // through as plain; sequences are found; a lost end is abandoned when the
-// next sequence starts; D cancels.
+// next sequence starts; D is a message and cancels an open sequence.
 func TestScanner(t *testing.T) {
 	var s Scanner
 	var plain []byte
@@ -59,7 +60,7 @@ func TestScanner(t *testing.T) {
 	if string(plain) != "12#9*" {
 		t.Errorf("plain keys %q, want %q", plain, "12#9*")
 	}
-	want := []Message{{Kind: Trigger, Op: OpPay, Reference: "1234"}, {Kind: Report}, {Kind: Request, Op: OpSignIn}, {Kind: Report, Code: 24}}
+	want := []Message{{Kind: Trigger, Op: OpPay, Reference: "1234"}, {Kind: Report}, {Kind: Request, Op: OpSignIn}, {Kind: Resume}, {Kind: Report, Code: 24}}
 	if len(msgs) != len(want) {
 		t.Fatalf("messages %+v, want %+v", msgs, want)
 	}

@@ -251,6 +251,7 @@ func (c *callState) listen(ctx context.Context) {
 			}
 			ev := []event{{n: n}}
 			for _, d := range det.Process(buf[:n]) {
+				c.s.log.Debug("ivr: key", "call", c.call.ID(), "key", string(d.Key))
 				m, ok, plain, err := sc.Key(d.Key)
 				switch {
 				case plain:
@@ -555,7 +556,14 @@ func (c *callState) handover(ctx context.Context, m handover.Message, p store.Pu
 		c.o.Result = "no-device"
 		return c.finish(ctx, PromptNoDevice)
 	}
-	// The device reports once it has the line back to voice.
+	// Tell the device the line is voice again (D); it reports then.
+	resume, err := dtmf.Generate(handover.Message{Kind: handover.Resume}.String(), dtmf.Params{})
+	if err != nil {
+		return fmt.Errorf("making resume tone: %w", err)
+	}
+	if _, err := c.call.Write(resume); err != nil {
+		return err
+	}
 	limit := c.heard + int64(c.s.cfg.ReportTimeout.Seconds()*audio.Rate)
 	for c.o.Code < 0 && c.heard < limit {
 		e, err := c.next(ctx)
