@@ -21,7 +21,6 @@ import (
 	"sync"
 	"time"
 
-	"cardlink/internal/wallet"
 	"cardlink/internal/audio"
 	"cardlink/internal/device"
 	"cardlink/internal/line"
@@ -30,6 +29,7 @@ import (
 	"cardlink/internal/link/handover"
 	"cardlink/internal/protocol"
 	"cardlink/internal/txn"
+	"cardlink/internal/wallet"
 )
 
 // Modem turns a call into a link: the originating end of the modem. It
