@@ -485,8 +485,8 @@ func (c *callState) orRequest(ctx context.Context, err error) error {
 	return err
 }
 
-// digits reads keys up to '#' ('*' starts again); "" when the caller
-// typed nothing in time.
+// digits reads keys up to '#' or a pause of KeyTimeout ('*' starts
+// again); "" when the caller typed nothing in time.
 func (c *callState) digits(ctx context.Context) (string, error) {
 	var b []byte
 	for len(b) <= handover.MaxReference {
@@ -495,8 +495,8 @@ func (c *callState) digits(ctx context.Context) (string, error) {
 			return "", err
 		}
 		switch k {
-		case 0:
-			return "", nil
+		case 0: // a pause: what was typed is the answer
+			return string(b), nil
 		case '#':
 			return string(b), nil
 		case '*':
