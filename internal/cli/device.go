@@ -33,7 +33,7 @@ func deviceCommand() *command {
 	g := &command{
 		name:    "device",
 		summary: "provision a device; run it, or authenticate and pay through it",
-		subs:    []*command{deviceProvisionCommand(), deviceRunCommand(), deviceAuthCommand(), deviceBuyCommand(), deviceLoadCommand(), deviceUnloadCommand()},
+		subs:    []*command{deviceProvisionCommand(), deviceRunCommand(), deviceAuthCommand(), deviceBuyCommand(), deviceLoadCommand(), deviceUnloadCommand(), deviceInlineCommand()},
 	}
 	// 'cardlink device --card FILE ...' (flags, no subcommand) runs the
 	// interactive device, as 'cardlink device run' does; anything else is
