@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"flag"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -30,8 +31,9 @@ import (
 // testTimeout bounds every test's calls in real time.
 const testTimeout = 3 * time.Minute
 
-// speed is the switch's line time per real time in these tests.
-const speed = 4
+// speed is the switch's line time per real time in these tests
+// (-ivr.speed; 1 for real time).
+var speedFlag = flag.Float64("ivr.speed", 4, "the switch's speed in the end-to-end tests")
 
 // bed is a real device server (SQLite store, ledger, purchase service), a
 // merchant, a funded card the server knows, a registered device, and a
@@ -88,7 +90,7 @@ func newBed(t *testing.T) *bed {
 	b.srv = server.New(server.Config{Auth: as, Store: b.st, Purchases: b.svc, Logger: b.log})
 
 	b.impaired = impair.Config{BandLimit: true, DriftPPM: 80, NoiseDBFS: line.NoiseForSNR(20, -10, 0)}
-	_, b.addr = linetest.Start(t, line.Config{Line: b.impaired, Speed: speed})
+	_, b.addr = linetest.Start(t, line.Config{Line: b.impaired, Speed: *speedFlag})
 	return b
 }
 

@@ -23,11 +23,11 @@ import (
 // The modem both ends use: Bell 202 (1200 bit/s, half duplex, the device
 // is arq's primary), with the switch's speed for its timers.
 func answerModem(_ context.Context, call *line.Call) (link.Link, error) {
-	return modem.Answer(call, modem.Bell202, &modem.Options{Speed: speed})
+	return modem.Answer(call, modem.Bell202, &modem.Options{Speed: *speedFlag})
 }
 
 func dialModem(_ context.Context, call *line.Call) (link.Link, error) {
-	return modem.Dial(call, modem.Bell202, &modem.Options{Speed: speed})
+	return modem.Dial(call, modem.Bell202, &modem.Options{Speed: *speedFlag})
 }
 
 // inlineCall is a handset calling through an in-line device to the IVR:
@@ -137,6 +137,7 @@ func TestPayThroughInlineDevice(t *testing.T) {
 	heard := ic.hear(t, 4000, keys)
 
 	o := waitOutcome(t, out)
+	t.Logf("paid in a call of %v line time (switch at %v× real time), %v of it with the device; choices %q", o.LineTime, *speedFlag, o.Handover, o.Choices)
 	if o.Result != "approved" || o.Code != int(protocol.CodeOK) || o.Status != store.PurchaseApproved || o.Purchase != p.ID || o.Amount.Minor != 1250 {
 		t.Errorf("IVR outcome %+v; want approved, code 0, purchase %s of 1250", o, p.ID)
 	}
@@ -184,6 +185,7 @@ func TestSignInByHolder(t *testing.T) {
 	}
 	ic.hear(t, 0, nil)
 	o := waitOutcome(t, out)
+	t.Logf("signed in during a call of %v line time, %v of it with the device", o.LineTime, o.Handover)
 	if o.Result != "signed-in" || o.Code != 0 || o.Op != handover.OpSignIn {
 		t.Errorf("IVR outcome %+v, want signed-in", o)
 	}

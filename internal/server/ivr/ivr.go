@@ -107,7 +107,10 @@ type Outcome struct {
 	Purchase string // the purchase's ID, for a payment
 	Status   store.PurchaseStatus
 	Amount   money.Amount
-	LineTime time.Duration // audio received, in line time
+	LineTime time.Duration // the call's length in line time (from the answer)
+	// Handover is the line time from the trigger (or request) to the
+	// device's report: the device's session on the modem.
+	Handover time.Duration
 	Err      error         // why the call ended abnormally, if it did
 }
 
@@ -196,11 +199,12 @@ func (s *Server) Handle(ctx context.Context, call *line.Call) Outcome {
 			c.o.Err = err
 		}
 	}
-	c.o.LineTime = time.Duration(c.heard) * time.Second / audio.Rate
+	_, clock := call.Clock()
+	c.o.LineTime = time.Duration(clock) * time.Second / audio.Rate
 	attrs := []any{"call", c.o.CallID, "caller", c.o.Caller, "choices", strings.Join(c.o.Choices, ", "),
 		"outcome", c.o.Result, "line_time", c.o.LineTime.Round(10 * time.Millisecond), "real_time", time.Since(start).Round(time.Millisecond)}
 	if c.o.Op != 0 {
-		attrs = append(attrs, "op", c.o.Op.String(), "code", c.o.Code)
+		attrs = append(attrs, "op", c.o.Op.String(), "code", c.o.Code, "handover_time", c.o.Handover.Round(10*time.Millisecond))
 	}
 	if c.o.Purchase != "" {
 		attrs = append(attrs, "purchase", c.o.Purchase, "status", string(c.o.Status), "amount", c.o.Amount.String())
@@ -540,6 +544,7 @@ func (c *callState) handover(ctx context.Context, m handover.Message, p store.Pu
 		}
 	}
 	c.choose("handover " + m.Op.String())
+	_, from := c.call.Clock()
 	c.stopListening()
 	mctx, cancel := context.WithTimeout(ctx, c.s.cfg.SessionTimeout)
 	l, err := c.s.cfg.Modem(mctx, c.call)
@@ -574,6 +579,8 @@ func (c *callState) handover(ctx context.Context, m handover.Message, p store.Pu
 			c.o.Code = r.Code
 		}
 	}
+	_, to := c.call.Clock()
+	c.o.Handover = time.Duration(to-from) * time.Second / audio.Rate
 	c.typed = c.typed[:0]
 	switch m.Op {
 	case handover.OpPay:
