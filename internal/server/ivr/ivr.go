@@ -111,7 +111,7 @@ type Outcome struct {
 	// Handover is the line time from the trigger (or request) to the
 	// device's report: the device's session on the modem.
 	Handover time.Duration
-	Err      error         // why the call ended abnormally, if it did
+	Err      error // why the call ended abnormally, if it did
 }
 
 // Server answers calls. Its methods are safe for concurrent use.
