@@ -2,9 +2,13 @@ package ivr_test
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"cardlink/internal/applet/wallet/wallettest"
 	"cardlink/internal/device"
@@ -14,9 +18,11 @@ import (
 	"cardlink/internal/link/dtmf"
 	"cardlink/internal/link/handover"
 	"cardlink/internal/link/modem"
+	"cardlink/internal/money"
 	"cardlink/internal/protocol"
 	"cardlink/internal/server/ivr"
 	"cardlink/internal/server/ledger"
+	"cardlink/internal/server/servertest"
 	"cardlink/internal/store"
 )
 
@@ -42,9 +48,14 @@ type inlineCall struct {
 
 func (b *bed) inlineCall(t *testing.T, ctx context.Context, devNumber, ivrNumber, from string) *inlineCall {
 	t.Helper()
+	return b.inlineCallWith(t, ctx, devNumber, ivrNumber, from, b.id, b.card)
+}
+
+func (b *bed) inlineCallWith(t *testing.T, ctx context.Context, devNumber, ivrNumber, from string, id device.Identity, card *wallettest.Env) *inlineCall {
+	t.Helper()
 	ic := &inlineCall{sessions: make(chan inline.Session, 4), done: make(chan error, 1)}
 	var err error
-	ic.dev, err = inline.New(inline.Config{Identity: b.id, Card: b.card.Client, Modem: dialModem,
+	ic.dev, err = inline.New(inline.Config{Identity: id, Card: card.Client, Modem: dialModem,
 		Auth: device.AuthOptions{PIN: wallettest.PIN}, Logger: b.log,
 		OnSession: func(s inline.Session) { ic.sessions <- s }})
 	if err != nil {
@@ -196,6 +207,57 @@ func TestSignInByHolder(t *testing.T) {
 		}
 	default:
 		t.Error("the device ran no session")
+	}
+}
+
+// TestTwoHoldersAtOnce: two holders, each with a card and an in-line
+// device, pay two purchases through the IVR at the same time; both are
+// approved and each holder pays exactly their own.
+func TestTwoHoldersAtOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("two modem sessions at once")
+	}
+	b := newBed(t)
+	card2 := servertest.Sibling(t, b.card)
+	servertest.PutCard(t, b.st, card2, time.Now())
+	if _, err := b.svc.Deposit(context.Background(), card2.CardNumber, money.Amount{Minor: 5_000, Currency: "EUR"}, rand.Text()); err != nil {
+		t.Fatal(err)
+	}
+	id2 := servertest.Device(t, b.st, "inline 2", b.id.ServerKeys, "", time.Now())
+	out := b.serveIVR(t, "100", 2, ivr.Config{Modem: answerModem, Voice: ivr.Tones{}})
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+
+	holders := []struct {
+		card   *wallettest.Env
+		id     device.Identity
+		amount int64
+	}{{b.card, b.id, 700}, {card2, id2, 1900}}
+	before := make([]int64, len(holders))
+	purchases := map[string]int64{}
+	var wg sync.WaitGroup
+	for i, h := range holders {
+		before[i] = balance(t, b, ledger.HolderAccount(h.card.CardNumber, "EUR"))
+		p := b.newPurchase(t, h.amount)
+		purchases[p.ID] = h.amount
+		ic := b.inlineCallWith(t, ctx, fmt.Sprint(200+i), "100", fmt.Sprint(5551000+i), h.id, h.card)
+		keys, err := dtmf.Generate("1"+p.Reference+"#", dtmf.Params{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() { ic.hear(t, 4000, keys) })
+	}
+	wg.Wait()
+	for range holders {
+		o := waitOutcome(t, out)
+		if o.Result != "approved" || o.Amount.Minor != purchases[o.Purchase] {
+			t.Errorf("outcome %+v, want approved with its own amount", o)
+		}
+	}
+	for i, h := range holders {
+		if d := before[i] - balance(t, b, ledger.HolderAccount(h.card.CardNumber, "EUR")); d != h.amount {
+			t.Errorf("holder %d paid %d, want %d", i, d, h.amount)
+		}
 	}
 }
 
