@@ -182,6 +182,32 @@ func TestPayThroughInlineDevice(t *testing.T) {
 	}
 }
 
+// TestPayInsufficientFunds: the holder's account cannot pay; the server
+// declines over the modem, the device reports the code, the IVR says the
+// payment was not approved, and no money moves.
+func TestPayInsufficientFunds(t *testing.T) {
+	b := newBed(t)
+	p := b.newPurchase(t, 1_000_000)
+	holder := ledger.HolderAccount(b.card.CardNumber, "EUR")
+	before := balance(t, b, holder)
+	out := b.serveIVR(t, "100", 1, ivr.Config{Modem: answerModem, Voice: ivr.Tones{}})
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	ic := b.inlineCall(t, ctx, "200", "100", "77")
+	keys, err := dtmf.Generate("1"+p.Reference+"#", dtmf.Params{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ic.hear(t, 4000, keys)
+	o := waitOutcome(t, out)
+	if o.Result != "not-approved" || o.Code != int(protocol.CodeInsufficientFunds) || o.Status != store.PurchaseDeclined {
+		t.Errorf("IVR outcome %+v; want not-approved, code %d, status declined", o, protocol.CodeInsufficientFunds)
+	}
+	if d := before - balance(t, b, holder); d != 0 {
+		t.Errorf("holder paid %d, want 0", d)
+	}
+}
+
 // TestSignInByHolder: the holder presses the device's key while the IVR
 // speaks; the device asks for the line (B request), authenticates the
 // card over the modem, and the IVR announces the sign-in.

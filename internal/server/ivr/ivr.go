@@ -102,7 +102,7 @@ type Outcome struct {
 	Caller   string
 	Choices  []string // menu keys and what they chose, in order ("1 pay", "ref 12345678", "device pay")
 	Op       handover.Op
-	Result   string // "approved", "declined", "signed-in", "sign-in-failed", "no-device", "no-input", "hung-up", "unknown-reference"
+	Result   string // "approved", "not-approved", "signed-in", "sign-in-failed", "no-device", "no-input", "hung-up", "unknown-reference"
 	Code     int    // the device's report, -1 without one
 	Purchase string // the purchase's ID, for a payment
 	Status   store.PurchaseStatus
@@ -611,7 +611,7 @@ func (c *callState) announcePayment(ctx context.Context) error {
 		c.o.Result = "approved"
 		return c.finish(ctx, PromptApproved, spoken(c.o.Amount))
 	}
-	c.o.Result = "declined"
+	c.o.Result = "not-approved"
 	return c.finish(ctx, PromptNotApproved)
 }
 
