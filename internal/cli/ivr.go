@@ -54,14 +54,15 @@ func addIVRFlags(fs *flag.FlagSet) *ivrFlags {
 	}
 }
 
-// modems returns the answering and originating modems for mode at speed.
-func modems(mode string, speed float64) (ivr.Modem, inline.Modem, error) {
+// modems returns the answering and originating modems for mode at speed;
+// cmd and the flags' names make the usage errors.
+func modems(cmd, modeFlag, speedFlag, mode string, speed float64) (ivr.Modem, inline.Modem, error) {
 	m, err := modem.ParseMode(mode)
 	if err != nil {
-		return nil, nil, usagef("%v", err)
+		return nil, nil, usagef("%s: --%s: %v", cmd, modeFlag, err)
 	}
 	if !(speed > 0 && speed <= 1000) {
-		return nil, nil, usagef("speed %v: want a number in (0, 1000]", speed)
+		return nil, nil, usagef("%s: --%s %v: want a number in (0, 1000], the switch's --speed", cmd, speedFlag, speed)
 	}
 	opts := &modem.Options{Speed: speed}
 	answer := func(_ context.Context, call *line.Call) (link.Link, error) { return modem.Answer(call, m, opts) }
@@ -76,7 +77,7 @@ func (f *ivrFlags) start(ctx context.Context, e *env, srv *server.Server, st sto
 	if *f.addr == "" {
 		return func() {}, nil
 	}
-	answer, _, err := modems(*f.mode, *f.speed)
+	answer, _, err := modems("server", "line-mode", "line-speed", *f.mode, *f.speed)
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +104,7 @@ func (f *ivrFlags) start(ctx context.Context, e *env, srv *server.Server, st sto
 	}
 	l, err := line.Listen(ctx, *f.addr, *f.number, &line.ListenOptions{Lines: *f.lines})
 	if err != nil {
-		return nil, fmt.Errorf("registering the IVR's number: %w", err)
+		return nil, withHint(fmt.Errorf("registering the IVR's number: %w", err), "is 'cardlink line serve' running at "+*f.addr+"?")
 	}
 	fmt.Fprintf(e.stdout, "IVR answering %s at %s\n", *f.number, *f.addr)
 	done := make(chan struct{})
@@ -167,7 +168,7 @@ func deviceInlineCommand() *command {
 		if err != nil {
 			return err
 		}
-		_, dial, err := modems(*mode, *speed)
+		_, dial, err := modems("device inline", "mode", "speed", *mode, *speed)
 		if err != nil {
 			return err
 		}
@@ -190,7 +191,7 @@ func deviceInlineCommand() *command {
 		defer cancel()
 		l, err := line.Listen(ctx, *addr, *number, nil)
 		if err != nil {
-			return fmt.Errorf("registering the device's number: %w", err)
+			return withHint(fmt.Errorf("registering the device's number: %w", err), "is 'cardlink line serve' running at "+*addr+"?")
 		}
 		defer l.Close()
 		fmt.Fprintf(e.stdout, "device on %s, calling %s\n", *number, *to)
