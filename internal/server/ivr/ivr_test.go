@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -201,5 +202,88 @@ func TestSpeech(t *testing.T) {
 	again, _ := sp.Say(ctx, ivr.PromptMenu)
 	if &again[0] != &a[0] {
 		t.Error("the prompt was rendered twice")
+	}
+}
+
+// TestCallerHangsUp: a caller who hangs up during the welcome ends the
+// call as hung-up, without an error.
+func TestCallerHangsUp(t *testing.T) {
+	b := newBed(t)
+	out := b.serveIVR(t, "100", 1, ivr.Config{Modem: noModem, Voice: ivr.Tones{}})
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	call, err := line.Dial(ctx, b.addr, "100", &line.Options{From: "31"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]float64, 2000)
+	if _, err := call.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	call.Hangup()
+	o := waitOutcome(t, out)
+	if o.Result != "hung-up" || o.Err != nil || o.Caller != "31" {
+		t.Errorf("outcome %+v, want hung-up without error", o)
+	}
+}
+
+// TestShutdownWithCallUp: ending Serve's context hangs up the calls in
+// progress, Serve returns, and no goroutine is left behind.
+func TestShutdownWithCallUp(t *testing.T) {
+	b := newBed(t)
+	base := runtime.NumGoroutine()
+	s, err := ivr.New(ivr.Config{Modem: noModem, Devices: b.srv, Purchases: b.ms, Voice: ivr.Tones{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	l, err := line.Listen(ctx, b.addr, "100", &line.ListenOptions{Lines: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ctx, l, nil) }()
+	dctx, dcancel := context.WithTimeout(context.Background(), testTimeout)
+	defer dcancel()
+	call, err := line.Dial(dctx, b.addr, "100", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]float64, 2000)
+	if _, err := call.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Errorf("Serve() = %v after cancel, want nil", err)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("Serve did not return after cancel")
+	}
+	l.Close()
+	for {
+		if _, err := call.Read(buf); err != nil {
+			if !errors.Is(err, line.ErrHangup) {
+				t.Errorf("caller: %v, want the IVR's hang-up", err)
+			}
+			break
+		}
+	}
+	call.Hangup()
+	deadline := time.Now().Add(testTimeout)
+	for runtime.NumGoroutine() > base && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > base {
+		t.Errorf("%d goroutines after shutdown, %d before", n, base)
+	}
+}
+
+// TestConfig: the required fields.
+func TestConfig(t *testing.T) {
+	if _, err := ivr.New(ivr.Config{}); !errors.Is(err, ivr.ErrConfig) {
+		t.Errorf("New(empty) = %v, want ErrConfig", err)
 	}
 }
