@@ -102,7 +102,7 @@ func (f *ivrFlags) start(ctx context.Context, e *env, srv *server.Server, st sto
 	if err != nil {
 		return nil, err
 	}
-	l, err := line.Listen(ctx, *f.addr, *f.number, &line.ListenOptions{Lines: *f.lines})
+	l, err := line.Listen(ctx, *f.addr, *f.number, &line.ListenOptions{Lines: *f.lines, Window: ivr.Window})
 	if err != nil {
 		return nil, withHint(fmt.Errorf("registering the IVR's number: %w", err), "is 'cardlink line serve' running at "+*f.addr+"?")
 	}
@@ -189,7 +189,7 @@ func deviceInlineCommand() *command {
 		}
 		ctx, cancel := context.WithCancel(e.ctx)
 		defer cancel()
-		l, err := line.Listen(ctx, *addr, *number, nil)
+		l, err := line.Listen(ctx, *addr, *number, &line.ListenOptions{Window: inline.Window})
 		if err != nil {
 			return withHint(fmt.Errorf("registering the device's number: %w", err), "is 'cardlink line serve' running at "+*addr+"?")
 		}
@@ -209,7 +209,7 @@ func deviceInlineCommand() *command {
 				}
 				return fmt.Errorf("answering the handset: %w", err)
 			}
-			phone, err := line.Dial(ctx, *addr, *to, &line.Options{From: hs.Remote()})
+			phone, err := line.Dial(ctx, *addr, *to, &line.Options{From: hs.Remote(), Window: inline.Window})
 			if err != nil {
 				hs.Hangup()
 				fmt.Fprintf(e.stdout, "call to %s failed: %v\n", *to, err)

@@ -128,9 +128,10 @@ func (d *Device) Start(op handover.Op, reference string) error {
 
 // Run sits between handset and phone (the call to the IVR) until either
 // call ends or ctx does; then it hangs up both. It returns nil when a
-// party hung up, else the error that ended it.
-func (d *Device) Run(ctx context.Context, handset, phone *line.Call) error {
-	ctx, cancel := context.WithCancel(ctx)
+// party hung up or ctx ended, else the error that ended the call (the
+// switch stopped, the connection was lost).
+func (d *Device) Run(parent context.Context, handset, phone *line.Call) error {
+	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { handset.Hangup(); phone.Hangup() })
 	defer stop()
@@ -148,7 +149,8 @@ func (d *Device) Run(ctx context.Context, handset, phone *line.Call) error {
 	handset.Hangup()
 	phone.Hangup()
 	for _, e := range []error{err, upErr} {
-		if e != nil && !errors.Is(e, line.ErrHangup) && !errors.Is(e, line.ErrClosed) && ctx.Err() == nil {
+		// context.Canceled: this side stopped because the other ended.
+		if e != nil && !errors.Is(e, line.ErrHangup) && !errors.Is(e, line.ErrClosed) && !errors.Is(e, context.Canceled) && parent.Err() == nil {
 			return e
 		}
 	}
@@ -182,6 +184,11 @@ func (b *bridge) up() error {
 		}
 	}
 }
+
+// Window is the line window (line.Options.Window and
+// line.ListenOptions.Window, in samples) the device's two calls should
+// have: 500 ms, room for the jitter margin and a chunk of audio.
+const Window = 4000
 
 // jitter is how far ahead of the line the bridge keeps each call's
 // writing: 200 ms. The two calls run on their own clocks and the device's
@@ -298,7 +305,7 @@ func (b *bridge) send(ctx context.Context, keys string) error {
 		return fmt.Errorf("making signalling tones: %w", err)
 	}
 	b.mu.Lock()
-	_, err = b.phone.Write(tones)
+	err = b.write(b.phone, tones)
 	b.mu.Unlock()
 	if err != nil {
 		return err

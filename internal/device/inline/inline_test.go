@@ -38,7 +38,7 @@ type rig struct {
 func newRig(t *testing.T) *rig {
 	t.Helper()
 	snr := impair.Config{BandLimit: true, DriftPPM: 80, NoiseDBFS: line.NoiseForSNR(20, -10, 0)}
-	_, addr := linetest.Start(t, line.Config{Line: snr, Speed: 8})
+	_, addr := linetest.Start(t, line.Config{Line: snr, Speed: 2})
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	t.Cleanup(cancel)
 	card := servertest.Card(t)
@@ -50,7 +50,7 @@ func newRig(t *testing.T) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	devLine, err := line.Listen(ctx, addr, "200", nil)
+	devLine, err := line.Listen(ctx, addr, "200", &line.ListenOptions{Window: inline.Window})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func newRig(t *testing.T) *rig {
 			r.done <- err
 			return
 		}
-		phone, err := line.Dial(ctx, addr, "100", nil)
+		phone, err := line.Dial(ctx, addr, "100", &line.Options{Window: inline.Window})
 		if err != nil {
 			hs.Hangup()
 			r.done <- err

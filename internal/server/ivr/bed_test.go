@@ -147,7 +147,7 @@ func (b *bed) serveIVR(t *testing.T, number string, lines int, cfg ivr.Config) <
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	l, err := line.Listen(ctx, b.addr, number, &line.ListenOptions{Lines: lines})
+	l, err := line.Listen(ctx, b.addr, number, &line.ListenOptions{Lines: lines, Window: ivr.Window})
 	if err != nil {
 		t.Fatal(err)
 	}

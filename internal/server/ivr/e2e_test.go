@@ -61,7 +61,7 @@ func (b *bed) inlineCallWith(t *testing.T, ctx context.Context, devNumber, ivrNu
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := line.Listen(ctx, b.addr, devNumber, nil)
+	l, err := line.Listen(ctx, b.addr, devNumber, &line.ListenOptions{Window: inline.Window})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func (b *bed) inlineCallWith(t *testing.T, ctx context.Context, devNumber, ivrNu
 	if !ok {
 		t.Fatal(<-ic.done)
 	}
-	phone, err := line.Dial(ctx, b.addr, ivrNumber, &line.Options{From: from, Forward: &b.impaired, Back: &b.impaired})
+	phone, err := line.Dial(ctx, b.addr, ivrNumber, &line.Options{From: from, Forward: &b.impaired, Back: &b.impaired, Window: inline.Window})
 	if err != nil {
 		hs.Hangup()
 		t.Fatal(err)

@@ -36,6 +36,13 @@ import (
 	"cardlink/internal/store"
 )
 
+// Window is the line window (line.ListenOptions.Window, in samples) the
+// IVR's lines should have: 500 ms. Prompts and signalling are written that
+// far ahead of the line, so that a host busy for a moment does not cut a
+// DTMF tone in two (a gap in what a party writes is silence on the line);
+// a key still stops a prompt within that time.
+const Window = 4000
+
 // Modem turns a call into a link: the answering end of the modem (the
 // device originates). It returns once the link is up or failed; the
 // link's Close ends the modem's use of the call (its goroutines stop

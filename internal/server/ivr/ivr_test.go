@@ -237,7 +237,7 @@ func TestShutdownWithCallUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	l, err := line.Listen(ctx, b.addr, "100", &line.ListenOptions{Lines: 2})
+	l, err := line.Listen(ctx, b.addr, "100", &line.ListenOptions{Lines: 2, Window: ivr.Window})
 	if err != nil {
 		t.Fatal(err)
 	}
