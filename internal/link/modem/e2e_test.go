@@ -119,12 +119,20 @@ func (s *shop) newPurchase(t *testing.T, minor int64) store.Purchase {
 // took (from the switch's clock, as the caller saw it) and both links'
 // statistics.
 type session struct {
-	lineTime           time.Duration
+	lineTime, done time.Duration // when f returned, when the call was over
+
 	device, server     arq.Stats
 	devModem, srvModem modem.Stats
 }
 
-func (s *shop) call(t *testing.T, mode modem.Mode, dial *line.Options, f func(ctx context.Context, l *arq.Conn) error) (session, error) {
+func (s *shop) call(t *testing.T, mode modem.Mode, dial *line.Options, f func(ctx context.Context, l *modem.Link) error) (session, error) {
+	t.Helper()
+	return s.callWith(t, mode, dial, nil, f)
+}
+
+// callWith is call with the device's side of the call passed through
+// wrap, if not nil.
+func (s *shop) callWith(t *testing.T, mode modem.Mode, dial *line.Options, wrap func(*line.Call) modem.Audio, f func(ctx context.Context, l *modem.Link) error) (session, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), e2eTimeout)
 	defer cancel()
@@ -149,7 +157,7 @@ func (s *shop) call(t *testing.T, mode modem.Mode, dial *line.Options, f func(ct
 			return
 		}
 		s.srv.ServeLink(ctx, l, "tel:"+c.Remote())
-		sess.server = l.Stats()
+		sess.server, sess.srvModem = l.Stats(), l.ModemStats()
 		served <- nil
 	}()
 	c, err := line.Dial(ctx, s.addr, number, dial)
@@ -157,18 +165,24 @@ func (s *shop) call(t *testing.T, mode modem.Mode, dial *line.Options, f func(ct
 		t.Fatal(err)
 	}
 	defer c.Hangup()
-	l, err := modem.Dial(c, mode, opts)
+	var a modem.Audio = c
+	if wrap != nil {
+		a = wrap(c)
+	}
+	l, err := modem.Dial(a, mode, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ferr := f(ctx, l)
+	_, clock := c.Clock()
+	sess.lineTime = time.Duration(clock) * time.Second / 8000
 	l.Close()
-	sess.device = l.Stats()
+	sess.device, sess.devModem = l.Stats(), l.ModemStats()
 	if err := <-served; err != nil {
 		t.Errorf("answering: %v", err)
 	}
-	_, clock := c.Clock()
-	sess.lineTime = time.Duration(clock) * time.Second / 8000
+	_, clock = c.Clock()
+	sess.done = time.Duration(clock) * time.Second / 8000
 	return sess, ferr
 }
 
@@ -195,7 +209,7 @@ func TestAuthenticateAndBuy(t *testing.T) {
 			s := newShop(t, line.Config{Line: impair.Config{BandLimit: true}, Speed: e2eSpeed()})
 			dial := &line.Options{From: "42", Forward: &fwd, Back: &back}
 			var res device.Result
-			sess, err := s.call(t, mode, dial, func(ctx context.Context, l *arq.Conn) error {
+			sess, err := s.call(t, mode, dial, func(ctx context.Context, l *modem.Link) error {
 				var err error
 				res, err = device.Authenticate(ctx, l, s.id, s.card.Client, device.AuthOptions{PIN: wallettest.PIN})
 				return err
@@ -210,7 +224,7 @@ func TestAuthenticateAndBuy(t *testing.T) {
 
 			p := s.newPurchase(t, 250)
 			var bres device.BuyResult
-			sess, err = s.call(t, mode, dial, func(ctx context.Context, l *arq.Conn) error {
+			sess, err = s.call(t, mode, dial, func(ctx context.Context, l *modem.Link) error {
 				var err error
 				bres, err = device.Buy(ctx, l, s.id, s.card.Client, device.BuyOptions{
 					AuthOptions: device.AuthOptions{PIN: wallettest.PIN}, Reference: p.Reference})

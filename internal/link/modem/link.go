@@ -34,20 +34,31 @@ type Options struct {
 	ARQ *arq.Config
 }
 
-// Dial runs the link over a call this party placed (the Originating role:
-// the device): a Stream in mode, and arq over it, with a Config from
-// LinkConfig. In half duplex (Bell 202) this side is arq's Primary. The
-// link owns the Stream (closing the link closes it) but not the call.
-func Dial(a Audio, mode Mode, opts *Options) (*arq.Conn, error) {
+// Link is the reliable link over a call: an arq.Conn (a link.Link with
+// deadlines and Stats) over the modem Stream it owns. Closing it closes
+// the Stream (after the link's closing handshake), not the call.
+type Link struct {
+	*arq.Conn
+	stream *Stream
+}
+
+// ModemStats returns the modem Stream's counts.
+func (l *Link) ModemStats() Stats { return l.stream.Stats() }
+
+// Dial runs the link over a call this party placed (the Originating
+// role: the device): a Stream in mode, and arq over it, with a Config
+// from LinkConfig. In half duplex (Bell 202) this side is arq's Primary.
+// It fails for an invalid mode or Options.
+func Dial(a Audio, mode Mode, opts *Options) (*Link, error) {
 	return open(a, mode, Originating, opts)
 }
 
 // Answer is Dial for the party that answered the call (the server).
-func Answer(a Audio, mode Mode, opts *Options) (*arq.Conn, error) {
+func Answer(a Audio, mode Mode, opts *Options) (*Link, error) {
 	return open(a, mode, Answering, opts)
 }
 
-func open(a Audio, mode Mode, role Role, opts *Options) (*arq.Conn, error) {
+func open(a Audio, mode Mode, role Role, opts *Options) (*Link, error) {
 	if opts == nil {
 		opts = &Options{}
 	}
@@ -66,16 +77,21 @@ func open(a Audio, mode Mode, role Role, opts *Options) (*arq.Conn, error) {
 		s.Close()
 		return nil, fmt.Errorf("modem: starting link: %w", err)
 	}
-	return c, nil
+	return &Link{Conn: c, stream: s}, nil
 }
 
 // LinkConfig returns the arq.Config for a party in role on a call in
-// mode: the bit rate (the slower of the two directions in V.23, scaled by
-// Speed), half duplex with the caller as Primary for Bell 202, a
-// turnaround of the lead-in plus the line's delay, and a retransmission
-// timer floor from the airtime of two largest frames on this side's
-// channel and an acknowledgement on the other's, plus the delay both
-// ways. opts.ARQ, when set, replaces all but HalfDuplex and Primary.
+// mode: the bit rate (the slower of the two directions in V.23), half
+// duplex with the caller as Primary for Bell 202, a turnaround of the
+// lead-in and trailer plus the line's delay, and a retransmission timer
+// floor (MinRTO) from the airtime of two largest frames on this side's
+// channel, a largest frame and an acknowledgement on the other's, and the
+// delay both ways (half duplex: two acknowledgements and two turns);
+// MaxRTO is 4 times that, at least 2 s, and GiveUp 3 times MaxRTO, at
+// least 30 s. All are line time divided by opts.Speed (plus 50 ms of real
+// time for the hosts' scheduling), so the link behaves alike at any
+// speed of the switch. opts.ARQ, when set, replaces all but HalfDuplex
+// and Primary. It fails for an invalid mode, role or Options.
 func LinkConfig(mode Mode, role Role, opts *Options) (arq.Config, error) {
 	if opts == nil {
 		opts = &Options{}
@@ -111,30 +127,42 @@ func LinkConfig(mode Mode, role Role, opts *Options) (arq.Config, error) {
 	if trail == 0 {
 		trail = DefaultTrailer
 	}
-	// Line time to wall time.
+	// Everything below is line time, turned into real time at the end;
+	// the slack for the hosts' scheduling is real time.
 	wall := func(d time.Duration) time.Duration { return time.Duration(float64(d) / speed) }
 	bits := func(n int, baud float64) time.Duration {
 		return time.Duration(float64(n) * float64(time.Second) / baud)
 	}
+	const slack = 50 * time.Millisecond
 	slow := min(tx.Baud, rx.Baud)
-	cfg := arq.Config{
-		BitRate:    int(slow * speed),
-		HalfDuplex: mode.HalfDuplex(),
-		Primary:    mode.HalfDuplex() && role == Originating,
-		// Raising the carrier and the line's delay, each turn.
-		Turnaround: wall(bits(lead+trail, slow) + delay),
-	}
+	// Raising the carrier and the line's delay, each turn.
+	turn := bits(lead+trail, slow) + delay
 	const maxPayload = 64 // arq's default
 	frame := 1 + 2 + maxPayload + 4 + 1
 	const ack = 8
-	if !cfg.HalfDuplex {
+	var rto time.Duration
+	if mode.HalfDuplex() {
+		// The turn's timer: the peer's answer begins within two
+		// acknowledgements' airtime and a turn each way (arq stretches it
+		// while bytes arrive).
+		rto = bits(10*2*ack, rx.Baud) + 2*turn
+	} else {
 		// Two largest frames of ours, a largest frame of the peer's (our
 		// acknowledgement may wait behind it) and an acknowledgement on
 		// the other channel, a lead-in and trailer each way and the delay
 		// both ways.
-		rto := 2*bits(10*frame, tx.Baud) + bits(10*(frame+ack), rx.Baud) +
-			bits(lead+trail, tx.Baud) + bits(lead+trail, rx.Baud) + 2*delay + 50*time.Millisecond
-		cfg.MinRTO = wall(rto)
+		rto = 2*bits(10*frame, tx.Baud) + bits(10*(frame+ack), rx.Baud) +
+			bits(lead+trail, tx.Baud) + bits(lead+trail, rx.Baud) + 2*delay
+	}
+	maxRTO := max(4*rto, 2*time.Second)
+	cfg := arq.Config{
+		BitRate:    int(slow * speed),
+		HalfDuplex: mode.HalfDuplex(),
+		Primary:    mode.HalfDuplex() && role == Originating,
+		Turnaround: wall(turn),
+		MinRTO:     wall(rto) + slack,
+		MaxRTO:     wall(maxRTO) + slack,
+		GiveUp:     wall(max(3*maxRTO, 30*time.Second)),
 	}
 	if err := cfg.Validate(); err != nil {
 		return arq.Config{}, fmt.Errorf("modem: %w", err)
