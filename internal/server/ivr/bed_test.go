@@ -87,6 +87,11 @@ func newBed(t *testing.T) *bed {
 	}
 	b.id = servertest.Device(t, b.st, "inline", pubs, "", now)
 	b.log = slog.New(slog.NewTextHandler(lockedWriter{b}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("log:\n%s", b.logText())
+		}
+	})
 	b.srv = server.New(server.Config{Auth: as, Store: b.st, Purchases: b.svc, Logger: b.log})
 
 	b.impaired = impair.Config{BandLimit: true, DriftPPM: 80, NoiseDBFS: line.NoiseForSNR(20, -10, 0)}
