@@ -65,7 +65,7 @@ func modems(cmd, modeFlag, speedFlag, mode string, speed float64) (ivr.Modem, in
 		return nil, nil, usagef("%s: --%s %v: want a number in (0, 1000], the switch's --speed", cmd, speedFlag, speed)
 	}
 	opts := &modem.Options{Speed: speed}
-	answer := func(_ context.Context, call *line.Call) (link.Link, error) { return modem.Answer(call, m, opts) }
+	answer := ivr.AnswerModem(m, opts)
 	dial := func(_ context.Context, call *line.Call) (link.Link, error) { return modem.Dial(call, m, opts) }
 	return answer, dial, nil
 }

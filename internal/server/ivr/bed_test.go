@@ -35,6 +35,9 @@ const testTimeout = 3 * time.Minute
 // (-ivr.speed; 1 for real time).
 var speedFlag = flag.Float64("ivr.speed", 4, "the switch's speed in the end-to-end tests")
 
+// logFlag prints the log of every test (-ivr.log), not only of failed ones.
+var logFlag = flag.Bool("ivr.log", false, "print the server's, IVR's and device's log of every test")
+
 // bed is a real device server (SQLite store, ledger, purchase service), a
 // merchant, a funded card the server knows, a registered device, and a
 // telephone switch at 20 dB SNR with band-limiting and clock drift.
@@ -88,7 +91,7 @@ func newBed(t *testing.T) *bed {
 	b.id = servertest.Device(t, b.st, "inline", pubs, "", now)
 	b.log = slog.New(slog.NewTextHandler(lockedWriter{b}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	t.Cleanup(func() {
-		if t.Failed() {
+		if t.Failed() || *logFlag {
 			t.Logf("log:\n%s", b.logText())
 		}
 	})

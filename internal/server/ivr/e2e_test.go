@@ -28,8 +28,8 @@ import (
 
 // The modem both ends use: Bell 202 (1200 bit/s, half duplex, the device
 // is arq's primary), with the switch's speed for its timers.
-func answerModem(_ context.Context, call *line.Call) (link.Link, error) {
-	return modem.Answer(call, modem.Bell202, &modem.Options{Speed: *speedFlag})
+func answerModem(ctx context.Context, call *line.Call) (link.Link, error) {
+	return ivr.AnswerModem(modem.Bell202, &modem.Options{Speed: *speedFlag})(ctx, call)
 }
 
 func dialModem(_ context.Context, call *line.Call) (link.Link, error) {
