@@ -77,6 +77,10 @@ type Config struct {
 	// ReportTimeout is the line time the device has, after the modem
 	// link closed, to report its outcome; 0 means 10 s.
 	ReportTimeout time.Duration
+	// CarrierTimeout is the line time the device has to raise its
+	// carrier after the handover, when the Modem's link can tell
+	// (a Carrier() bool method, as AnswerModem's has); 0 means 5 s.
+	CarrierTimeout time.Duration
 	// SessionTimeout bounds the modem session in real time; 0 means
 	// 5 minutes.
 	SessionTimeout time.Duration
@@ -146,6 +150,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.ReportTimeout <= 0 {
 		cfg.ReportTimeout = 10 * time.Second
+	}
+	if cfg.CarrierTimeout <= 0 {
+		cfg.CarrierTimeout = 5 * time.Second
 	}
 	if cfg.SessionTimeout <= 0 {
 		cfg.SessionTimeout = 5 * time.Minute
@@ -553,10 +560,14 @@ func (c *callState) handover(ctx context.Context, m handover.Message, p store.Pu
 	c.choose("handover " + m.Op.String())
 	_, from := c.call.Clock()
 	c.stopListening()
-	mctx, cancel := context.WithTimeout(ctx, c.s.cfg.SessionTimeout)
+	mctx, cancel := context.WithTimeoutCause(ctx, c.s.cfg.SessionTimeout, errors.New("session timeout"))
 	l, err := c.s.cfg.Modem(mctx, c.call)
 	if err == nil {
+		stop := c.watchCarrier(mctx, l, cancel)
 		c.s.cfg.Devices.ServeLink(mctx, l, "call "+fmt.Sprint(c.o.CallID)+" from "+c.o.Caller)
+		if stop() {
+			err = errNoCarrier
+		}
 	}
 	cancel()
 	if c.call.Err() != nil {
@@ -599,6 +610,52 @@ func (c *callState) handover(ctx context.Context, m handover.Message, p store.Pu
 		}
 		c.o.Result = "sign-in-failed"
 		return c.finish(ctx, PromptSignInFail)
+	}
+}
+
+// errNoCarrier: the device did not raise its carrier in time.
+var errNoCarrier = errors.New("no carrier from the device")
+
+// watchCarrier ends the session (cancel) when l can tell its far carrier
+// and none came within CarrierTimeout of line time. The returned stop
+// ends the watch and reports whether it ended the session.
+func (c *callState) watchCarrier(ctx context.Context, l link.Link, cancel context.CancelFunc) (stop func() bool) {
+	cl, ok := l.(interface{ Carrier() bool })
+	if !ok {
+		return func() bool { return false }
+	}
+	_, start := c.call.Clock()
+	limit := int64(c.s.cfg.CarrierTimeout.Seconds() * audio.Rate)
+	done := make(chan struct{})
+	fired := make(chan bool, 1)
+	go func() {
+		// The decision is in line time; the polling in real time.
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				fired <- false
+				return
+			case <-ctx.Done():
+				fired <- false
+				return
+			case <-t.C:
+			}
+			if cl.Carrier() {
+				fired <- false
+				return
+			}
+			if _, now := c.call.Clock(); now-start >= limit {
+				cancel()
+				fired <- true
+				return
+			}
+		}
+	}()
+	return func() bool {
+		close(done)
+		return <-fired
 	}
 }
 

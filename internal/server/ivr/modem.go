@@ -57,6 +57,10 @@ func AnswerModem(mode modem.Mode, opts *modem.Options) Modem {
 	}
 }
 
+// Carrier reports whether the far carrier has been heard since the link
+// started (the IVR's no-carrier check).
+func (a *answered) Carrier() bool { return a.stream.Stats().CarrierUps > 0 }
+
 // answered is the answering modem's link (an arq.Conn, with its
 // deadlines) whose Close drops the carrier after grace.
 type answered struct {
