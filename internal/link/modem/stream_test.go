@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"io"
+	"math"
 	"os"
 	"testing"
 	"time"
@@ -58,9 +59,14 @@ func call(t *testing.T, imp impair.Config, speed float64) (caller, callee *line.
 	return caller, callee
 }
 
-// snr is a line at snrDB with the band limit and drift ppm.
+// signalDBFS is the level a Stream transmits at: a sine of peak
+// modem.DefaultAmplitude (0.5) is −6 dBFS (0 dBFS is a full-scale sine).
+var signalDBFS = 20 * math.Log10(modem.DefaultAmplitude)
+
+// snr is a line at snrDB (a Stream's signal against white noise, both in
+// 300–3400 Hz) with the band limit and drift ppm.
 func snr(snrDB, ppm float64) impair.Config {
-	return impair.Config{BandLimit: true, DriftPPM: ppm, NoiseDBFS: line.NoiseForSNR(snrDB, -9, 0)}
+	return impair.Config{BandLimit: true, DriftPPM: ppm, NoiseDBFS: line.NoiseForSNR(snrDB, signalDBFS, 0)}
 }
 
 // TestStreamBytes sends random bytes each way through a call on a clean
