@@ -34,7 +34,7 @@ func deviceCommand() *command {
 		name:    "device",
 		summary: "provision a device; run it, or authenticate and pay through it",
 		subs: []*command{deviceProvisionCommand(), deviceRunCommand(), deviceScriptCommand(), deviceSettingsCommand(),
-			deviceAuthCommand(), deviceBuyCommand(), deviceLoadCommand(), deviceUnloadCommand()},
+			deviceAuthCommand(), deviceBuyCommand(), deviceLoadCommand(), deviceUnloadCommand(), deviceInlineCommand()},
 	}
 	// 'cardlink device --card FILE ...' (flags, no subcommand) runs the
 	// interactive device, as 'cardlink device run' does; anything else is

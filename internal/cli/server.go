@@ -62,7 +62,8 @@ written to --addr-file as two lines: "device ADDR" and "http URL".
 biometric templates that operators enrolled for cards (PUT
 /v1/cards/{number}/biometric) when a device sends one ('cardlink device
 auth --server-bio FILE'). Off by default: with it the server holds and sees
-holders' templates, where card-side matching keeps them on the card.`
+holders' templates, where card-side matching keeps them on the card.
+` + ivrHelp
 
 // serverConfig is the server command's configuration.
 type serverConfig struct {
@@ -102,6 +103,7 @@ func serverCommand() *command {
 		verbose := fs.Bool("v", false, "log every connection, not only failures")
 		serverBio := fs.Bool("server-biometric", os.Getenv("CARDLINK_SERVER_BIOMETRIC") == "1",
 			"match biometric templates on the server against the ones operators enrolled")
+		lineFlags := addIVRFlags(fs)
 		if err := parse(fs, args); err != nil {
 			return err
 		}
@@ -116,7 +118,7 @@ func serverCommand() *command {
 			level = slog.LevelInfo
 		}
 		log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
-		return runServer(e, cfg, *addrFile, *serverBio, log)
+		return runServer(e, cfg, *addrFile, *serverBio, lineFlags, log)
 	}
 	return c
 }
@@ -173,7 +175,7 @@ func (c *serverConfig) resolve(fs *flag.FlagSet, file string) error {
 }
 
 // runServer sets up the data directory and serves until e.ctx ends.
-func runServer(e *env, cfg serverConfig, addrFile string, serverBio bool, log *slog.Logger) error {
+func runServer(e *env, cfg serverConfig, addrFile string, serverBio bool, lineFlags *ivrFlags, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(e.ctx)
 	defer cancel()
 	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
@@ -256,6 +258,11 @@ func runServer(e *env, cfg serverConfig, addrFile string, serverBio bool, log *s
 		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
 	srv := server.New(srvCfg)
+	waitIVR, err := lineFlags.start(ctx, e, srv, st, log)
+	if err != nil {
+		return err
+	}
+	defer waitIVR() // the calls end with ctx, before the ledger closes
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ctx, dl) }()
 	go func() {

@@ -52,8 +52,12 @@
 // the connection then takes the approval or decline of that operation,
 // and a LoadReceipt is taken at any time.
 //
-// It imports auth, purchase, purse, channel, protocol, txn and store; it must
-// not import a store backend, the HTTP API, the device or the card.
+// A session can also be served over any other link.Link (ServeLink), such
+// as the modem and link layer over a telephone call.
+//
+// It imports auth, purchase, purse, channel, link, protocol, txn and
+// store; it must not import a store backend, the HTTP API, the device or
+// the card.
 package server
 
 import (
@@ -72,6 +76,7 @@ import (
 	"github.com/flynn/noise"
 
 	"cardlink/internal/channel"
+	"cardlink/internal/link"
 	"cardlink/internal/protocol"
 	"cardlink/internal/server/auth"
 	"cardlink/internal/server/purchase"
@@ -199,32 +204,85 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	}
 }
 
-// serveConn runs one device connection to its end. When ctx ends, a
-// device waiting to send is cut off at once, and one being answered gets
-// its answer first.
+// serveConn runs one device connection to its end.
 func (s *Server) serveConn(ctx context.Context, c net.Conn) {
-	defer c.Close()
+	s.ServeLink(ctx, c, c.RemoteAddr().String())
+}
+
+// readDeadliner and deadliner are the optional abilities of a link to
+// bound its blocking calls (net.Conn and arq.Conn have both).
+type (
+	readDeadliner interface{ SetReadDeadline(time.Time) error }
+	deadliner     interface{ SetDeadline(time.Time) error }
+)
+
+// ServeLink serves one device session over l — a connection Serve
+// accepted, or any other link such as the modem over a telephone call —
+// until the device hangs up, the session ends, or ctx ends, and then
+// closes l. remote names the peer in the log (an address, a caller id).
+//
+// When ctx ends, a device waiting to send is cut off at once, and one
+// being answered gets its answer first. The idle timeout bounds the wait
+// for each message and each write: through l's SetDeadline when it has
+// one, otherwise by closing l when it expires. Likewise a device waiting
+// to send is cut through SetReadDeadline when l has it, otherwise by
+// closing l. ServeLink does not count against MaxConns (Serve does that
+// for its own connections). It is safe for concurrent use with other
+// sessions.
+func (s *Server) ServeLink(ctx context.Context, l link.Link, remote string) {
+	defer l.Close()
 	var (
 		mu      sync.Mutex
 		closing bool
+		reading bool        // between arm and the end of the read (no SetReadDeadline)
+		idle    *time.Timer // closes l after the idle timeout (no SetDeadline)
 	)
+	rd, hasReadDeadline := l.(readDeadliner)
+	d, hasDeadline := l.(deadliner)
 	stop := context.AfterFunc(ctx, func() {
 		mu.Lock()
 		defer mu.Unlock()
 		closing = true
-		c.SetReadDeadline(time.Unix(1, 0))
+		switch {
+		case hasReadDeadline:
+			rd.SetReadDeadline(time.Unix(1, 0))
+		case reading:
+			l.Close()
+		}
 	})
 	defer stop()
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if idle != nil {
+			idle.Stop()
+		}
+	}()
 	// arm sets the deadlines for the next message, unless ctx has ended.
 	arm := func() bool {
 		mu.Lock()
 		defer mu.Unlock()
-		if !closing {
-			c.SetDeadline(time.Now().Add(s.cfg.IdleTimeout))
+		if closing {
+			return false
 		}
-		return !closing
+		switch {
+		case hasDeadline:
+			d.SetDeadline(time.Now().Add(s.cfg.IdleTimeout))
+		case idle == nil:
+			idle = time.AfterFunc(s.cfg.IdleTimeout, func() { l.Close() })
+		default:
+			idle.Reset(s.cfg.IdleTimeout)
+		}
+		reading = true
+		return true
 	}
-	log := s.log.With("remote", c.RemoteAddr().String())
+	// read marks the end of the wait for a message.
+	read := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		reading = false
+	}
+	log := s.log.With("remote", remote)
 
 	keys, err := s.keys(ctx)
 	if err != nil {
@@ -244,7 +302,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 		return nil
 	}
 	hctx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
-	conn, err := channel.Accept(hctx, c, channel.ServerConfig{Keys: keys, Authorize: authorize})
+	conn, err := channel.Accept(hctx, l, channel.ServerConfig{Keys: keys, Authorize: authorize})
 	cancel()
 	if err != nil {
 		log.Info("device handshake failed", "err", err)
@@ -267,6 +325,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	}
 	for arm() {
 		b, err := conn.ReadMessage()
+		read()
 		if err == io.EOF {
 			log.Debug("device disconnected")
 			return
