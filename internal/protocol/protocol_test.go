@@ -71,7 +71,7 @@ func more() []Message {
 		&AuthResult{Code: CodePINIncorrect, TriesLeft: 2},
 		&TransactionOffer{Transaction: seq(MaxTransaction, 0), CVMs: CVMs(txn.CVMNone), TTL: 1},
 		&TransactionOffer{Transaction: seq(1, 0), CVMs: CVMs(txn.CVMNone, txn.CVMOfflinePIN, txn.CVMOnlinePIN, txn.CVMBiometric), TTL: 1<<32 - 1},
-		&OfferRequest{CardNumber: card, CertID: CertID(cert)}, // pushed: no reference
+		&OfferRequest{CardNumber: card, CertID: CertID(cert)},                                 // pushed: no reference
 		&OfferRequest{CardNumber: card, CertID: CertID(cert), Paid: seq(TransactionIDLen, 1)}, // pushed, its result lost
 		&OfferRequest{Reference: "00000000", CardNumber: "0000000000000000", CertID: CertID(seq(MaxCertificate, 0)), Certificate: seq(MaxCertificate, 0)},
 		&TransactionResult{ID: seq(16, 0)}, // CodeOK, nothing else
