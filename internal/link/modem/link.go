@@ -88,7 +88,7 @@ func open(a Audio, mode Mode, role Role, opts *Options) (*Link, error) {
 // channel, a largest frame and an acknowledgement on the other's, and the
 // delay both ways (half duplex: two acknowledgements and two turns);
 // MaxRTO is 4 times that, at least 2 s, and GiveUp 3 times MaxRTO, at
-// least 30 s. All are line time divided by opts.Speed (plus 50 ms of real
+// least a minute. All are line time divided by opts.Speed (plus 50 ms of real
 // time for the hosts' scheduling), so the link behaves alike at any
 // speed of the switch. opts.ARQ, when set, replaces all but HalfDuplex
 // and Primary. It fails for an invalid mode, role or Options.
@@ -162,7 +162,10 @@ func LinkConfig(mode Mode, role Role, opts *Options) (arq.Config, error) {
 		Turnaround: wall(turn),
 		MinRTO:     wall(rto) + slack,
 		MaxRTO:     wall(maxRTO) + slack,
-		GiveUp:     wall(max(3*maxRTO, 30*time.Second)),
+		// A call that ends ends the link at once (the Stream's Read
+		// fails); GiveUp is for a peer whose modem went quiet on a live
+		// call, and must outlast a bad stretch of a noisy line.
+		GiveUp: wall(max(3*maxRTO, time.Minute)),
 	}
 	if err := cfg.Validate(); err != nil {
 		return arq.Config{}, fmt.Errorf("modem: %w", err)

@@ -17,7 +17,10 @@ import (
 
 // TestSixDB completes a purchase at 6 dB SNR (band limit, ±100 ppm) over
 // the 300 bit/s modes, the goal for transactions through the link
-// layer's retransmission.
+// layer's retransmission. Bell 202 and V.23 complete too in TestLineTime,
+// but slowly (their receivers lose about 4% of bytes at 6 dB), and under
+// -race on a loaded machine Bell 202 once gave up (nothing valid heard
+// for 30 s of line time): not a test that passes reliably.
 func TestSixDB(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short: a minute of line time per mode")
