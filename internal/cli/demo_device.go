@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -13,12 +12,10 @@ import (
 	"sync"
 	"time"
 
-	"cardlink/internal/cardfile"
 	"cardlink/internal/device"
 	"cardlink/internal/hal/headless"
 	"cardlink/internal/hal/power"
 	"cardlink/internal/hal/printer"
-	"cardlink/internal/link"
 )
 
 // The device walk-through: a real server (the 'cardlink server' command,
@@ -171,17 +168,12 @@ func runDeviceDemo(e *env, dir string, kept bool) (err error) {
 		return err
 	}
 
-	mem, err := device.OpenMemory(filepath.Join(devDir, deviceMemoryFile))
+	dp, err := openDeviceParts(devDir, cardPath, "", false) // the holder inserts the card below
 	if err != nil {
 		return err
 	}
-	defer mem.Close()
-	f, err := cardfile.Open(cardPath)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	f.Reader.Remove() // the holder inserts it below
+	defer dp.close()
+	f := dp.card
 	pm, err := power.New(power.DefaultConfig())
 	if err != nil {
 		return err
@@ -193,13 +185,9 @@ func runDeviceDemo(e *env, dir string, kept bool) (err error) {
 	}
 	defer prn.Close()
 	d.drv = headless.New()
-	addr := d.devAddr
 	ctl := &device.Controller{
-		Display: d.drv, Keypad: d.drv, Reader: f.Reader, Power: pm, Printer: prn, Memory: mem,
-		Dial: func(ctx context.Context) (link.Link, error) {
-			var nd net.Dialer
-			return nd.DialContext(ctx, "tcp", addr)
-		},
+		Display: d.drv, Keypad: d.drv, Reader: f.Reader, Power: pm, Printer: prn, Memory: dp.mem,
+		Dial: tcpDial(dp.addr),
 	}
 	dctx, stopDevice := context.WithCancel(ctx)
 	ran := make(chan error, 1)

@@ -110,39 +110,18 @@ func deviceRun(e *env, args []string) error {
 
 	// Open everything before the terminal is taken over, so that errors
 	// print as usual.
-	mem, err := device.OpenMemory(filepath.Join(*dir, deviceMemoryFile))
-	if err != nil {
-		return withHint(err, "create a device with 'cardlink device provision --dir "+*dir+" ...'")
-	}
-	defer mem.Close()
-	id, err := mem.Identity()
+	dp, err := openDeviceParts(*dir, *cardPath, *server, *inserted)
 	if err != nil {
 		return err
 	}
-	addr := id.Server
-	if *server != "" {
-		addr = *server
-	}
-	f, err := cardfile.Open(*cardPath)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if !*inserted {
-		f.Reader.Remove()
-	}
+	defer dp.close()
+	f, mem := dp.card, dp.mem
+	id := dp.id
 	ctl := &device.Controller{
 		Reader: f.Reader,
 		Memory: mem,
 		Payee:  *payee,
-		Dial: func(ctx context.Context) (link.Link, error) {
-			var d net.Dialer
-			nc, err := d.DialContext(ctx, "tcp", addr)
-			if err != nil {
-				return nil, fmt.Errorf("connecting to server: %w", err)
-			}
-			return nc, nil
-		},
+		Dial:   tcpDial(dp.addr),
 	}
 	ctl.Power = pm
 	if *periph != "" {
@@ -255,4 +234,58 @@ func powerManager(cmd, src string, level int) (hal.Power, error) {
 		return nil, err
 	}
 	return m, nil
+}
+
+// deviceParts are what the commands that run the controller open: the
+// device's memory, the card in its reader, and the server to dial.
+type deviceParts struct {
+	mem  *device.Memory
+	id   device.Identity
+	card *cardfile.File
+	addr string // the provisioned server, or the one given instead
+}
+
+// openDeviceParts opens the device memory in dir and the card file at
+// cardPath (taken out of the reader unless inserted); server, when set,
+// replaces the provisioned server address. The caller closes the parts.
+func openDeviceParts(dir, cardPath, server string, inserted bool) (*deviceParts, error) {
+	mem, err := device.OpenMemory(filepath.Join(dir, deviceMemoryFile))
+	if err != nil {
+		return nil, withHint(err, "create a device with 'cardlink device provision --dir "+dir+" ...'")
+	}
+	id, err := mem.Identity()
+	if err != nil {
+		mem.Close()
+		return nil, err
+	}
+	f, err := cardfile.Open(cardPath)
+	if err != nil {
+		mem.Close()
+		return nil, err
+	}
+	if !inserted {
+		f.Reader.Remove()
+	}
+	dp := &deviceParts{mem: mem, id: id, card: f, addr: id.Server}
+	if server != "" {
+		dp.addr = server
+	}
+	return dp, nil
+}
+
+func (dp *deviceParts) close() {
+	dp.card.Close()
+	dp.mem.Close()
+}
+
+// tcpDial returns a Controller's Dial: a TCP connection to addr.
+func tcpDial(addr string) func(ctx context.Context) (link.Link, error) {
+	return func(ctx context.Context) (link.Link, error) {
+		var d net.Dialer
+		nc, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("connecting to server: %w", err)
+		}
+		return nc, nil
+	}
 }

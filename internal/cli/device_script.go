@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"cardlink/internal/cardfile"
 	"cardlink/internal/device"
 	"cardlink/internal/hal/headless"
 	"cardlink/internal/link"
@@ -133,27 +132,13 @@ func deviceScript(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	mem, err := device.OpenMemory(filepath.Join(*dir, deviceMemoryFile))
-	if err != nil {
-		return withHint(err, "create a device with 'cardlink device provision --dir "+*dir+" ...'")
-	}
-	defer mem.Close()
-	id, err := mem.Identity()
+	dp, err := openDeviceParts(*dir, *cardPath, *server, *inserted)
 	if err != nil {
 		return err
 	}
-	sl := &scriptLink{addr: id.Server}
-	if *server != "" {
-		sl.addr = *server
-	}
-	f, err := cardfile.Open(*cardPath)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if !*inserted {
-		f.Reader.Remove()
-	}
+	defer dp.close()
+	f, mem := dp.card, dp.mem
+	sl := &scriptLink{addr: dp.addr}
 
 	drv := headless.New()
 	drv.Handle("remove-card", func(context.Context, []string) error { f.Reader.Remove(); return nil })
