@@ -608,10 +608,13 @@ func (c *call) end(callerCause, calleeCause Cause, text string) {
 	c.endOnce.Do(func() {
 		close(c.done)
 		s := c.sw
+		// The parties go idle in the same critical section that drops
+		// the call (s.mu, then each q.mu, as dialling takes them): a
+		// dial that no longer sees the call must find its callee idle,
+		// not busy.
 		s.mu.Lock()
 		delete(s.calls, c)
 		closing := s.closing
-		s.mu.Unlock()
 		for _, q := range []*party{c.caller, c.callee} {
 			q.mu.Lock()
 			if q.call == c {
@@ -619,6 +622,7 @@ func (c *call) end(callerCause, calleeCause Cause, text string) {
 			}
 			q.mu.Unlock()
 		}
+		s.mu.Unlock()
 		s.log.Info("call ended", "call", c.id, "caller", callerCause, "callee", calleeCause)
 		if closing {
 			return // shutdown hangs up every party
