@@ -43,8 +43,8 @@ func demoCommand() *command {
 		if err := parse(fs, args); err != nil {
 			return err
 		}
-		if fs.NArg() > 0 {
-			return usagef("demo: unexpected argument %q", fs.Arg(0))
+		if err := noArgs(fs); err != nil {
+			return err
 		}
 		dir := *keep
 		if dir == "" {

@@ -125,8 +125,8 @@ func lineServeCommand() *command {
 		if err := parse(fs, args); err != nil {
 			return err
 		}
-		if fs.NArg() > 0 {
-			return usagef("line serve: unexpected argument %q", fs.Arg(0))
+		if err := noArgs(fs); err != nil {
+			return err
 		}
 		lc, err := imp.config("line serve")
 		if err != nil {
@@ -349,8 +349,8 @@ func lineCallCommand() *command {
 		if err := required(fs, "to"); err != nil {
 			return err
 		}
-		if fs.NArg() > 0 {
-			return usagef("line call: unexpected argument %q", fs.Arg(0))
+		if err := noArgs(fs); err != nil {
+			return err
 		}
 		src, err := pf.source("line call")
 		if err != nil {
@@ -418,8 +418,8 @@ func lineAnswerCommand() *command {
 		if err := required(fs, "number"); err != nil {
 			return err
 		}
-		if fs.NArg() > 0 {
-			return usagef("line answer: unexpected argument %q", fs.Arg(0))
+		if err := noArgs(fs); err != nil {
+			return err
 		}
 		if *calls < 0 || *lines < 1 || *lines > 1024 {
 			return usagef("line answer: --calls %d, --lines %d: want 0 or more calls on 1 to 1024 lines", *calls, *lines)
