@@ -142,31 +142,31 @@ func Buy(ctx context.Context, l link.Link, id Identity, card *wallet.Client, opt
 	if err := id.Validate(); err != nil {
 		return BuyResult{}, fmt.Errorf("buying: %w", err)
 	}
-	if err := opts.validate(); err != nil {
-		return BuyResult{}, fmt.Errorf("buying: %w", err)
-	}
-	if err := checkSigner(opts.AuthOptions, opts.Verify != nil); err != nil {
-		return BuyResult{}, fmt.Errorf("buying: %w", err)
-	}
-	info, err := cardInfo(ctx, card)
+	info, err := prepareBuy(ctx, card, &opts)
 	if err != nil {
 		return BuyResult{}, fmt.Errorf("buying: %w", err)
 	}
 	defer func() { forgetUnused(ctx, card, opts.AuthOptions, func() bool { return res.Counter == 0 }) }()
-	s, pub, cleanup, err := open(ctx, l, id, opts.AuthOptions)
+	s, err := open(ctx, l, id, opts.AuthOptions)
 	if err != nil {
 		return BuyResult{}, fmt.Errorf("buying: %w", err)
 	}
-	defer cleanup()
-	res, err = s.buy(ctx, info, card, &opts)
-	res.ServerKey, res.ServerKeys = pub, s.newKeys
-	if err != nil && ctx.Err() != nil {
-		err = fmt.Errorf("%w (%w)", ctx.Err(), err)
-	}
-	if err != nil {
+	defer s.Close()
+	if res, err = s.buy(ctx, info, card, &opts); err != nil {
 		return res, fmt.Errorf("buying: %w", err)
 	}
 	return res, nil
+}
+
+// prepareBuy checks opts and reads the card.
+func prepareBuy(ctx context.Context, card *wallet.Client, opts *BuyOptions) (wallet.Info, error) {
+	if err := opts.validate(); err != nil {
+		return wallet.Info{}, err
+	}
+	if err := checkSigner(opts.AuthOptions, opts.Verify != nil); err != nil {
+		return wallet.Info{}, err
+	}
+	return cardInfo(ctx, card)
 }
 
 // checkSigner checks the holder verification of a purchase or a purse
@@ -187,9 +187,6 @@ func checkSigner(opts AuthOptions, deferred bool) error {
 
 func (s *session) buy(ctx context.Context, info wallet.Info, card *wallet.Client, opts *BuyOptions) (BuyResult, error) {
 	res := BuyResult{CardNumber: info.CardNumber}
-	if err := s.send(&protocol.Hello{Software: Software, Features: opts.Features}); err != nil {
-		return res, err
-	}
 	cert := info.Certificate.Raw
 	req := &protocol.OfferRequest{
 		Reference:  opts.Reference,

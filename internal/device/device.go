@@ -171,33 +171,34 @@ func Authenticate(ctx context.Context, l link.Link, id Identity, card *wallet.Cl
 	if err := id.Validate(); err != nil {
 		return Result{}, fmt.Errorf("authenticating: %w", err)
 	}
-	if err := opts.validate(); err != nil {
-		return Result{}, fmt.Errorf("authenticating: %w", err)
-	}
 	// Read the card and verify the holder on the card before dialing: a
 	// wrong PIN costs no airtime.
-	info, err := cardInfo(ctx, card)
+	info, err := prepareAuth(ctx, card, opts)
 	if err != nil {
-		return Result{}, fmt.Errorf("authenticating: %w", err)
-	}
-	if err := verifyOnCard(ctx, card, opts); err != nil {
 		return Result{}, fmt.Errorf("authenticating: %w", err)
 	}
 	defer forgetUnused(ctx, card, opts, func() bool { return res.Counter == 0 })
-	s, pub, cleanup, err := open(ctx, l, id, opts)
+	s, err := open(ctx, l, id, opts)
 	if err != nil {
 		return Result{}, fmt.Errorf("authenticating: %w", err)
 	}
-	defer cleanup()
-	res, err = s.authenticate(ctx, info, card, opts)
-	res.ServerKey, res.ServerKeys = pub, s.newKeys
-	if err != nil && ctx.Err() != nil {
-		err = fmt.Errorf("%w (%w)", ctx.Err(), err)
-	}
-	if err != nil {
+	defer s.Close()
+	if res, err = s.authenticate(ctx, info, card, opts); err != nil {
 		return res, fmt.Errorf("authenticating: %w", err)
 	}
 	return res, nil
+}
+
+// prepareAuth checks opts, reads the card and verifies the holder on it.
+func prepareAuth(ctx context.Context, card *wallet.Client, opts AuthOptions) (wallet.Info, error) {
+	if err := opts.validate(); err != nil {
+		return wallet.Info{}, err
+	}
+	info, err := cardInfo(ctx, card)
+	if err != nil {
+		return wallet.Info{}, err
+	}
+	return info, verifyOnCard(ctx, card, opts)
 }
 
 // cardInfo reads the card and checks that it is personalized.
@@ -236,26 +237,17 @@ func forgetUnused(ctx context.Context, card *wallet.Client, opts AuthOptions, un
 	}
 }
 
-// open makes the channel (dial) and starts a session on it. Call cleanup
-// when the conversation is over.
-func open(ctx context.Context, l link.Link, id Identity, opts AuthOptions) (s *session, pub []byte, cleanup func(), err error) {
-	conn, pub, cleanup, err := dial(ctx, l, id, opts)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	return &session{conn: conn, mem: opts.Memory}, pub, cleanup, nil
-}
-
 // dial makes the channel over l with the newest pinned server key, then,
 // if the server refuses it and opts.Redial is set, over new links with the
-// older keys. It returns the channel, the key it was made with, and a
-// cleanup to call when the conversation is over: until then ctx's end
-// closes the link in use, and cleanup closes the links dial opened.
-func dial(ctx context.Context, l link.Link, id Identity, opts AuthOptions) (*channel.Conn, []byte, func(), error) {
-	var cleanups []func()
-	cleanup := func() {
-		for _, f := range cleanups {
-			f()
+// older keys. It returns the channel, the key it was made with, the link
+// the channel runs over (l or one Redial opened), and release, which
+// closes the links dial opened (never l): call it when the conversation
+// is over. While dial runs, ctx's end closes the link in use.
+func dial(ctx context.Context, l link.Link, id Identity, opts AuthOptions) (*channel.Conn, []byte, link.Link, func(), error) {
+	var opened []link.Link
+	release := func() {
+		for _, o := range opened {
+			o.Close()
 		}
 	}
 	var err error // the last handshake's
@@ -272,31 +264,34 @@ func dial(ctx context.Context, l link.Link, id Identity, opts AuthOptions) (*cha
 				break
 			}
 			cur = nl
-			cleanups = append(cleanups, func() { nl.Close() })
+			opened = append(opened, nl)
 		}
 		stop := context.AfterFunc(ctx, func() { cur.Close() })
-		cleanups = append(cleanups, func() { stop() })
 		tried++
 		var conn *channel.Conn
 		conn, err = channel.Dial(ctx, cur, channel.Config{Static: id.Static, ServerPub: pub, Rand: opts.Rand})
-		if err == nil {
-			return conn, pub, cleanup, nil
+		stop()
+		if err == nil && ctx.Err() == nil {
+			return conn, pub, cur, release, nil
 		}
 		var te interface{ Timeout() bool }
 		switch {
 		case ctx.Err() != nil:
-			cleanup()
-			return nil, nil, nil, fmt.Errorf("%w (%w)", ctx.Err(), err)
+			release()
+			if err == nil {
+				err = errors.New("link closed")
+			}
+			return nil, nil, nil, nil, fmt.Errorf("%w (%w)", ctx.Err(), err)
 		case errors.As(err, &te) && te.Timeout():
-			cleanup()
-			return nil, nil, nil, fmt.Errorf("server did not answer in time: %w", err)
+			release()
+			return nil, nil, nil, nil, fmt.Errorf("server did not answer in time: %w", err)
 		}
 	}
-	cleanup()
+	release()
 	if tried > 1 {
-		return nil, nil, nil, fmt.Errorf("%w (%d pinned keys tried): %w", ErrServerRefused, tried, err)
+		return nil, nil, nil, nil, fmt.Errorf("%w (%d pinned keys tried): %w", ErrServerRefused, tried, err)
 	}
-	return nil, nil, nil, fmt.Errorf("%w: %w", ErrServerRefused, err)
+	return nil, nil, nil, nil, fmt.Errorf("%w: %w", ErrServerRefused, err)
 }
 
 // session is one conversation over an established channel.
@@ -405,9 +400,6 @@ func (s *session) pinBlock(opts AuthOptions, card string) ([]byte, error) {
 
 func (s *session) authenticate(ctx context.Context, info wallet.Info, card *wallet.Client, opts AuthOptions) (Result, error) {
 	res := Result{CardNumber: info.CardNumber}
-	if err := s.send(&protocol.Hello{Software: Software, Features: opts.Features}); err != nil {
-		return res, err
-	}
 	cert := info.Certificate.Raw
 	req := &protocol.ChallengeRequest{
 		CardNumber: protocol.CardNumber(info.CardNumber),

@@ -99,60 +99,86 @@ func Unload(ctx context.Context, l link.Link, id Identity, card *wallet.Client, 
 	return res, nil
 }
 
-func purse(ctx context.Context, l link.Link, id Identity, card *wallet.Client, opts LoadOptions, kind uint8) (res PurseResult, err error) {
+func purse(ctx context.Context, l link.Link, id Identity, card *wallet.Client, opts LoadOptions, kind uint8) (PurseResult, error) {
 	if err := id.Validate(); err != nil {
 		return PurseResult{}, err
 	}
+	var res PurseResult
+	info, amount, err := preparePurse(ctx, card, &opts, kind, &res)
+	if err != nil {
+		return res, err
+	}
+	defer func() { forgetUnused(ctx, card, opts.AuthOptions, func() bool { return res.Counter == 0 }) }()
+	s, err := open(ctx, l, id, opts.AuthOptions)
+	if err != nil {
+		return res, err
+	}
+	defer s.Close()
+	err = s.purseExchange(ctx, info, card, &opts, kind, amount, &res)
+	return res, err
+}
+
+// purse is Load and Unload on a Session.
+func (s *Session) purse(ctx context.Context, card *wallet.Client, opts LoadOptions, kind uint8) (PurseResult, error) {
+	var res PurseResult
+	info, amount, err := preparePurse(ctx, card, &opts, kind, &res)
+	if err != nil {
+		return res, err
+	}
+	defer func() { forgetUnused(ctx, card, opts.AuthOptions, func() bool { return res.Counter == 0 }) }()
+	err = s.purseExchange(ctx, info, card, &opts, kind, amount, &res)
+	return res, err
+}
+
+// preparePurse checks opts, reads the card and its purse (res.Before)
+// and returns the amount to move.
+func preparePurse(ctx context.Context, card *wallet.Client, opts *LoadOptions, kind uint8, res *PurseResult) (wallet.Info, money.Amount, error) {
 	if err := opts.validate(); err != nil {
-		return PurseResult{}, err
+		return wallet.Info{}, money.Amount{}, err
 	}
 	if err := checkSigner(opts.AuthOptions, opts.Verify != nil); err != nil {
-		return PurseResult{}, err
+		return wallet.Info{}, money.Amount{}, err
 	}
 	if kind == protocol.PurseKindUnload && method(opts.AuthOptions) == txn.CVMOnlinePIN {
-		return PurseResult{}, errUnloadOnline
+		return wallet.Info{}, money.Amount{}, errUnloadOnline
 	}
 	info, err := cardInfo(ctx, card)
 	if err != nil {
-		return PurseResult{}, err
+		return wallet.Info{}, money.Amount{}, err
 	}
 	res.CardNumber = info.CardNumber
 	if res.Before, err = card.Purse(ctx); err != nil {
-		return res, err
+		return wallet.Info{}, money.Amount{}, err
 	}
 	amount := opts.Amount
 	if amount.Currency == "" {
 		amount.Currency = res.Before.Balance.Currency
 	}
 	if amount.Currency != res.Before.Balance.Currency || amount.Minor <= 0 {
-		return res, fmt.Errorf("amount %d %s: want a positive amount in the purse's currency %s", amount.Minor, amount.Currency, res.Before.Balance.Currency)
+		return wallet.Info{}, money.Amount{}, fmt.Errorf("amount %d %s: want a positive amount in the purse's currency %s", amount.Minor, amount.Currency, res.Before.Balance.Currency)
 	}
-	defer func() { forgetUnused(ctx, card, opts.AuthOptions, func() bool { return res.Counter == 0 }) }()
-	s, pub, cleanup, err := open(ctx, l, id, opts.AuthOptions)
-	if err != nil {
-		return res, err
-	}
-	defer cleanup()
-	err = s.purse(ctx, info, card, &opts, kind, amount, &res)
-	res.ServerKey, res.ServerKeys = pub, s.newKeys
-	if err != nil && ctx.Err() != nil {
-		err = fmt.Errorf("%w (%w)", ctx.Err(), err)
-	}
+	return info, amount, nil
+}
+
+// purseExchange is the exchange of a load or an unload, then the purse
+// read again (res.After).
+func (s *Session) purseExchange(ctx context.Context, info wallet.Info, card *wallet.Client, opts *LoadOptions, kind uint8, amount money.Amount, res *PurseResult) error {
+	err := s.exchange(ctx, func(ss *session) error {
+		return ss.purse(ctx, info, card, opts, kind, amount, res)
+	})
+	res.ServerKey, res.ServerKeys = s.pub, s.s.newKeys
 	if after, perr := card.Purse(context.WithoutCancel(ctx)); perr == nil {
 		res.After = after
 	} else if err == nil {
 		err = perr
 	}
-	return res, err
+	return err
 }
 
 // errUnloadOnline refuses an online PIN for an unload.
 var errUnloadOnline = errors.New("an unload is a purse debit, which the card makes only after verifying the holder itself: give a PIN or a biometric")
 
 func (s *session) purse(ctx context.Context, info wallet.Info, card *wallet.Client, opts *LoadOptions, kind uint8, amount money.Amount, res *PurseResult) error {
-	if err := s.send(&protocol.Hello{Software: Software, Features: opts.Features}); err != nil {
-		return err
-	}
 	cert := info.Certificate.Raw
 	req := &protocol.PurseRequest{
 		Kind:       kind,

@@ -53,11 +53,11 @@ func benchAuthenticate(b *testing.B, st store.Store) {
 // recorded, the ledger posting (group commit, durable) and the result.
 // It reports purchases/s, and the p50 and p99 latency of Buy as the
 // device sees it (the merchant's request is made before the clock starts).
-func BenchmarkBuy(b *testing.B) { benchBuy(b, mallStores[0].Open, 1) }
+func BenchmarkBuy(b *testing.B) { benchBuy(b, mallStores[0].Open, 1, false) }
 
 // BenchmarkBuyPostgres is BenchmarkBuy on PostgreSQL
 // (CARDLINK_TEST_POSTGRES; skipped when unset).
-func BenchmarkBuyPostgres(b *testing.B) { benchBuy(b, mallStores[1].Open, 1) }
+func BenchmarkBuyPostgres(b *testing.B) { benchBuy(b, mallStores[1].Open, 1, false) }
 
 // BenchmarkBuyParallel runs the purchases of 8, 32 and 64 devices at once
 // (sub-benchmarks devices=N), each with its own card, buying again and
@@ -68,22 +68,32 @@ func BenchmarkBuyPostgres(b *testing.B) { benchBuy(b, mallStores[1].Open, 1) }
 // (-cpuprofile) carries the label side=device on the device and card
 // work and side=merchant on the creation of the requests, so the server's
 // own share can be read apart (go tool pprof -tagignore side=.).
-func BenchmarkBuyParallel(b *testing.B) { benchBuyParallel(b, mallStores[0].Open) }
+func BenchmarkBuyParallel(b *testing.B) { benchBuyParallel(b, mallStores[0].Open, false) }
 
 // BenchmarkBuyParallelPostgres is BenchmarkBuyParallel on PostgreSQL
 // (CARDLINK_TEST_POSTGRES; skipped when unset): the database's own CPU
 // is in its processes, not in cpu-%.
-func BenchmarkBuyParallelPostgres(b *testing.B) { benchBuyParallel(b, mallStores[1].Open) }
+func BenchmarkBuyParallelPostgres(b *testing.B) { benchBuyParallel(b, mallStores[1].Open, false) }
 
-func benchBuyParallel(b *testing.B, open func(testing.TB) store.Store) {
+// BenchmarkBuySession is BenchmarkBuyParallel with devices that stay
+// connected: each opens one device.Session (one Noise handshake) and
+// approves all its purchases over it, as a shop's terminal would.
+func BenchmarkBuySession(b *testing.B) { benchBuyParallel(b, mallStores[0].Open, true) }
+
+// BenchmarkBuySessionPostgres is BenchmarkBuySession on PostgreSQL
+// (CARDLINK_TEST_POSTGRES; skipped when unset).
+func BenchmarkBuySessionPostgres(b *testing.B) { benchBuyParallel(b, mallStores[1].Open, true) }
+
+func benchBuyParallel(b *testing.B, open func(testing.TB) store.Store, kept bool) {
 	for _, n := range []int{8, 32, 64} {
-		b.Run(fmt.Sprintf("devices=%d", n), func(b *testing.B) { benchBuy(b, open, n) })
+		b.Run(fmt.Sprintf("devices=%d", n), func(b *testing.B) { benchBuy(b, open, n, kept) })
 	}
 }
 
 // benchBuy runs b.N purchases with cards devices at once on a new mall
-// over the store open makes.
-func benchBuy(b *testing.B, open func(testing.TB) store.Store, cards int) {
+// over the store open makes; with kept, each device keeps one session
+// for all its purchases, else each purchase makes a channel of its own.
+func benchBuy(b *testing.B, open func(testing.TB) store.Store, cards int, kept bool) {
 	// RunParallel starts parallelism × GOMAXPROCS goroutines, each with a
 	// card of its own: cards rounds up to a multiple of GOMAXPROCS.
 	parallelism, asked := (cards+runtimeProcs()-1)/runtimeProcs(), cards
@@ -91,7 +101,11 @@ func benchBuy(b *testing.B, open func(testing.TB) store.Store, cards int) {
 		cards = parallelism * runtimeProcs()
 	}
 	m := newMall(b, open(b))
-	pool := make(chan *wallettest.Env, cards)
+	type terminal struct {
+		card *wallettest.Env
+		sess *device.Session // with kept
+	}
+	pool := make(chan *terminal, cards)
 	for i := range cards {
 		c := m.card
 		if i > 0 {
@@ -99,7 +113,11 @@ func benchBuy(b *testing.B, open func(testing.TB) store.Store, cards int) {
 			m.register(b, c)
 		}
 		m.fund(b, c.CardNumber, 1<<40)
-		pool <- c
+		t := &terminal{card: c}
+		if kept {
+			t.sess = m.session(b)
+		}
+		pool <- t
 	}
 	var (
 		mu    sync.Mutex
@@ -107,7 +125,7 @@ func benchBuy(b *testing.B, open func(testing.TB) store.Store, cards int) {
 	)
 	merchant := pprof.Labels("side", "merchant")
 	dev := pprof.Labels("side", "device")
-	buy := func(c *wallettest.Env) {
+	buy := func(t *terminal) {
 		var p store.Purchase
 		pprof.Do(context.Background(), merchant, func(context.Context) { p = m.newPurchase(b, 100, "", "") })
 		var (
@@ -116,8 +134,15 @@ func benchBuy(b *testing.B, open func(testing.TB) store.Store, cards int) {
 			d   time.Duration
 		)
 		pprof.Do(context.Background(), dev, func(context.Context) {
+			opts := device.BuyOptions{AuthOptions: device.AuthOptions{PIN: wallettest.PIN}, Reference: p.Reference}
 			start := time.Now()
-			res, err = m.buy(b, c, device.BuyOptions{AuthOptions: device.AuthOptions{PIN: wallettest.PIN}, Reference: p.Reference})
+			if t.sess != nil {
+				ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+				res, err = t.sess.Buy(ctx, t.card.Client, opts)
+				cancel()
+			} else {
+				res, err = m.buy(b, t.card, opts)
+			}
 			d = time.Since(start)
 		})
 		if err != nil || res.Code != protocol.CodeOK {
@@ -132,18 +157,18 @@ func benchBuy(b *testing.B, open func(testing.TB) store.Store, cards int) {
 	cpu0 := cpuTime()
 	start := time.Now()
 	if cards == 1 {
-		c := <-pool
+		t := <-pool
 		for b.Loop() {
-			buy(c)
+			buy(t)
 		}
 	} else {
 		b.ResetTimer()
 		b.SetParallelism(parallelism)
 		b.RunParallel(func(pb *testing.PB) {
-			c := <-pool
-			defer func() { pool <- c }()
+			t := <-pool
+			defer func() { pool <- t }()
 			for pb.Next() {
-				buy(c)
+				buy(t)
 			}
 		})
 	}

@@ -176,6 +176,25 @@ func (m *mall) buy(t testing.TB, card *wallettest.Env, opts device.BuyOptions) (
 	return device.Buy(ctx, c, m.id, card.Client, opts)
 }
 
+// session opens a device session to the mall's server over a new
+// connection, closed with the test.
+func (m *mall) session(t testing.TB) *device.Session {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", m.addr, testTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	s, err := device.Open(ctx, c, m.id, device.AuthOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 // TestBuy approves purchases end to end: device.Buy with a card over the
 // real listener, the purchase service, the store and the ledger.
 func TestBuy(t *testing.T) {
