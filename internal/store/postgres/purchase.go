@@ -30,6 +30,18 @@ const (
 	paid       = `('` + string(store.PurchaseApproved) + `', '` + string(store.PurchaseRefundedPartially) + `')`
 )
 
+// paidQuery ($1 card, $2 reference) and authorizedQuery ($1 before, $2
+// limit) are the statements of PaidPurchase and AuthorizedPurchases, whose
+// partial indexes serve them, under a generic plan too
+// (TestPartialIndexPlans).
+const (
+	paidQuery = `SELECT ` + purchaseRow + ` FROM purchases
+		WHERE card = $1 AND reference = $2 AND status IN ` + paid + `
+		ORDER BY created DESC, id DESC LIMIT 1`
+	authorizedQuery = `SELECT ` + purchaseRow + ` FROM purchases
+		WHERE status = ` + authorized + ` AND updated < $1 ORDER BY updated, id LIMIT $2`
+)
+
 // PendingPurchase implements store.Merchants.
 func (s *Store) PendingPurchase(ctx context.Context, reference string, now time.Time) (store.Purchase, error) {
 	p, err := scanPurchase(s.pool.QueryRow(ctx, `SELECT `+purchaseRow+` FROM purchases
@@ -46,9 +58,7 @@ func (s *Store) PendingPurchase(ctx context.Context, reference string, now time.
 // PaidPurchase implements store.Merchants. The partial index on (card,
 // reference, created, id) of paid requests serves it (migration 0008).
 func (s *Store) PaidPurchase(ctx context.Context, reference, card string) (store.Purchase, error) {
-	p, err := scanPurchase(s.pool.QueryRow(ctx, `SELECT `+purchaseRow+` FROM purchases
-		WHERE card = $1 AND reference = $2 AND status IN `+paid+`
-		ORDER BY created DESC, id DESC LIMIT 1`, card, reference))
+	p, err := scanPurchase(s.pool.QueryRow(ctx, paidQuery, card, reference))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return store.Purchase{}, fmt.Errorf("reading paid purchase by reference: %w", store.ErrNotFound)
 	}
@@ -68,9 +78,7 @@ func (s *Store) PendingPurchasesForCard(ctx context.Context, card string, now ti
 // AuthorizedPurchases implements store.Merchants. The partial index on
 // (updated, id) of authorized requests serves it (migration 0008).
 func (s *Store) AuthorizedPurchases(ctx context.Context, before time.Time, limit int) ([]store.Purchase, error) {
-	return list(ctx, s.pool, scanPurchase, "listing authorized purchases", `SELECT `+purchaseRow+` FROM purchases
-		WHERE status = `+authorized+` AND updated < $1 ORDER BY updated, id LIMIT $2`,
-		before.UTC(), limit)
+	return list(ctx, s.pool, scanPurchase, "listing authorized purchases", authorizedQuery, before.UTC(), limit)
 }
 
 // ExpirePurchases implements store.Merchants. Requests another

@@ -30,6 +30,17 @@ const (
 	paid       = `('` + string(store.PurchaseApproved) + `', '` + string(store.PurchaseRefundedPartially) + `')`
 )
 
+// paidQuery (card, reference) and authorizedQuery (before, limit) are the
+// statements of PaidPurchase and AuthorizedPurchases, whose partial
+// indexes serve them (TestPartialIndexPlans).
+const (
+	paidQuery = `SELECT ` + purchaseRow + ` FROM purchases
+		WHERE card = ? AND reference = ? AND status IN ` + paid + `
+		ORDER BY created DESC, id DESC LIMIT 1`
+	authorizedQuery = `SELECT ` + purchaseRow + ` FROM purchases
+		WHERE status = ` + authorized + ` AND updated < ? ORDER BY updated, id LIMIT ?`
+)
+
 // PendingPurchase implements store.Merchants.
 func (s *Store) PendingPurchase(ctx context.Context, reference string, now time.Time) (store.Purchase, error) {
 	p, err := scanPurchase(s.r.QueryRowContext(ctx, `SELECT `+purchaseRow+` FROM purchases
@@ -46,9 +57,7 @@ func (s *Store) PendingPurchase(ctx context.Context, reference string, now time.
 // PaidPurchase implements store.Merchants. The partial index on (card,
 // reference, created, id) of paid requests serves it (migration 0008).
 func (s *Store) PaidPurchase(ctx context.Context, reference, card string) (store.Purchase, error) {
-	p, err := scanPurchase(s.r.QueryRowContext(ctx, `SELECT `+purchaseRow+` FROM purchases
-		WHERE card = ? AND reference = ? AND status IN `+paid+`
-		ORDER BY created DESC, id DESC LIMIT 1`, card, reference))
+	p, err := scanPurchase(s.r.QueryRowContext(ctx, paidQuery, card, reference))
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Purchase{}, fmt.Errorf("reading paid purchase by reference: %w", store.ErrNotFound)
 	}
@@ -68,9 +77,7 @@ func (s *Store) PendingPurchasesForCard(ctx context.Context, card string, now ti
 // AuthorizedPurchases implements store.Merchants. The partial index on
 // (updated, id) of authorized requests serves it (migration 0008).
 func (s *Store) AuthorizedPurchases(ctx context.Context, before time.Time, limit int) ([]store.Purchase, error) {
-	return list(ctx, s.r, scanPurchase, "listing authorized purchases", `SELECT `+purchaseRow+` FROM purchases
-		WHERE status = `+authorized+` AND updated < ? ORDER BY updated, id LIMIT ?`,
-		before.UnixMicro(), limit)
+	return list(ctx, s.r, scanPurchase, "listing authorized purchases", authorizedQuery, before.UnixMicro(), limit)
 }
 
 // ExpirePurchases implements store.Merchants.

@@ -14,4 +14,4 @@ DROP INDEX purchases_status_updated;
 CREATE INDEX purchases_authorized_updated ON purchases (updated, id) WHERE status = 'authorized';
 DROP INDEX purchases_card_reference;
 CREATE INDEX purchases_paid_card_reference ON purchases (card, reference, created, id)
-	WHERE status IN ('approved', 'refunded_partially');
+	WHERE status IN ('approved', 'refunded-partially');
