@@ -3,7 +3,7 @@ package server_test
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -138,14 +138,14 @@ func (m *mall) holder(card *wallettest.Env) string {
 func (m *mall) newPurchase(t testing.TB, minor int64, item, card string) store.Purchase {
 	t.Helper()
 	now := time.Now()
-	var id [16]byte
-	rand.Read(id[:])
-	var n uint32
-	for _, b := range id[:4] {
-		n = n<<8 | uint32(b)
+	id, err := purchase.NewID(now, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
 	}
-	p := store.Purchase{ID: "pur_" + hex.EncodeToString(id[:]), Merchant: m.merchant.ID, Item: item, Description: "Two coffees",
-		Amount: minor, Currency: "EUR", Digest: id[:], Card: card, Reference: fmt.Sprintf("%08d", n%100_000_000),
+	var r [4]byte
+	rand.Read(r[:])
+	p := store.Purchase{ID: id, Merchant: m.merchant.ID, Item: item, Description: "Two coffees",
+		Amount: minor, Currency: "EUR", Digest: []byte(id), Card: card, Reference: fmt.Sprintf("%08d", binary.BigEndian.Uint32(r[:])%100_000_000),
 		Status: store.PurchasePending, Created: now, Expires: now.Add(10 * time.Minute)}
 	got, _, err := m.ms.CreatePurchase(context.Background(), p)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"cardlink/internal/money"
 	"cardlink/internal/protocol"
 	"cardlink/internal/server/auth"
+	"cardlink/internal/server/purchase"
 	"cardlink/internal/store"
 	"cardlink/internal/txn"
 )
@@ -500,7 +501,7 @@ func (h *handler) createPurchase(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	for range referenceRetries {
-		id, err := h.newID("pur_")
+		id, err := purchase.NewID(now, h.rand)
 		if err != nil {
 			h.internal(w, r, "creating purchase", err)
 			return

@@ -73,8 +73,8 @@ func TestOpenRefusals(t *testing.T) {
 func TestSchemaVersion(t *testing.T) {
 	s := open(t).(*postgres.Store)
 	v, err := s.SchemaVersion(context.Background())
-	if err != nil || v != 7 {
-		t.Fatalf("SchemaVersion = %d, %v; want 7, nil", v, err)
+	if err != nil || v != 8 {
+		t.Fatalf("SchemaVersion = %d, %v; want 8, nil", v, err)
 	}
 }
 

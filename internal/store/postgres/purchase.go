@@ -22,6 +22,26 @@ import (
 // literal, under a generic plan too, not one with a parameter.
 const pending = `'` + string(store.PurchasePending) + `'`
 
+// authorized and paid are the statuses of the other partial indexes
+// (migration 0008) as SQL literals, for the same reason: a request
+// authorized, and the paid ones (approved, refunded partially).
+const (
+	authorized = `'` + string(store.PurchaseAuthorized) + `'`
+	paid       = `('` + string(store.PurchaseApproved) + `', '` + string(store.PurchaseRefundedPartially) + `')`
+)
+
+// paidQuery ($1 card, $2 reference) and authorizedQuery ($1 before, $2
+// limit) are the statements of PaidPurchase and AuthorizedPurchases, whose
+// partial indexes serve them, under a generic plan too
+// (TestPartialIndexPlans).
+const (
+	paidQuery = `SELECT ` + purchaseRow + ` FROM purchases
+		WHERE card = $1 AND reference = $2 AND status IN ` + paid + `
+		ORDER BY created DESC, id DESC LIMIT 1`
+	authorizedQuery = `SELECT ` + purchaseRow + ` FROM purchases
+		WHERE status = ` + authorized + ` AND updated < $1 ORDER BY updated, id LIMIT $2`
+)
+
 // PendingPurchase implements store.Merchants.
 func (s *Store) PendingPurchase(ctx context.Context, reference string, now time.Time) (store.Purchase, error) {
 	p, err := scanPurchase(s.pool.QueryRow(ctx, `SELECT `+purchaseRow+` FROM purchases
@@ -35,12 +55,10 @@ func (s *Store) PendingPurchase(ctx context.Context, reference string, now time.
 	return p, nil
 }
 
-// PaidPurchase implements store.Merchants. The index on (card,
-// reference, created, id) serves it (migration 0007).
+// PaidPurchase implements store.Merchants. The partial index on (card,
+// reference, created, id) of paid requests serves it (migration 0008).
 func (s *Store) PaidPurchase(ctx context.Context, reference, card string) (store.Purchase, error) {
-	p, err := scanPurchase(s.pool.QueryRow(ctx, `SELECT `+purchaseRow+` FROM purchases
-		WHERE card = $1 AND reference = $2 AND status IN ($3, $4)
-		ORDER BY created DESC, id DESC LIMIT 1`, card, reference, store.PurchaseApproved, store.PurchaseRefundedPartially))
+	p, err := scanPurchase(s.pool.QueryRow(ctx, paidQuery, card, reference))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return store.Purchase{}, fmt.Errorf("reading paid purchase by reference: %w", store.ErrNotFound)
 	}
@@ -57,11 +75,10 @@ func (s *Store) PendingPurchasesForCard(ctx context.Context, card string, now ti
 		card, now.UTC(), limit)
 }
 
-// AuthorizedPurchases implements store.Merchants.
+// AuthorizedPurchases implements store.Merchants. The partial index on
+// (updated, id) of authorized requests serves it (migration 0008).
 func (s *Store) AuthorizedPurchases(ctx context.Context, before time.Time, limit int) ([]store.Purchase, error) {
-	return list(ctx, s.pool, scanPurchase, "listing authorized purchases", `SELECT `+purchaseRow+` FROM purchases
-		WHERE status = $1 AND updated < $2 ORDER BY updated, id LIMIT $3`,
-		store.PurchaseAuthorized, before.UTC(), limit)
+	return list(ctx, s.pool, scanPurchase, "listing authorized purchases", authorizedQuery, before.UTC(), limit)
 }
 
 // ExpirePurchases implements store.Merchants. Requests another

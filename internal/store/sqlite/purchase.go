@@ -22,6 +22,25 @@ import (
 // again at every run to check the value against the index.
 const pending = `'` + string(store.PurchasePending) + `'`
 
+// authorized and paid are the statuses of the other partial indexes
+// (migration 0008) as SQL literals, for the same reason: a request
+// authorized, and the paid ones (approved, refunded partially).
+const (
+	authorized = `'` + string(store.PurchaseAuthorized) + `'`
+	paid       = `('` + string(store.PurchaseApproved) + `', '` + string(store.PurchaseRefundedPartially) + `')`
+)
+
+// paidQuery (card, reference) and authorizedQuery (before, limit) are the
+// statements of PaidPurchase and AuthorizedPurchases, whose partial
+// indexes serve them (TestPartialIndexPlans).
+const (
+	paidQuery = `SELECT ` + purchaseRow + ` FROM purchases
+		WHERE card = ? AND reference = ? AND status IN ` + paid + `
+		ORDER BY created DESC, id DESC LIMIT 1`
+	authorizedQuery = `SELECT ` + purchaseRow + ` FROM purchases
+		WHERE status = ` + authorized + ` AND updated < ? ORDER BY updated, id LIMIT ?`
+)
+
 // PendingPurchase implements store.Merchants.
 func (s *Store) PendingPurchase(ctx context.Context, reference string, now time.Time) (store.Purchase, error) {
 	p, err := scanPurchase(s.r.QueryRowContext(ctx, `SELECT `+purchaseRow+` FROM purchases
@@ -35,12 +54,10 @@ func (s *Store) PendingPurchase(ctx context.Context, reference string, now time.
 	return p, nil
 }
 
-// PaidPurchase implements store.Merchants. The index on (card,
-// reference, created, id) serves it (migration 0007).
+// PaidPurchase implements store.Merchants. The partial index on (card,
+// reference, created, id) of paid requests serves it (migration 0008).
 func (s *Store) PaidPurchase(ctx context.Context, reference, card string) (store.Purchase, error) {
-	p, err := scanPurchase(s.r.QueryRowContext(ctx, `SELECT `+purchaseRow+` FROM purchases
-		WHERE card = ? AND reference = ? AND status IN (?, ?)
-		ORDER BY created DESC, id DESC LIMIT 1`, card, reference, store.PurchaseApproved, store.PurchaseRefundedPartially))
+	p, err := scanPurchase(s.r.QueryRowContext(ctx, paidQuery, card, reference))
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Purchase{}, fmt.Errorf("reading paid purchase by reference: %w", store.ErrNotFound)
 	}
@@ -57,11 +74,10 @@ func (s *Store) PendingPurchasesForCard(ctx context.Context, card string, now ti
 		card, now.UnixMicro(), limit)
 }
 
-// AuthorizedPurchases implements store.Merchants.
+// AuthorizedPurchases implements store.Merchants. The partial index on
+// (updated, id) of authorized requests serves it (migration 0008).
 func (s *Store) AuthorizedPurchases(ctx context.Context, before time.Time, limit int) ([]store.Purchase, error) {
-	return list(ctx, s.r, scanPurchase, "listing authorized purchases", `SELECT `+purchaseRow+` FROM purchases
-		WHERE status = ? AND updated < ? ORDER BY updated, id LIMIT ?`,
-		store.PurchaseAuthorized, before.UnixMicro(), limit)
+	return list(ctx, s.r, scanPurchase, "listing authorized purchases", authorizedQuery, before.UnixMicro(), limit)
 }
 
 // ExpirePurchases implements store.Merchants.

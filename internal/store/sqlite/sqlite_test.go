@@ -85,8 +85,8 @@ func TestSchemaVersion(t *testing.T) {
 	ctx := context.Background()
 	s := open(t).(*sqlite.Store)
 	v, err := s.SchemaVersion(ctx)
-	if err != nil || v != 7 {
-		t.Fatalf("SchemaVersion = %d, %v; want 7, nil", v, err)
+	if err != nil || v != 8 {
+		t.Fatalf("SchemaVersion = %d, %v; want 8, nil", v, err)
 	}
 }
 

@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -131,6 +132,7 @@ func RunUpgrade(t *testing.T, u Upgrader) {
 	}
 	must(t, "SetBiometric after the upgrade", s2.SetBiometric(ctx, store.Biometric{Card: cardA, Template: []byte{1}, MaxTries: 1}))
 	t.Run("from version 4", func(t *testing.T) { upgradeFrom4(t, u) })
+	t.Run("from version 7", func(t *testing.T) { upgradeFrom7(t, u) })
 }
 
 // upgradeFrom4 checks that a purchase request made at schema version 4
@@ -150,7 +152,7 @@ func upgradeFrom4(t *testing.T, u Upgrader) {
 	_, _, err := ms.CreatePurchase(ctx, p)
 	must(t, "CreatePurchase", err)
 	qs := []string{`DROP TABLE refunds`, `DROP INDEX purchases_pending_card`, `DROP INDEX purchases_pending_expires`,
-		`DROP INDEX purchases_status_updated`, `DROP INDEX purchases_card_reference`}
+		`DROP INDEX purchases_authorized_updated`, `DROP INDEX purchases_paid_card_reference`}
 	for _, c := range []string{"card", "offer", "approval_counter", "approval_cvm", "approval_signature", "approval_device",
 		"approval_matched_by", "transfer", "refunded", "reason", "updated"} {
 		qs = append(qs, `ALTER TABLE purchases DROP COLUMN `+c)
@@ -166,4 +168,114 @@ func upgradeFrom4(t *testing.T, u Upgrader) {
 	if _, err := s2.BindPurchase(ctx, "pu_old", cardA, []byte("offer"), t0); err != nil {
 		t.Fatalf("BindPurchase(pu_old) after the upgrade = %v, want nil", err)
 	}
+}
+
+// upgradeFrom7 checks that purchases in every status, made at schema
+// version 7 (the indexes by status and last change and by card and
+// reference held every purchase), are found by every query after the
+// upgrade to the partial indexes of version 8, and that the lifecycle
+// goes on: the authorized one is approved, the pending ones expire.
+func upgradeFrom7(t *testing.T, u Upgrader) {
+	ctx := context.Background()
+	s1 := u.Open(t)
+	if _, ok := s1.(store.Merchants); !ok {
+		t.Skip("backend has no store.Merchants")
+	}
+	for _, q := range []string{`DROP INDEX purchases_authorized_updated`, `DROP INDEX purchases_paid_card_reference`,
+		`CREATE INDEX purchases_status_updated ON purchases (status, updated, id)`,
+		`CREATE INDEX purchases_card_reference ON purchases (card, reference, created, id)`,
+		`DELETE FROM schema_version WHERE version >= 8`} {
+		must(t, "Exec("+q+")", u.Exec(s1, q))
+	}
+	if v, err := u.Version(s1); err != nil || v != 7 {
+		t.Fatalf("Version after going back = %d, %v; want 7", v, err)
+	}
+
+	// Purchases in every status, made on the version 7 indexes.
+	s := newShop(t, func(testing.TB) store.Store { return s1 })
+	s.create("pu_pending", "", "11111111", "", 0)
+	s.create("pu_pushed", "", "22222222", cardA, 1)
+	s.create("pu_bound", "", "33333333", "", 2)
+	_, err := s.ms.BindPurchase(ctx, "pu_bound", cardA, []byte("offer"), t0)
+	must(t, "BindPurchase(pu_bound)", err)
+	s.create("pu_auth", "", "44444444", "", 3)
+	_, err = s.ms.BindPurchase(ctx, "pu_auth", cardA, []byte("offer"), t0)
+	must(t, "BindPurchase(pu_auth)", err)
+	_, err = s.ms.AuthorizePurchase(ctx, "pu_auth", cardA, approval("pu_auth"), t0)
+	must(t, "AuthorizePurchase(pu_auth)", err)
+	s.create("pu_paid", "", "55555555", "", 4)
+	s.pay("pu_paid")
+	for _, r := range []struct {
+		id, ref, refund string
+		amount          int64
+	}{{"pu_part", "66666666", "rf_part", 400}, {"pu_full", "77777777", "rf_full", 1000}} {
+		s.create(r.id, "", r.ref, "", 5)
+		s.pay(r.id)
+		_, _, err := s.ms.CreateRefund(ctx, store.Refund{ID: r.refund, Purchase: r.id, Merchant: "m_shop",
+			Amount: r.amount, Digest: []byte(r.refund), Created: t0})
+		must(t, "CreateRefund("+r.refund+")", err)
+		_, err = s.ms.FinishRefund(ctx, r.refund, 98, "", t0)
+		must(t, "FinishRefund("+r.refund+")", err)
+	}
+	s.create("pu_declined", "", "88888888", "", 6)
+	_, err = s.ms.BindPurchase(ctx, "pu_declined", cardA, []byte("offer"), t0)
+	must(t, "BindPurchase(pu_declined)", err)
+	_, err = s.ms.DeclinePurchase(ctx, "pu_declined", cardA, "no", t0)
+	must(t, "DeclinePurchase(pu_declined)", err)
+	_, _, err = s.ms.CreatePurchase(ctx, store.Purchase{ID: "pu_expired", Merchant: "m_shop", Description: "soon",
+		Amount: 5, Currency: "EUR", Digest: []byte("d"), Reference: "99999999", Status: store.PurchasePending,
+		Created: t0, Expires: t0.Add(time.Minute)})
+	must(t, "CreatePurchase(pu_expired)", err)
+	ps, err := s.ms.ExpirePurchases(ctx, t0.Add(2*time.Minute), 10)
+	wantIDs(t, "ExpirePurchases before the upgrade", ps, err, "pu_expired")
+
+	s2 := u.Open(t)
+	if v, err := u.Version(s2); err != nil || v < 8 {
+		t.Fatalf("Version after reopening = %d, %v; want at least 8", v, err)
+	}
+	ms := s2.(store.Merchants)
+	for id, want := range map[string]store.PurchaseStatus{"pu_pending": store.PurchasePending,
+		"pu_pushed": store.PurchasePending, "pu_bound": store.PurchasePending, "pu_auth": store.PurchaseAuthorized,
+		"pu_paid": store.PurchaseApproved, "pu_part": store.PurchaseRefundedPartially, "pu_full": store.PurchaseRefunded,
+		"pu_declined": store.PurchaseDeclined, "pu_expired": store.PurchaseExpired} {
+		if p, err := ms.Purchase(ctx, "m_shop", id); err != nil || p.Status != want {
+			t.Errorf("Purchase(%s) after the upgrade = %s, %v; want %s", id, p.Status, err, want)
+		}
+	}
+	for ref, want := range map[string]string{"11111111": "pu_pending", "33333333": "pu_bound", "44444444": "",
+		"99999999": ""} {
+		p, err := ms.PendingPurchase(ctx, ref, t0)
+		if want == "" {
+			wantErr(t, "PendingPurchase("+ref+") after the upgrade", err, store.ErrNotFound)
+		} else if err != nil || p.ID != want {
+			t.Errorf("PendingPurchase(%s) after the upgrade = %s, %v; want %s", ref, p.ID, err, want)
+		}
+	}
+	ps, err = ms.PendingPurchasesForCard(ctx, cardA, t0, 10)
+	wantIDs(t, "PendingPurchasesForCard after the upgrade", ps, err, "pu_pushed", "pu_bound")
+	ps, err = ms.AuthorizedPurchases(ctx, t0.Add(time.Hour), 10)
+	wantIDs(t, "AuthorizedPurchases after the upgrade", ps, err, "pu_auth")
+	paid := func(when string, want map[string]string) {
+		t.Helper()
+		for ref, id := range want {
+			p, err := ms.PaidPurchase(ctx, ref, cardA)
+			if id == "" {
+				wantErr(t, "PaidPurchase("+ref+") "+when, err, store.ErrNotFound)
+			} else if err != nil || p.ID != id {
+				t.Errorf("PaidPurchase(%s) %s = %s, %v; want %s", ref, when, p.ID, err, id)
+			}
+		}
+	}
+	paid("after the upgrade", map[string]string{"55555555": "pu_paid", "66666666": "pu_part", "77777777": "",
+		"44444444": "", "88888888": "", "33333333": ""})
+
+	// The lifecycle goes on over the new indexes.
+	_, err = ms.CompletePurchase(ctx, "pu_auth", 99, "", t0)
+	must(t, "CompletePurchase(pu_auth) after the upgrade", err)
+	ps, err = ms.AuthorizedPurchases(ctx, t0.Add(time.Hour), 10)
+	wantIDs(t, "AuthorizedPurchases after approving", ps, err)
+	paid("after approving", map[string]string{"44444444": "pu_auth"})
+	ps, err = ms.ExpirePurchases(ctx, t0.Add(11*time.Minute), 10)
+	slices.SortFunc(ps, func(a, b store.Purchase) int { return strings.Compare(a.ID, b.ID) })
+	wantIDs(t, "ExpirePurchases after the upgrade", ps, err, "pu_bound", "pu_pending", "pu_pushed")
 }
