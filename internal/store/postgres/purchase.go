@@ -280,29 +280,106 @@ func (s *Store) CompletePurchase(ctx context.Context, id string, transfer int64,
 			got = p
 			return err
 		}
-		status := store.PurchaseApproved
-		if reason != "" {
-			status, transfer = store.PurchaseDeclined, 0
-			if p.Item != "" {
-				if _, err := tx.Exec(ctx, `UPDATE merchant_items SET stock = stock + 1 WHERE id = $1 AND stock IS NOT NULL`,
-					p.Item); err != nil {
-					return fmt.Errorf("giving back stock of %q: %w", p.Item, err)
-				}
+		got, err = complete(ctx, tx, p, transfer, reason, now)
+		return err
+	})
+	return got, err
+}
+
+// complete is CompletePurchase in tx once the authorized purchase p is
+// locked.
+func complete(ctx context.Context, tx pgx.Tx, p store.Purchase, transfer int64, reason string, now time.Time) (store.Purchase, error) {
+	status := store.PurchaseApproved
+	if reason != "" {
+		status, transfer = store.PurchaseDeclined, 0
+		if p.Item != "" {
+			if _, err := tx.Exec(ctx, `UPDATE merchant_items SET stock = stock + 1 WHERE id = $1 AND stock IS NOT NULL`,
+				p.Item); err != nil {
+				return store.Purchase{}, fmt.Errorf("giving back stock of %q: %w", p.Item, err)
 			}
 		}
-		got, err = scanPurchase(tx.QueryRow(ctx, `UPDATE purchases SET status = $1, transfer = $2, reason = $3, updated = $4
-			WHERE id = $5 RETURNING `+purchaseRow, status, transfer, reason, now.UTC(), id))
-		if err != nil {
-			return fmt.Errorf("completing purchase %q: %w", id, err)
+	}
+	got, err := scanPurchase(tx.QueryRow(ctx, `UPDATE purchases SET status = $1, transfer = $2, reason = $3, updated = $4
+		WHERE id = $5 RETURNING `+purchaseRow, status, transfer, reason, now.UTC(), p.ID))
+	if err != nil {
+		return store.Purchase{}, fmt.Errorf("completing purchase %q: %w", p.ID, err)
+	}
+	return got, nil
+}
+
+var _ store.PurchaseApprover = (*Store)(nil)
+
+// ApprovePurchase implements store.PurchaseApprover with the statements
+// of AuthorizePurchaseCounting, one read of the merchant's account,
+// postRound with the one transfer and CompletePurchase's statements, in
+// one transaction: one commit where the path through the ledger's
+// batcher took three. Its locks come in the order of that path (the card,
+// the purchase, the item; then the transfer's key and its accounts in ID
+// order, as PostTransfers takes them), so it cannot deadlock with it.
+func (s *Store) ApprovePurchase(ctx context.Context, id, card string, a store.PurchaseApproval, advance bool, pay store.PurchasePayment, now time.Time) (store.Purchase, error) {
+	// The ledger keeps microseconds (as ledger.Ledger hands them).
+	now = now.UTC().Truncate(time.Microsecond)
+	var got store.Purchase
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		if advance {
+			if err := advanceIn(ctx, tx, card, a.Counter, now); err != nil {
+				return err
+			}
 		}
-		return nil
+		p, err := authorize(ctx, tx, id, card, a, now)
+		if errors.Is(err, store.ErrSoldOut) {
+			if reason := pay.Reason(err); reason != "" {
+				got, err = declineIn(ctx, tx, id, card, reason, now)
+				return err
+			}
+		}
+		if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrExpired) || errors.Is(err, store.ErrSoldOut) {
+			return commit{err} // as AuthorizePurchaseCounting: the counter stays
+		}
+		if err != nil {
+			return err
+		}
+		var account *string
+		if err := tx.QueryRow(ctx, `SELECT account FROM merchants WHERE id = $1`, p.Merchant).Scan(&account); err != nil {
+			return fmt.Errorf("reading account of merchant %q: %w", p.Merchant, err)
+		}
+		var posted store.Posted
+		t, err := pay.Transfer(p, deref(account))
+		if err == nil {
+			res := make([]store.Result, 1)
+			if err := postRound(ctx, tx.Conn(), []store.Transfer{t}, []int{0}, now, false, false, res); err != nil {
+				return fmt.Errorf("paying purchase %q: %w", id, err)
+			}
+			posted, err = res[0].Posted, res[0].Err
+		}
+		var reason string
+		if err != nil {
+			if reason = pay.Reason(err); reason == "" {
+				// Left authorized, as a crash would leave it: a later
+				// settlement posts the same key.
+				got = p
+				return commit{fmt.Errorf("paying purchase %q: %w", id, err)}
+			}
+		}
+		got, err = complete(ctx, tx, p, posted.ID, reason, now)
+		return err
 	})
 	return got, err
 }
 
 // DeclinePurchase implements store.Merchants.
 func (s *Store) DeclinePurchase(ctx context.Context, id, card, reason string, now time.Time) (store.Purchase, error) {
-	p, err := scanPurchase(s.pool.QueryRow(ctx, `UPDATE purchases SET status = $1, reason = $2, updated = $3
+	return declineIn(ctx, s.pool, id, card, reason, now)
+}
+
+// rowQuerier is the pool or a transaction.
+type rowQuerier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// declineIn is DeclinePurchase on q.
+func declineIn(ctx context.Context, q rowQuerier, id, card, reason string, now time.Time) (store.Purchase, error) {
+	p, err := scanPurchase(q.QueryRow(ctx, `UPDATE purchases SET status = $1, reason = $2, updated = $3
 		WHERE id = $4 AND status = $5 AND ($6 = '' OR card = $6) RETURNING `+purchaseRow,
 		store.PurchaseDeclined, reason, now.UTC(), id, store.PurchasePending, card))
 	if errors.Is(err, pgx.ErrNoRows) {
