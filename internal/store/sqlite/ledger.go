@@ -327,3 +327,73 @@ func (s *Store) Entries(ctx context.Context, account string, from, to time.Time)
 	}
 	return opening, es, nil
 }
+
+// postOne posts t alone in the open write transaction, with postBatch's
+// rules and ledgerplan's checks, in plain statements instead of postBatch's
+// JSON arrays: the key, each account, then the transfer (its ID from
+// AUTOINCREMENT, as postBatch would number it), each entry and each
+// balance (the same compare-and-set, guarded by the limit). The error is
+// non-nil only if a statement failed: the caller's write then rolls back.
+func postOne(ctx context.Context, tx *sql.Tx, t store.Transfer, now time.Time) (store.Result, error) {
+	var (
+		id     int64
+		digest []byte
+		posted int64
+	)
+	err := tx.QueryRowContext(ctx, `SELECT id, digest, posted FROM ledger_transfers WHERE idem_key = ?`, t.Key).
+		Scan(&id, &digest, &posted)
+	switch {
+	case err == nil:
+		if !bytes.Equal(digest, t.Digest) {
+			return store.Result{Err: fmt.Errorf("transfer %q was posted with other content: %w", t.Key, store.ErrConflict)}, nil
+		}
+		return store.Result{Posted: store.Posted{ID: id, Key: t.Key, Time: time.UnixMicro(posted).UTC(), Replayed: true}}, nil
+	case !errors.Is(err, sql.ErrNoRows):
+		return store.Result{}, fmt.Errorf("reading transfer: %w", err)
+	}
+	accts := make(map[string]*ledgerplan.Account, len(t.Legs))
+	for _, l := range t.Legs {
+		a := new(ledgerplan.Account)
+		err := tx.QueryRowContext(ctx, `SELECT currency, balance, lower_limit FROM ledger_accounts WHERE id = ?`, l.Account).
+			Scan(&a.Currency, &a.Balance, &a.Limit)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue // Apply refuses it
+		}
+		if err != nil {
+			return store.Result{}, fmt.Errorf("reading account: %w", err)
+		}
+		a.Locked = a.Balance
+		accts[l.Account] = a
+	}
+	// Checked with a stand-in ID: the row gets its own below.
+	var p ledgerplan.Plan
+	res := p.Apply(t, 0, now, accts)
+	if res.Err != nil {
+		return res, nil
+	}
+	us := now.UnixMicro()
+	if err := tx.QueryRowContext(ctx, `INSERT OR FAIL INTO ledger_transfers (idem_key, digest, currency, memo, posted)
+		VALUES (?, ?, ?, ?, ?) RETURNING id`, t.Key, blob(t.Digest), string(t.Currency), t.Memo, us).Scan(&id); err != nil {
+		return store.Result{}, fmt.Errorf("inserting transfer: %w", err)
+	}
+	res.Posted.ID = id
+	for _, e := range p.Entries {
+		if _, err := tx.ExecContext(ctx, `INSERT OR FAIL INTO ledger_entries (transfer, account, amount, balance, posted)
+			VALUES (?, ?, ?, ?, ?)`, id, e.Account, e.Amount, e.Balance, us); err != nil {
+			return store.Result{}, fmt.Errorf("inserting entries: %w", err)
+		}
+	}
+	for _, acct := range p.Touched {
+		a := accts[acct]
+		r, err := tx.ExecContext(ctx, `UPDATE OR FAIL ledger_accounts SET balance = ?1
+			WHERE id = ?2 AND balance = ?3 AND ?1 >= lower_limit`, a.Balance, acct, a.Locked)
+		if err != nil {
+			return store.Result{}, fmt.Errorf("updating balances: %w", err)
+		}
+		if n, err := r.RowsAffected(); err != nil || n != 1 {
+			// Impossible while this transaction holds the write lock.
+			return store.Result{}, fmt.Errorf("updating balance of %q: %d rows (%v)", acct, n, err)
+		}
+	}
+	return res, nil
+}
