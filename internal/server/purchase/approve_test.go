@@ -1,0 +1,139 @@
+package purchase_test
+
+import (
+	"context"
+	"crypto/rand"
+	"testing"
+
+	"cardlink/internal/protocol"
+	"cardlink/internal/server/ledger"
+	"cardlink/internal/server/purchase"
+	"cardlink/internal/server/servertest"
+	"cardlink/internal/store"
+)
+
+// splitStore hides the backend's store.PurchaseApprover: the service
+// takes the path of a store without it (the approval recorded, then the
+// payment through the ledger's batcher, then the completion).
+type splitStore struct {
+	store.Store
+	store.Merchants
+	store.Ledger
+	store.CountingAuthorizer
+}
+
+// TestApproveOneWrite runs the approval's outcomes (paid, sold out,
+// funds refused, a replayed approval) on each backend, once through the
+// store's one write (store.PurchaseApprover) and once through the path of
+// a store without it: the answers, the purchases as stored, the
+// notifications and the balances are the same; only the path through the
+// ledger's batcher posts the payments there.
+func TestApproveOneWrite(t *testing.T) {
+	for _, b := range stores {
+		for _, split := range []bool{false, true} {
+			name := b.Name + "/one-write"
+			if split {
+				name = b.Name + "/split"
+			}
+			t.Run(name, func(t *testing.T) {
+				st := b.Open(t)
+				if _, ok := st.(store.PurchaseApprover); !ok {
+					t.Fatalf("%T is no store.PurchaseApprover", st)
+				}
+				if split {
+					st = splitStore{st, st.(store.Merchants), st.(store.Ledger), st.(store.CountingAuthorizer)}
+				}
+				testApproveOutcomes(t, newShop(t, st), split)
+			})
+		}
+	}
+}
+
+func testApproveOutcomes(t *testing.T, s *shop, split bool) {
+	ctx := context.Background()
+	stock := int64(1)
+	item := store.Item{ID: "itm_" + rand.Text(), Merchant: s.merchant.ID, Name: "Last ticket", Price: 100, Currency: eur,
+		Stock: &stock, Delivery: store.DeliverNone, Created: s.clock.Now()}
+	if err := s.ms.CreateItem(ctx, item); err != nil {
+		t.Fatal(err)
+	}
+	paid := s.newPurchase(t, purchaseOpts{amount: 100, item: item.ID})
+	soldOut := s.newPurchase(t, purchaseOpts{amount: 100, item: item.ID})
+	poor := s.newPurchase(t, purchaseOpts{amount: 100})
+	var (
+		as  []*protocol.TransactionApproval
+		ids []string
+	)
+	for _, p := range []store.Purchase{paid, soldOut, poor} {
+		o, tx := s.mustOffer(t, s.card, p.Reference)
+		as = append(as, servertest.Approval(t, s.card, tx.ID, o.Transaction))
+		ids = append(ids, p.ID)
+	}
+	s.fund(t, s.card.CardNumber, 150)
+	holder := ledger.HolderAccount(s.card.CardNumber, eur)
+	before := s.ledger.Stats().Transfers
+
+	for i, tt := range []struct {
+		name   string
+		code   protocol.Code
+		status store.PurchaseStatus
+		reason string
+	}{
+		{"paid", protocol.CodeOK, store.PurchaseApproved, ""},
+		{"sold out", protocol.CodeTransactionDeclined, store.PurchaseDeclined, purchase.ReasonSoldOut},
+		{"funds", protocol.CodeInsufficientFunds, store.PurchaseDeclined, purchase.ReasonFunds},
+	} {
+		r, err := s.svc.Approve(ctx, s.sess, as[i])
+		if err != nil || r.Code != tt.code {
+			t.Fatalf("Approve(%s) = %+v, %v; want %v", tt.name, r, err, tt.code)
+		}
+		got := s.read(t, ids[i])
+		if got.Status != tt.status || got.Reason != tt.reason || (got.Transfer != 0) != (tt.status == store.PurchaseApproved) {
+			t.Errorf("%s purchase = %s %q transfer %d; want %s %q, a transfer only if approved", tt.name, got.Status, got.Reason,
+				got.Transfer, tt.status, tt.reason)
+		}
+		if n := s.takeNotified(); len(n) != 1 || n[0].ID != ids[i] || n[0].Status != tt.status {
+			t.Errorf("notified after %s = %+v; want the purchase, %s", tt.name, n, tt.status)
+		}
+	}
+	if n := s.stock(t, item.ID); n != 0 {
+		t.Errorf("stock = %d, want 0 (the paid purchase took it)", n)
+	}
+	if got := s.balance(t, holder); got != 50 {
+		t.Errorf("holder balance = %d, want 50 (one paid)", got)
+	}
+	if got := s.balance(t, s.merchant.Account); got != 100 {
+		t.Errorf("merchant balance = %d, want 100", got)
+	}
+
+	// A replayed approval is refused before the counter: nothing moves.
+	if r, err := s.svc.Approve(ctx, s.sess, as[0]); err != nil || r.Code != protocol.CodeTransactionUnknown {
+		t.Fatalf("Approve(replayed) = %+v, %v; want CodeTransactionUnknown", r, err)
+	}
+	if got := s.balance(t, holder); got != 50 {
+		t.Errorf("holder balance after the replay = %d, want 50", got)
+	}
+
+	// The paid and the refused payment went through the ledger's batcher
+	// only on the split path.
+	want := int64(0)
+	if split {
+		want = 2
+	}
+	if got := s.ledger.Stats().Transfers - before; got != want {
+		t.Errorf("transfers through the ledger's batcher = %d, want %d", got, want)
+	}
+}
+
+// stock returns the item's stock (-1: unlimited).
+func (s *shop) stock(t *testing.T, item string) int64 {
+	t.Helper()
+	it, err := s.ms.Item(context.Background(), item)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if it.Stock == nil {
+		return -1
+	}
+	return *it.Stock
+}
