@@ -309,13 +309,16 @@ func complete(ctx context.Context, tx pgx.Tx, p store.Purchase, transfer int64, 
 
 var _ store.PurchaseApprover = (*Store)(nil)
 
-// ApprovePurchase implements store.PurchaseApprover with the statements
-// of AuthorizePurchaseCounting, one read of the merchant's account,
-// postRound with the one transfer and CompletePurchase's statements, in
-// one transaction: one commit where the path through the ledger's
-// batcher took three. Its locks come in the order of that path (the card,
-// the purchase, the item; then the transfer's key and its accounts in ID
-// order, as PostTransfers takes them), so it cannot deadlock with it.
+// ApprovePurchase implements store.PurchaseApprover in one transaction,
+// one commit where the path through the ledger's batcher took three, and
+// eight round trips where it took ten: BEGIN, AuthorizePurchaseCounting's
+// counter, the request locked (FOR UPDATE) and read with its merchant's
+// account, the stock, postRound with the one transfer (two), ONE update
+// of the request that records the approval and the outcome together
+// (authorized, then completed, as AuthorizePurchase and CompletePurchase
+// would leave it), COMMIT. Its locks come in the order of that path (the
+// card, the request, the item; then the transfer's key and its accounts in
+// ID order, as PostTransfers takes them), so it cannot deadlock with it.
 func (s *Store) ApprovePurchase(ctx context.Context, id, card string, a store.PurchaseApproval, advance bool, pay store.PurchasePayment, now time.Time) (store.Purchase, error) {
 	// The ledger keeps microseconds (as ledger.Ledger hands them).
 	now = now.UTC().Truncate(time.Microsecond)
@@ -326,46 +329,84 @@ func (s *Store) ApprovePurchase(ctx context.Context, id, card string, a store.Pu
 				return err
 			}
 		}
-		p, err := authorize(ctx, tx, id, card, a, now)
-		if errors.Is(err, store.ErrSoldOut) {
-			if reason := pay.Reason(err); reason != "" {
-				got, err = declineIn(ctx, tx, id, card, reason, now)
-				return err
-			}
-		}
-		if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrExpired) || errors.Is(err, store.ErrSoldOut) {
-			return commit{err} // as AuthorizePurchaseCounting: the counter stays
+		// Refusals decided in Go or by a guarded UPDATE: no statement
+		// failed, the transaction can commit the counter (as
+		// AuthorizePurchaseCounting).
+		var account *string
+		p, err := scanPurchase(with{tx.QueryRow(ctx, `SELECT `+purchaseRow+`,
+			(SELECT account FROM merchants WHERE id = purchases.merchant) FROM purchases WHERE id = $1 FOR UPDATE`, id), &account})
+		if errors.Is(err, pgx.ErrNoRows) {
+			return commit{fmt.Errorf("authorizing: purchase %q: %w", id, store.ErrNotFound)}
 		}
 		if err != nil {
-			return err
+			return fmt.Errorf("locking purchase %q: %w", id, err)
 		}
-		var account *string
-		if err := tx.QueryRow(ctx, `SELECT account FROM merchants WHERE id = $1`, p.Merchant).Scan(&account); err != nil {
-			return fmt.Errorf("reading account of merchant %q: %w", p.Merchant, err)
+		if err := lifecycle.AuthorizeRefused(p, card, now); err != nil {
+			return commit{err}
 		}
+		if p.Item != "" {
+			err := takeStock(ctx, tx, p.Item)
+			if errors.Is(err, store.ErrSoldOut) {
+				if reason := pay.Reason(err); reason != "" {
+					got, err = declineIn(ctx, tx, id, card, reason, now)
+					return err
+				}
+				return commit{fmt.Errorf("authorizing purchase %q: %w", id, err)}
+			}
+			if err != nil {
+				return fmt.Errorf("authorizing purchase %q: %w", id, err)
+			}
+		}
+		p.Status, p.Approval, p.Updated = store.PurchaseAuthorized, &a, now
 		var posted store.Posted
 		t, err := pay.Transfer(p, deref(account))
 		if err == nil {
 			res := make([]store.Result, 1)
-			if err := postRound(ctx, tx.Conn(), []store.Transfer{t}, []int{0}, now, false, false, res); err != nil {
-				return fmt.Errorf("paying purchase %q: %w", id, err)
+			if perr := postRound(ctx, tx.Conn(), []store.Transfer{t}, []int{0}, now, false, false, res); perr != nil {
+				return fmt.Errorf("paying purchase %q: %w", id, perr)
 			}
 			posted, err = res[0].Posted, res[0].Err
 		}
-		var reason string
+		status, reason := store.PurchaseApproved, ""
+		var keep error
 		if err != nil {
 			if reason = pay.Reason(err); reason == "" {
-				// Left authorized, as a crash would leave it: a later
-				// settlement posts the same key.
-				got = p
-				return commit{fmt.Errorf("paying purchase %q: %w", id, err)}
+				// Left authorized, as a crash on the path through the
+				// ledger would leave it: a later settlement posts the
+				// same key.
+				status, keep = store.PurchaseAuthorized, commit{fmt.Errorf("paying purchase %q: %w", id, err)}
+			} else {
+				status = store.PurchaseDeclined
+				if p.Item != "" {
+					if _, err := tx.Exec(ctx, `UPDATE merchant_items SET stock = stock + 1 WHERE id = $1 AND stock IS NOT NULL`,
+						p.Item); err != nil {
+						return fmt.Errorf("giving back stock of %q: %w", p.Item, err)
+					}
+				}
 			}
+			posted.ID = 0
 		}
-		got, err = complete(ctx, tx, p, posted.ID, reason, now)
-		return err
+		got, err = scanPurchase(tx.QueryRow(ctx, `UPDATE purchases SET status = $1, approval_counter = $2,
+			approval_cvm = $3, approval_signature = $4, approval_device = $5, approval_matched_by = $6,
+			transfer = $7, reason = $8, updated = $9 WHERE id = $10 RETURNING `+purchaseRow,
+			status, int64(a.Counter), int16(a.CVM), blob(a.Signature), a.Device, a.MatchedBy,
+			posted.ID, reason, now, id))
+		if err != nil {
+			return fmt.Errorf("approving purchase %q: %w", id, err)
+		}
+		return keep
 	})
 	return got, err
 }
+
+// with scans a row into a scan function's destinations followed by
+// extra ones: the columns a query adds after a known row.
+type with struct {
+	row   scanner
+	extra any
+}
+
+func (w with) Scan(dest ...any) error { return w.row.Scan(append(dest, w.extra)...) }
 
 // DeclinePurchase implements store.Merchants.
 func (s *Store) DeclinePurchase(ctx context.Context, id, card, reason string, now time.Time) (store.Purchase, error) {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"cardlink/internal/money"
@@ -330,9 +331,10 @@ func (s *Store) Entries(ctx context.Context, account string, from, to time.Time)
 
 // postOne posts t alone in the open write transaction, with postBatch's
 // rules and ledgerplan's checks, in plain statements instead of postBatch's
-// JSON arrays: the key, each account, then the transfer (its ID from
-// AUTOINCREMENT, as postBatch would number it), each entry and each
-// balance (the same compare-and-set, guarded by the limit). The error is
+// JSON arrays: the key, the accounts, then the transfer (its ID from
+// AUTOINCREMENT, as postBatch would number it), the entries and each
+// balance (the same compare-and-set, guarded by the limit). t has at
+// least one leg (ledger.Prepare: two or more). The error is
 // non-nil only if a statement failed: the caller's write then rolls back.
 func postOne(ctx context.Context, tx *sql.Tx, t store.Transfer, now time.Time) (store.Result, error) {
 	var (
@@ -351,19 +353,30 @@ func postOne(ctx context.Context, tx *sql.Tx, t store.Transfer, now time.Time) (
 	case !errors.Is(err, sql.ErrNoRows):
 		return store.Result{}, fmt.Errorf("reading transfer: %w", err)
 	}
-	accts := make(map[string]*ledgerplan.Account, len(t.Legs))
+	// One statement per number of legs (the text names a parameter per
+	// leg), prepared once on the writer connection.
+	args := make([]any, 0, 5*len(t.Legs))
 	for _, l := range t.Legs {
+		args = append(args, l.Account)
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT id, currency, balance, lower_limit FROM ledger_accounts WHERE id IN (?`+
+		strings.Repeat(", ?", len(t.Legs)-1)+`)`, args...)
+	if err != nil {
+		return store.Result{}, fmt.Errorf("reading accounts: %w", err)
+	}
+	accts := make(map[string]*ledgerplan.Account, len(t.Legs))
+	for rows.Next() {
 		a := new(ledgerplan.Account)
-		err := tx.QueryRowContext(ctx, `SELECT currency, balance, lower_limit FROM ledger_accounts WHERE id = ?`, l.Account).
-			Scan(&a.Currency, &a.Balance, &a.Limit)
-		if errors.Is(err, sql.ErrNoRows) {
-			continue // Apply refuses it
-		}
-		if err != nil {
-			return store.Result{}, fmt.Errorf("reading account: %w", err)
+		var acct string
+		if err := rows.Scan(&acct, &a.Currency, &a.Balance, &a.Limit); err != nil {
+			rows.Close()
+			return store.Result{}, fmt.Errorf("reading accounts: %w", err)
 		}
 		a.Locked = a.Balance
-		accts[l.Account] = a
+		accts[acct] = a
+	}
+	if err := rows.Err(); err != nil {
+		return store.Result{}, fmt.Errorf("reading accounts: %w", err)
 	}
 	// Checked with a stand-in ID: the row gets its own below.
 	var p ledgerplan.Plan
@@ -377,11 +390,13 @@ func postOne(ctx context.Context, tx *sql.Tx, t store.Transfer, now time.Time) (
 		return store.Result{}, fmt.Errorf("inserting transfer: %w", err)
 	}
 	res.Posted.ID = id
+	args = args[:0]
 	for _, e := range p.Entries {
-		if _, err := tx.ExecContext(ctx, `INSERT OR FAIL INTO ledger_entries (transfer, account, amount, balance, posted)
-			VALUES (?, ?, ?, ?, ?)`, id, e.Account, e.Amount, e.Balance, us); err != nil {
-			return store.Result{}, fmt.Errorf("inserting entries: %w", err)
-		}
+		args = append(args, id, e.Account, e.Amount, e.Balance, us)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT OR FAIL INTO ledger_entries (transfer, account, amount, balance, posted)
+		VALUES (?, ?, ?, ?, ?)`+strings.Repeat(", (?, ?, ?, ?, ?)", len(p.Entries)-1), args...); err != nil {
+		return store.Result{}, fmt.Errorf("inserting entries: %w", err)
 	}
 	for _, acct := range p.Touched {
 		a := accts[acct]
