@@ -124,8 +124,11 @@ type CountingAuthorizer interface {
 // counter, the approval, the payment and the completion become durable
 // together, in one transaction (one group-commit write on SQLite), so a
 // crash cannot leave the purchase authorized but unpaid, and the approval
-// costs one commit instead of three. Find it by type assertion; both
-// backends have it.
+// costs one commit instead of three. Find it by type assertion. The
+// SQLite backend has it (its group commit shares one transaction among
+// the approvals of the moment); PostgreSQL does not (2026-11-29): there
+// one transaction per approval would hold the merchant's account row
+// through its commit, and the approvals of one merchant would queue.
 type PurchaseApprover interface {
 	// ApprovePurchase, in one transaction:
 	//

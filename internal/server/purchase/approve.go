@@ -45,13 +45,13 @@ const (
 //
 // Then it records the approval, takes one off the item's stock, posts
 // the payment and completes the purchase. With a store.PurchaseApprover
-// (both backends) that is ONE store write (ApprovePurchase, after
+// (SQLite) that is ONE store write (ApprovePurchase, after
 // auth.Service.VerifySignatureDeferred): the card's counter — unless the
 // holder verification made the auth service advance it already —, the
 // approval, the ledger transfer TransferKey(id) and the completion become
 // durable together, with one commit instead of three, and a crash can no
 // longer leave a purchase authorized but unpaid on this path. Without one
-// it records the approval (AuthorizePurchase, or with a
+// (PostgreSQL) it records the approval (AuthorizePurchase, or with a
 // store.CountingAuthorizer AuthorizePurchaseCounting, the counter in the
 // same transaction), then posts the payment through the ledger (settle).
 // Either way it answers CodeOK with the signed e-goods of the item,

@@ -23,11 +23,12 @@ type splitStore struct {
 }
 
 // TestApproveOneWrite runs the approval's outcomes (paid, sold out,
-// funds refused, a replayed approval) on each backend, once through the
-// store's one write (store.PurchaseApprover) and once through the path of
-// a store without it: the answers, the purchases as stored, the
-// notifications and the balances are the same; only the path through the
-// ledger's batcher posts the payments there.
+// funds refused, a replayed approval) on each backend: through the
+// store's one write where it is a store.PurchaseApprover, and through the
+// path of a store without it (the store hidden behind splitStore, or
+// PostgreSQL as it is): the answers, the purchases as stored, the
+// notifications and the balances are the same; only the path without it
+// posts the payments through the ledger's batcher.
 func TestApproveOneWrite(t *testing.T) {
 	for _, b := range stores {
 		for _, split := range []bool{false, true} {
@@ -37,10 +38,11 @@ func TestApproveOneWrite(t *testing.T) {
 			}
 			t.Run(name, func(t *testing.T) {
 				st := b.Open(t)
-				if _, ok := st.(store.PurchaseApprover); !ok {
-					t.Fatalf("%T is no store.PurchaseApprover", st)
-				}
-				if split {
+				_, approver := st.(store.PurchaseApprover)
+				switch {
+				case !approver && !split:
+					t.Skipf("%T is no store.PurchaseApprover", st)
+				case split:
 					st = splitStore{st, st.(store.Merchants), st.(store.Ledger), st.(store.CountingAuthorizer)}
 				}
 				testApproveOutcomes(t, newShop(t, st), split)

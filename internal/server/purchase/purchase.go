@@ -19,7 +19,7 @@
 // the store, so two server instances cannot both move a request, and the
 // ledger transfer's idempotency key makes a retried posting harmless: a
 // request left authorized by a crash is settled by Sweep. With a
-// store.PurchaseApprover (both backends) the approval, the payment and
+// store.PurchaseApprover (SQLite) the approval, the payment and
 // the completion are one store transaction: pending → approved or
 // declined, never left authorized on that path.
 //

@@ -298,7 +298,7 @@ var _ store.PurchaseApprover = (*Store)(nil)
 // (the authorization, the batch, the completion), and with fewer
 // statements than those three: AuthorizePurchaseCounting's counter, one
 // read of the request with its merchant's account, the stock, postOne
-// with the one transfer (plain statements: 0.58 of postBatch's JSON form
+// with the one transfer (plain statements: 0.59 of postBatch's JSON form
 // for one transfer, BenchmarkPostOne), and ONE update of the request that
 // records the approval and the outcome together (authorized, then
 // completed, as AuthorizePurchase and CompletePurchase would leave it).
