@@ -297,10 +297,10 @@ func payment(p store.Purchase, account string) (ledger.Transfer, error) {
 }
 
 // declineReason returns the reason a purchase is declined for err, a
-// refusal of its payment (or ErrSoldOut), or "" if err leaves it
-// authorized (the store, a cancelled ctx, a malformed transfer, the key
-// posted with other content): posting again is harmless, the key makes it
-// idempotent.
+// refusal of its payment or store.ErrSoldOut, or "" if err does not
+// decline it: the store, a cancelled ctx, a malformed transfer, the key
+// posted with other content leave it authorized, and posting again is
+// harmless, the key makes it idempotent.
 func declineReason(err error) string {
 	switch {
 	case errors.Is(err, errNoMerchantAccount):
