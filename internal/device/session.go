@@ -108,18 +108,21 @@ func (s *Session) exchange(ctx context.Context, f func(*session) error) error {
 	}
 	stop := context.AfterFunc(ctx, func() { s.l.Close() })
 	err := f(s.s)
-	if !stop() && err == nil {
-		// ctx ended as f returned: the link is closed.
-		err = ctx.Err()
-	}
+	closed := !stop() // ctx ended meanwhile: the link is closed
 	if err != nil && ctx.Err() != nil {
 		err = fmt.Errorf("%w (%w)", ctx.Err(), err)
 	}
 	var perr *protocol.Error
-	if err != nil && !errors.As(err, &perr) {
+	switch {
+	case err != nil && !errors.As(err, &perr):
 		s.err = err
-		s.release()
+	case closed:
+		// f finished first: its outcome stands, the session does not.
+		s.err = fmt.Errorf("link closed when the exchange's context ended: %w", ctx.Err())
+	default:
+		return err
 	}
+	s.release()
 	return err
 }
 
