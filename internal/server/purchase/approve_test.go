@@ -3,8 +3,12 @@ package purchase_test
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
 	"testing"
 
+	"cardlink/internal/money"
 	"cardlink/internal/protocol"
 	"cardlink/internal/server/ledger"
 	"cardlink/internal/server/purchase"
@@ -23,7 +27,8 @@ type splitStore struct {
 }
 
 // TestApproveOneWrite runs the approval's outcomes (paid, sold out,
-// funds refused, a replayed approval) on each backend: through the
+// funds refused, a merchant without an account, another currency, a
+// replayed approval) on each backend: through the
 // store's one write where it is a store.PurchaseApprover, and through the
 // path of a store without it (the store hidden behind splitStore, or
 // PostgreSQL as it is): the answers, the purchases as stored, the
@@ -62,11 +67,28 @@ func testApproveOutcomes(t *testing.T, s *shop, split bool) {
 	paid := s.newPurchase(t, purchaseOpts{amount: 100, item: item.ID})
 	soldOut := s.newPurchase(t, purchaseOpts{amount: 100, item: item.ID})
 	poor := s.newPurchase(t, purchaseOpts{amount: 100})
+	// A merchant without a ledger account, and a purchase in a currency
+	// the merchant's account is not in.
+	unpaid := store.Merchant{ID: "mer_" + rand.Text(), Name: "Stall", KeyHash: randBytes(32), WebhookSecret: []byte("s"),
+		Created: s.clock.Now()}
+	if err := s.ms.CreateMerchant(ctx, unpaid); err != nil {
+		t.Fatal(err)
+	}
+	like := func(merchant string, cur money.Currency) store.Purchase {
+		p := poor
+		p.ID, p.Merchant, p.Currency, p.Amount = "pur_"+hex.EncodeToString(randBytes(16)), merchant, cur, 10
+		p.Reference = fmt.Sprintf("%08d", binary.BigEndian.Uint32(randBytes(4))%100_000_000)
+		if _, _, err := s.ms.CreatePurchase(ctx, p); err != nil {
+			t.Fatalf("CreatePurchase(%s) = %v", p.ID, err)
+		}
+		return p
+	}
+	noMerchant, dollars := like(unpaid.ID, eur), like(s.merchant.ID, "USD")
 	var (
 		as  []*protocol.TransactionApproval
 		ids []string
 	)
-	for _, p := range []store.Purchase{paid, soldOut, poor} {
+	for _, p := range []store.Purchase{paid, soldOut, poor, noMerchant, dollars} {
 		o, tx := s.mustOffer(t, s.card, p.Reference)
 		as = append(as, servertest.Approval(t, s.card, tx.ID, o.Transaction))
 		ids = append(ids, p.ID)
@@ -84,6 +106,8 @@ func testApproveOutcomes(t *testing.T, s *shop, split bool) {
 		{"paid", protocol.CodeOK, store.PurchaseApproved, ""},
 		{"sold out", protocol.CodeTransactionDeclined, store.PurchaseDeclined, purchase.ReasonSoldOut},
 		{"funds", protocol.CodeInsufficientFunds, store.PurchaseDeclined, purchase.ReasonFunds},
+		{"no merchant account", protocol.CodeTransactionDeclined, store.PurchaseDeclined, "merchant has no ledger account"},
+		{"other currency", protocol.CodeTransactionDeclined, store.PurchaseDeclined, "account currency differs"},
 	} {
 		r, err := s.svc.Approve(ctx, s.sess, as[i])
 		if err != nil || r.Code != tt.code {
@@ -116,11 +140,12 @@ func testApproveOutcomes(t *testing.T, s *shop, split bool) {
 		t.Errorf("holder balance after the replay = %d, want 50", got)
 	}
 
-	// The paid and the refused payment went through the ledger's batcher
-	// only on the split path.
+	// The paid and the two payments the ledger refused went through the
+	// ledger's batcher only on the split path (a merchant without an
+	// account is declined before).
 	want := int64(0)
 	if split {
-		want = 2
+		want = 3
 	}
 	if got := s.ledger.Stats().Transfers - before; got != want {
 		t.Errorf("transfers through the ledger's batcher = %d, want %d", got, want)
