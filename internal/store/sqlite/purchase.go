@@ -378,8 +378,8 @@ func (s *Store) ApprovePurchase(ctx context.Context, id, card string, a store.Pu
 	return got, err
 }
 
-// with scans a row into a scan function's destinations followed by
-// extra ones: the columns a query adds after a known row.
+// with scans a row into a scan function's destinations followed by one
+// more, extra: the column a query adds after a known row.
 type with struct {
 	row   scanner
 	extra any
