@@ -119,6 +119,61 @@ type CountingAuthorizer interface {
 	AuthorizePurchaseCounting(ctx context.Context, id, card string, a PurchaseApproval, now time.Time) (Purchase, error)
 }
 
+// PurchaseApprover is the optional ability of a Merchants backend that
+// is also a Ledger to approve a purchase in ONE write: the card's
+// counter, the approval, the payment and the completion become durable
+// together, in one transaction (one group-commit write on SQLite), so a
+// crash cannot leave the purchase authorized but unpaid, and the approval
+// costs one commit instead of three. Find it by type assertion. The
+// SQLite backend has it (its group commit shares one transaction among
+// the approvals of the moment); PostgreSQL does not (2026-11-29): there
+// one transaction per approval would hold the merchant's account row
+// through its commit, and the approvals of one merchant would queue.
+type PurchaseApprover interface {
+	// ApprovePurchase, in one transaction:
+	//
+	//  1. if advance is set, advances the card's counter to a.Counter,
+	//     as AuthorizePurchaseCounting: ErrCounterReplay (the card
+	//     flagged as possibly cloned, and nothing else changed),
+	//     ErrRevoked or ErrNotFound for the card stop it (advance is
+	//     false when the caller advanced it already, Cards.AdvanceCounter);
+	//  2. runs AuthorizePurchase's checks on the request id, locked:
+	//     ErrNotFound (no pending request id bound to card) and
+	//     ErrExpired leave only the counter advanced; a sold-out item
+	//     (ErrSoldOut) declines the request with pay.Reason(ErrSoldOut)
+	//     if that is not empty (else it is returned, only the counter
+	//     advanced);
+	//  3. records the approval a (status authorized, one off the stock);
+	//  4. posts pay.Transfer(p, merchant's ledger account) with the rules
+	//     of Ledger.PostTransfers (a key posted before with the same
+	//     digest is the payment, replayed; with another digest
+	//     ErrConflict; ErrLimit, ErrNotFound, ErrCurrency);
+	//  5. completes the request: approved with the transfer's ID, or —
+	//     when pay.Transfer or the posting refused it with an error err
+	//     for which pay.Reason(err) is not empty — declined with that
+	//     reason and its stock given back, as CompletePurchase.
+	//
+	// It returns the request as stored at the end. When pay.Reason(err)
+	// is empty the approval stays recorded (status authorized, for a
+	// later settlement) and err is returned. Any other failure (the
+	// database) changes nothing. pay's functions run inside the write:
+	// they must be quick and must not call the store.
+	ApprovePurchase(ctx context.Context, id, card string, a PurchaseApproval, advance bool, pay PurchasePayment, now time.Time) (Purchase, error)
+}
+
+// PurchasePayment is the caller's part of ApprovePurchase: how a purchase
+// is paid and which refusals decline it.
+type PurchasePayment struct {
+	// Transfer returns the transfer that pays the authorized purchase p
+	// to account, the merchant's ledger account (empty if it has none):
+	// checked and with its digest, as the ledger posts it. An error
+	// refuses the payment (see Reason).
+	Transfer func(p Purchase, account string) (Transfer, error)
+	// Reason returns why a purchase refused with err is declined, or ""
+	// if err does not decline it.
+	Reason func(err error) string
+}
+
 // PurchaseApproval is the card's signature that approved a purchase.
 type PurchaseApproval struct {
 	Counter   uint32 // the card's counter in the signature

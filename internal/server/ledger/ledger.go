@@ -218,6 +218,12 @@ func (l *Ledger) Transfer(ctx context.Context, t Transfer) (Posted, error) {
 	}
 }
 
+// Prepare checks t and returns it as Transfer hands it to the store (legs
+// in account order, the digest of its content), for a store that posts it
+// inside a write of its own (store.PurchaseApprover). Its error wraps
+// ErrInvalid.
+func Prepare(t Transfer) (store.Transfer, error) { return prepare(t) }
+
 // prepare checks t and returns it for the store: legs in account order and
 // the digest of its content.
 func prepare(t Transfer) (store.Transfer, error) {

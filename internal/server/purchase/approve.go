@@ -43,16 +43,31 @@ const (
 // a refusal leaves the purchase pending: the holder may try again until
 // its deadline.
 //
-// Then it records the approval (AuthorizePurchase, taking one off the
-// item's stock — with a store.CountingAuthorizer, and a holder
-// verification made by the card, it advances the card's counter in the
-// same transaction: AuthorizePurchaseCounting after
-// auth.Service.VerifySignatureDeferred; a sold-out item declines the purchase with
-// CodeTransactionDeclined), posts the payment (settle) and answers CodeOK
-// with the signed e-goods of the item, or CodeInsufficientFunds when the
-// ledger refused the transfer (the purchase is then declined). An
-// internal error after the approval was recorded leaves the purchase
-// authorized, for Sweep to settle.
+// Then it records the approval, takes one off the item's stock, posts
+// the payment and completes the purchase. With a store.PurchaseApprover
+// (SQLite) that is ONE store write (ApprovePurchase, after
+// auth.Service.VerifySignatureDeferred): the card's counter — unless the
+// holder verification made the auth service advance it already —, the
+// approval, the ledger transfer TransferKey(id) and the completion become
+// durable together, with one commit instead of three, and a crash can no
+// longer leave a purchase authorized but unpaid on this path. Without one
+// (PostgreSQL) it records the approval (AuthorizePurchase, or with a
+// store.CountingAuthorizer AuthorizePurchaseCounting, the counter in the
+// same transaction), then posts the payment through the ledger (settle).
+// Either way it answers CodeOK with the signed e-goods of the item,
+// CodeInsufficientFunds when the ledger refused the transfer (the
+// purchase is then declined, its stock given back), or
+// CodeTransactionDeclined for a sold-out item (declined too), and Notify
+// is called with the purchase as completed. An internal error after the
+// approval was recorded leaves the purchase authorized, for Sweep to
+// settle (through the ledger).
+//
+// The reads before the write: the device (its revocation stops an
+// approval), and the purchase, for the card and the stored offer the
+// signature is verified over, and to refuse a purchase that is no longer
+// pending or has expired before the card's counter is touched. The write
+// repeats these purchase checks under its lock. The merchant, which
+// settle reads for its ledger account, is read inside the write.
 func (s *Service) Approve(ctx context.Context, sess *auth.Session, a *protocol.TransactionApproval) (*protocol.TransactionResult, error) {
 	id, ok := PurchaseID(a.ID)
 	if !ok {
@@ -85,8 +100,9 @@ func (s *Service) Approve(ctx context.Context, sess *auth.Session, a *protocol.T
 	// With a store that can, the card's counter is advanced in the
 	// transaction that records the approval: one commit fewer.
 	verify, authorize := s.cfg.Auth.VerifySignature, s.ms.AuthorizePurchase
+	pa, approving := s.ms.(store.PurchaseApprover)
 	ca, counting := s.ms.(store.CountingAuthorizer)
-	if counting {
+	if approving || counting {
 		verify = s.cfg.Auth.VerifySignatureDeferred
 	}
 	v, err := verify(ctx, sess, &env, a.Signature, a.PINBlock, a.Biometric, s.cfg.Auth.DefaultCVMs())
@@ -100,10 +116,15 @@ func (s *Service) Approve(ctx context.Context, sess *auth.Session, a *protocol.T
 	}
 
 	approval := store.PurchaseApproval{Counter: a.Counter, CVM: uint8(v.CVM), Signature: a.Signature, Device: sess.Device.ID, MatchedBy: v.MatchedBy}
-	if v.CounterDeferred {
-		authorize = ca.AuthorizePurchaseCounting
+	if approving {
+		// One write: counter, approval, payment and completion.
+		p, err = pa.ApprovePurchase(ctx, id, env.CardNumber, approval, v.CounterDeferred, s.payer(), s.now())
+	} else {
+		if v.CounterDeferred {
+			authorize = ca.AuthorizePurchaseCounting
+		}
+		p, err = authorize(ctx, id, env.CardNumber, approval, s.now())
 	}
-	p, err = authorize(ctx, id, env.CardNumber, approval, s.now())
 	switch {
 	case errors.Is(err, store.ErrCounterReplay):
 		// Another signature with this counter or a higher one was
@@ -131,9 +152,18 @@ func (s *Service) Approve(ctx context.Context, sess *auth.Session, a *protocol.T
 		return nil, fmt.Errorf("approving %s: %w", id, err)
 	}
 
-	p, err = s.settle(ctx, p)
-	if err != nil {
-		return nil, fmt.Errorf("approving %s: %w", id, err)
+	if p.Status == store.PurchaseAuthorized {
+		// The path without a PurchaseApprover: post and complete now.
+		p, err = s.settle(ctx, p)
+		if err != nil {
+			return nil, fmt.Errorf("approving %s: %w", id, err)
+		}
+	} else {
+		if p.Status == store.PurchaseDeclined {
+			s.log.LogAttrs(ctx, slog.LevelInfo, "purchase declined", slog.String("purchase", p.ID),
+				slog.String("card", auth.MaskCard(p.Card)), slog.String("reason", p.Reason))
+		}
+		s.notifyEnd(ctx, p)
 	}
 	switch p.Status {
 	case store.PurchaseApproved, store.PurchaseRefundedPartially, store.PurchaseRefunded:
@@ -219,27 +249,12 @@ func (s *Service) settle(ctx context.Context, p store.Purchase) (store.Purchase,
 		reason string
 		posted ledger.Posted
 	)
-	if m.Account == "" {
-		reason = reasonNoMerch
-	} else {
-		posted, err = s.cfg.Ledger.Transfer(ctx, ledger.Transfer{
-			Key:      TransferKey(p.ID),
-			Currency: p.Currency,
-			Legs: []ledger.Leg{
-				{Account: ledger.HolderAccount(p.Card, p.Currency), Amount: -p.Amount},
-				{Account: m.Account, Amount: p.Amount},
-			},
-			Memo: "purchase " + p.ID + " " + p.Reference,
-		})
-		switch {
-		case err == nil:
-		case errors.Is(err, store.ErrLimit):
-			reason = ReasonFunds
-		case errors.Is(err, store.ErrNotFound):
-			reason = ReasonNoAccount
-		case errors.Is(err, store.ErrCurrency):
-			reason = reasonCurrency
-		default:
+	t, err := payment(p, m.Account)
+	if err == nil {
+		posted, err = s.cfg.Ledger.Transfer(ctx, t)
+	}
+	if err != nil {
+		if reason = declineReason(err); reason == "" {
 			return p, fmt.Errorf("settling %s: %w", p.ID, err)
 		}
 	}
@@ -256,6 +271,66 @@ func (s *Service) settle(ctx context.Context, p store.Purchase) (store.Purchase,
 	}
 	s.notifyEnd(ctx, got)
 	return got, nil
+}
+
+// errNoMerchantAccount: the merchant has no ledger account to be paid
+// into.
+var errNoMerchantAccount = errors.New("merchant has no ledger account")
+
+// payment returns the transfer that pays the authorized purchase p to
+// account, the merchant's: TransferKey(p.ID), the holder account
+// (ledger.HolderAccount(p.Card, p.Currency)) −amount, account +amount.
+// errNoMerchantAccount if account is empty.
+func payment(p store.Purchase, account string) (ledger.Transfer, error) {
+	if account == "" {
+		return ledger.Transfer{}, errNoMerchantAccount
+	}
+	return ledger.Transfer{
+		Key:      TransferKey(p.ID),
+		Currency: p.Currency,
+		Legs: []ledger.Leg{
+			{Account: ledger.HolderAccount(p.Card, p.Currency), Amount: -p.Amount},
+			{Account: account, Amount: p.Amount},
+		},
+		Memo: "purchase " + p.ID + " " + p.Reference,
+	}, nil
+}
+
+// declineReason returns the reason a purchase is declined for err, a
+// refusal of its payment or store.ErrSoldOut, or "" if err does not
+// decline it: the store, a cancelled ctx, a malformed transfer, the key
+// posted with other content leave it authorized, and posting again is
+// harmless, the key makes it idempotent.
+func declineReason(err error) string {
+	switch {
+	case errors.Is(err, errNoMerchantAccount):
+		return reasonNoMerch
+	case errors.Is(err, store.ErrLimit):
+		return ReasonFunds
+	case errors.Is(err, store.ErrNotFound):
+		return ReasonNoAccount
+	case errors.Is(err, store.ErrCurrency):
+		return reasonCurrency
+	case errors.Is(err, store.ErrSoldOut):
+		return ReasonSoldOut
+	}
+	return ""
+}
+
+// payer returns the store's part of the payment for a
+// store.PurchaseApprover: payment, checked and digested by the ledger's
+// rules (ledger.Prepare), and declineReason.
+func (s *Service) payer() store.PurchasePayment {
+	return store.PurchasePayment{
+		Transfer: func(p store.Purchase, account string) (store.Transfer, error) {
+			t, err := payment(p, account)
+			if err != nil {
+				return store.Transfer{}, err
+			}
+			return ledger.Prepare(t)
+		},
+		Reason: declineReason,
+	}
 }
 
 // notifyEnd calls Notify, if set, with p.

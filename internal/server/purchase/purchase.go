@@ -18,7 +18,10 @@
 // declined by the holder or expire. Each step is one conditional update in
 // the store, so two server instances cannot both move a request, and the
 // ledger transfer's idempotency key makes a retried posting harmless: a
-// request left authorized by a crash is settled by Sweep.
+// request left authorized by a crash is settled by Sweep. With a
+// store.PurchaseApprover (SQLite) the approval, the payment and
+// the completion are one store transaction: pending → approved or
+// declined, never left authorized on that path.
 //
 // It imports auth, ledger, store, protocol, txn and money; it must not
 // import a store backend, the HTTP API, the listener or the device.

@@ -317,6 +317,16 @@ func (s *Store) CompletePurchase(ctx context.Context, id string, transfer int64,
 	return got, err
 }
 
+// The PostgreSQL store has no store.PurchaseApprover, measured (2026-11-29):
+// one transaction per approval that also posts its payment holds the
+// merchant's account row (FOR UPDATE) until its commit, fsync included,
+// so the approvals of one merchant run one after the other — 0.72 of the
+// purchases/s of the path through the ledger's batcher, which posts many
+// payments in one transaction (BenchmarkBuySessionPostgres/devices=64,
+// docs/performance.md). An implementation that passed the conformance
+// tests is commit c76185c of branch h/approve; it needs approvals grouped
+// into one transaction first.
+
 // DeclinePurchase implements store.Merchants.
 func (s *Store) DeclinePurchase(ctx context.Context, id, card, reason string, now time.Time) (store.Purchase, error) {
 	p, err := scanPurchase(s.pool.QueryRow(ctx, `UPDATE purchases SET status = $1, reason = $2, updated = $3

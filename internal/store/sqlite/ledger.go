@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"cardlink/internal/money"
@@ -326,4 +327,88 @@ func (s *Store) Entries(ctx context.Context, account string, from, to time.Time)
 		return 0, nil, fmt.Errorf("reading entries of %q: %w", account, err)
 	}
 	return opening, es, nil
+}
+
+// postOne posts t alone in the open write transaction, with postBatch's
+// rules and ledgerplan's checks, in plain statements instead of postBatch's
+// JSON arrays: the key, the accounts, then the transfer (its ID from
+// AUTOINCREMENT, as postBatch would number it), the entries and each
+// balance (the same compare-and-set, guarded by the limit). t has at
+// least one leg (ledger.Prepare: two or more). The error is
+// non-nil only if a statement failed: the caller's write then rolls back.
+func postOne(ctx context.Context, tx *sql.Tx, t store.Transfer, now time.Time) (store.Result, error) {
+	var (
+		id     int64
+		digest []byte
+		posted int64
+	)
+	err := tx.QueryRowContext(ctx, `SELECT id, digest, posted FROM ledger_transfers WHERE idem_key = ?`, t.Key).
+		Scan(&id, &digest, &posted)
+	switch {
+	case err == nil:
+		if !bytes.Equal(digest, t.Digest) {
+			return store.Result{Err: fmt.Errorf("transfer %q was posted with other content: %w", t.Key, store.ErrConflict)}, nil
+		}
+		return store.Result{Posted: store.Posted{ID: id, Key: t.Key, Time: time.UnixMicro(posted).UTC(), Replayed: true}}, nil
+	case !errors.Is(err, sql.ErrNoRows):
+		return store.Result{}, fmt.Errorf("reading transfer: %w", err)
+	}
+	// One statement per number of legs (the text names a parameter per
+	// leg), prepared once on the writer connection.
+	args := make([]any, 0, 5*len(t.Legs))
+	for _, l := range t.Legs {
+		args = append(args, l.Account)
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT id, currency, balance, lower_limit FROM ledger_accounts WHERE id IN (?`+
+		strings.Repeat(", ?", len(t.Legs)-1)+`)`, args...)
+	if err != nil {
+		return store.Result{}, fmt.Errorf("reading accounts: %w", err)
+	}
+	accts := make(map[string]*ledgerplan.Account, len(t.Legs))
+	for rows.Next() {
+		a := new(ledgerplan.Account)
+		var acct string
+		if err := rows.Scan(&acct, &a.Currency, &a.Balance, &a.Limit); err != nil {
+			rows.Close()
+			return store.Result{}, fmt.Errorf("reading accounts: %w", err)
+		}
+		a.Locked = a.Balance
+		accts[acct] = a
+	}
+	if err := rows.Err(); err != nil {
+		return store.Result{}, fmt.Errorf("reading accounts: %w", err)
+	}
+	// Checked with a stand-in ID: the row gets its own below.
+	var p ledgerplan.Plan
+	res := p.Apply(t, 0, now, accts)
+	if res.Err != nil {
+		return res, nil
+	}
+	us := now.UnixMicro()
+	if err := tx.QueryRowContext(ctx, `INSERT OR FAIL INTO ledger_transfers (idem_key, digest, currency, memo, posted)
+		VALUES (?, ?, ?, ?, ?) RETURNING id`, t.Key, blob(t.Digest), string(t.Currency), t.Memo, us).Scan(&id); err != nil {
+		return store.Result{}, fmt.Errorf("inserting transfer: %w", err)
+	}
+	res.Posted.ID = id
+	args = args[:0]
+	for _, e := range p.Entries {
+		args = append(args, id, e.Account, e.Amount, e.Balance, us)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT OR FAIL INTO ledger_entries (transfer, account, amount, balance, posted)
+		VALUES (?, ?, ?, ?, ?)`+strings.Repeat(", (?, ?, ?, ?, ?)", len(p.Entries)-1), args...); err != nil {
+		return store.Result{}, fmt.Errorf("inserting entries: %w", err)
+	}
+	for _, acct := range p.Touched {
+		a := accts[acct]
+		r, err := tx.ExecContext(ctx, `UPDATE OR FAIL ledger_accounts SET balance = ?1
+			WHERE id = ?2 AND balance = ?3 AND ?1 >= lower_limit`, a.Balance, acct, a.Locked)
+		if err != nil {
+			return store.Result{}, fmt.Errorf("updating balances: %w", err)
+		}
+		if n, err := r.RowsAffected(); err != nil || n != 1 {
+			// Impossible while this transaction holds the write lock.
+			return store.Result{}, fmt.Errorf("updating balance of %q: %d rows (%v)", acct, n, err)
+		}
+	}
+	return res, nil
 }

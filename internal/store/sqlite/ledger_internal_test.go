@@ -4,7 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -112,5 +114,134 @@ func TestLedgerBatchInGroup(t *testing.T) {
 	}
 	if want := []string{"t1", "t4"}; !slices.Equal(got, want) {
 		t.Errorf("Entries(h) = transfers %q, want %q", got, want)
+	}
+}
+
+// BenchmarkPostOne compares postBatch with one transfer and postOne, the
+// ledger's share of ApprovePurchase's write: the statements only, in one
+// open transaction (no commit, no fsync).
+func BenchmarkPostOne(b *testing.B) {
+	for _, tt := range []struct {
+		name string
+		post func(context.Context, *sql.Tx, store.Transfer, time.Time) (store.Result, error)
+	}{
+		{"batch", func(ctx context.Context, tx *sql.Tx, t store.Transfer, now time.Time) (store.Result, error) {
+			res := make([]store.Result, 1)
+			err := postBatch(ctx, tx, []store.Transfer{t}, now, res)
+			return res[0], err
+		}},
+		{"direct", postOne},
+	} {
+		b.Run(tt.name, func(b *testing.B) {
+			ctx := context.Background()
+			s, err := Open(ctx, filepath.Join(b.TempDir(), "ledger.db"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+			for _, a := range []store.Account{
+				{ID: "holder:4000001234567899:EUR", Kind: store.KindHolder, Currency: "EUR", Limit: -1 << 40},
+				{ID: "merchant:m_shop:EUR", Kind: store.KindMerchant, Currency: "EUR"},
+			} {
+				if err := s.CreateAccount(ctx, a, now); err != nil {
+					b.Fatal(err)
+				}
+			}
+			tx, err := s.w.BeginTx(ctx, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer tx.Rollback()
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				key := "purchase:pu_" + strconv.Itoa(i)
+				t := store.Transfer{Key: key, Currency: "EUR", Memo: "purchase pu_" + strconv.Itoa(i) + " 12345678",
+					Digest: make([]byte, 32), Legs: []store.Leg{
+						{Account: "holder:4000001234567899:EUR", Amount: -100}, {Account: "merchant:m_shop:EUR", Amount: 100}}}
+				res, err := tt.post(ctx, tx, t, now)
+				if err != nil || res.Err != nil {
+					b.Fatalf("posting %s = %v, %v", key, err, res.Err)
+				}
+			}
+		})
+	}
+}
+
+// TestPostOneAsBatch posts the same transfers one at a time with postOne
+// on one database and postBatch on another: the results (posted IDs,
+// replays, refusals with their errors) and the balances are the same.
+func TestPostOneAsBatch(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	xfer := func(key, from, to string, amount int64, digest string) store.Transfer {
+		return store.Transfer{Key: key, Currency: "EUR", Memo: key, Digest: []byte(digest),
+			Legs: []store.Leg{{Account: from, Amount: -amount}, {Account: to, Amount: amount}}}
+	}
+	ts := []store.Transfer{
+		xfer("a", "float", "h", 600, "a"),
+		xfer("b", "float", "h", 600, "b"), // below float's limit
+		xfer("c", "h", "float", 100, "c"),
+		xfer("d", "float", "usd", 1, "d"), // other currency
+		xfer("e", "h", "nobody", 1, "e"),  // unknown account
+		xfer("a", "float", "h", 600, "a"), // replay
+		xfer("c", "h", "float", 100, "x"), // key reused with other content
+		xfer("f", "h", "float", 400, "f"),
+	}
+	post := map[string]func(*sql.Tx, store.Transfer) (store.Result, error){
+		"postOne": func(tx *sql.Tx, t store.Transfer) (store.Result, error) { return postOne(ctx, tx, t, now) },
+		"postBatch": func(tx *sql.Tx, t store.Transfer) (store.Result, error) {
+			res := make([]store.Result, 1)
+			err := postBatch(ctx, tx, []store.Transfer{t}, now, res)
+			return res[0], err
+		},
+	}
+	results := map[string][]store.Result{}
+	balances := map[string][]int64{}
+	for name, f := range post {
+		s, err := Open(ctx, filepath.Join(t.TempDir(), name+".db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		for _, a := range []store.Account{
+			{ID: "float", Kind: store.KindFloat, Currency: "EUR", Limit: -1000},
+			{ID: "h", Kind: store.KindHolder, Currency: "EUR"},
+			{ID: "usd", Kind: store.KindHolder, Currency: "USD"},
+		} {
+			if err := s.CreateAccount(ctx, a, now); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, tr := range ts {
+			err := s.gtx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+				r, err := f(tx, tr)
+				results[name] = append(results[name], r)
+				return err
+			})
+			if err != nil {
+				t.Fatalf("%s(%s) = %v", name, tr.Key, err)
+			}
+		}
+		for _, id := range []string{"float", "h", "usd"} {
+			a, err := s.Account(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			balances[name] = append(balances[name], a.Balance)
+		}
+	}
+	wantErrs := []error{nil, store.ErrLimit, nil, store.ErrCurrency, store.ErrNotFound, nil, store.ErrConflict, nil}
+	for i, tr := range ts {
+		one, batch := results["postOne"][i], results["postBatch"][i]
+		if !errors.Is(one.Err, wantErrs[i]) || (wantErrs[i] == nil) != (one.Err == nil) {
+			t.Errorf("postOne(%s) = %v, want %v", tr.Key, one.Err, wantErrs[i])
+		}
+		if one.Posted != batch.Posted || (one.Err == nil) != (batch.Err == nil) || !errors.Is(one.Err, wantErrs[i]) || !errors.Is(batch.Err, wantErrs[i]) {
+			t.Errorf("transfer %d (%s): postOne = %+v, %v; postBatch = %+v, %v; want the same", i, tr.Key, one.Posted, one.Err, batch.Posted, batch.Err)
+		}
+	}
+	if want := []int64{-600 + 100 + 400, 600 - 100 - 400, 0}; !slices.Equal(balances["postOne"], want) || !slices.Equal(balances["postBatch"], want) {
+		t.Errorf("balances float, h, usd: postOne %v, postBatch %v; want %v", balances["postOne"], balances["postBatch"], want)
 	}
 }

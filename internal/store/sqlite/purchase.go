@@ -280,43 +280,152 @@ func (s *Store) CompletePurchase(ctx context.Context, id string, transfer int64,
 			got = p
 			return err
 		}
-		status := store.PurchaseApproved
-		if reason != "" {
-			status, transfer = store.PurchaseDeclined, 0
-			if p.Item != "" {
-				if _, err := tx.ExecContext(ctx, `UPDATE merchant_items SET stock = stock + 1 WHERE id = ? AND stock IS NOT NULL`,
-					p.Item); err != nil {
-					return fmt.Errorf("giving back stock of %q: %w", p.Item, err)
-				}
-			}
-		}
-		got, err = scanPurchase(tx.QueryRowContext(ctx, `UPDATE purchases SET status = ?, transfer = ?, reason = ?, updated = ?
-			WHERE id = ? RETURNING `+purchaseRow, status, transfer, reason, now.UnixMicro(), id))
-		if err != nil {
-			return fmt.Errorf("completing purchase %q: %w", id, err)
-		}
-		return nil
+		got, err = complete(ctx, tx, p, transfer, reason, now)
+		return err
 	})
 	return got, err
 }
+
+// complete is CompletePurchase in tx once the authorized purchase p is
+// read.
+func complete(ctx context.Context, tx *sql.Tx, p store.Purchase, transfer int64, reason string, now time.Time) (store.Purchase, error) {
+	status := store.PurchaseApproved
+	if reason != "" {
+		status, transfer = store.PurchaseDeclined, 0
+		if p.Item != "" {
+			if _, err := tx.ExecContext(ctx, `UPDATE merchant_items SET stock = stock + 1 WHERE id = ? AND stock IS NOT NULL`,
+				p.Item); err != nil {
+				return store.Purchase{}, fmt.Errorf("giving back stock of %q: %w", p.Item, err)
+			}
+		}
+	}
+	got, err := scanPurchase(tx.QueryRowContext(ctx, `UPDATE purchases SET status = ?, transfer = ?, reason = ?, updated = ?
+		WHERE id = ? RETURNING `+purchaseRow, status, transfer, reason, now.UnixMicro(), p.ID))
+	if err != nil {
+		return store.Purchase{}, fmt.Errorf("completing purchase %q: %w", p.ID, err)
+	}
+	return got, nil
+}
+
+var _ store.PurchaseApprover = (*Store)(nil)
+
+// ApprovePurchase implements store.PurchaseApprover in one write of the
+// group commit, where the path through the ledger's batcher took three
+// (the authorization, the batch, the completion), and with fewer
+// statements than those three: AuthorizePurchaseCounting's counter, one
+// read of the request with its merchant's account, the stock, postOne
+// with the one transfer (plain statements: 0.59 of postBatch's JSON form
+// for one transfer, BenchmarkPostOne), and ONE update of the request that
+// records the approval and the outcome together (authorized, then
+// completed, as AuthorizePurchase and CompletePurchase would leave it).
+func (s *Store) ApprovePurchase(ctx context.Context, id, card string, a store.PurchaseApproval, advance bool, pay store.PurchasePayment, now time.Time) (store.Purchase, error) {
+	// The ledger keeps microseconds (as ledger.Ledger hands them).
+	now = now.UTC().Truncate(time.Microsecond)
+	var got store.Purchase
+	err := s.gtx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if advance {
+			if err := advanceIn(ctx, tx, card, a.Counter, now); err != nil {
+				return err
+			}
+		}
+		var account sql.NullString
+		p, err := scanPurchase(with{tx.QueryRowContext(ctx, `SELECT `+purchaseRow+`,
+			(SELECT account FROM merchants WHERE id = purchases.merchant) FROM purchases WHERE id = ?`, id), &account})
+		if errors.Is(err, sql.ErrNoRows) {
+			return commit{fmt.Errorf("authorizing: purchase %q: %w", id, store.ErrNotFound)}
+		}
+		if err != nil {
+			return fmt.Errorf("reading purchase %q: %w", id, err)
+		}
+		if err := lifecycle.AuthorizeRefused(p, card, now); err != nil {
+			return keepCounter(err)
+		}
+		if p.Item != "" {
+			err := takeStock(ctx, tx, p.Item)
+			if errors.Is(err, store.ErrSoldOut) {
+				if reason := pay.Reason(err); reason != "" {
+					got, err = declineIn(ctx, tx, id, card, reason, now)
+					return err
+				}
+			}
+			if err != nil {
+				return keepCounter(fmt.Errorf("authorizing purchase %q: %w", id, err))
+			}
+		}
+		p.Status, p.Approval, p.Updated = store.PurchaseAuthorized, &a, now
+		var posted store.Posted
+		t, err := pay.Transfer(p, account.String)
+		if err == nil {
+			res, perr := postOne(ctx, tx, t, now)
+			if perr != nil {
+				return fmt.Errorf("paying purchase %q: %w", id, perr)
+			}
+			posted, err = res.Posted, res.Err
+		}
+		status, reason := store.PurchaseApproved, ""
+		var keep error
+		if err != nil {
+			if reason = pay.Reason(err); reason == "" {
+				// Left authorized, as a crash on the path through the
+				// ledger would leave it: a later settlement posts the
+				// same key.
+				status, keep = store.PurchaseAuthorized, commit{fmt.Errorf("paying purchase %q: %w", id, err)}
+			} else {
+				status = store.PurchaseDeclined
+				if p.Item != "" {
+					if _, err := tx.ExecContext(ctx, `UPDATE merchant_items SET stock = stock + 1 WHERE id = ? AND stock IS NOT NULL`,
+						p.Item); err != nil {
+						return fmt.Errorf("giving back stock of %q: %w", p.Item, err)
+					}
+				}
+			}
+			posted.ID = 0
+		}
+		got, err = scanPurchase(tx.QueryRowContext(ctx, `UPDATE purchases SET status = ?, approval_counter = ?,
+			approval_cvm = ?, approval_signature = ?, approval_device = ?, approval_matched_by = ?,
+			transfer = ?, reason = ?, updated = ? WHERE id = ? RETURNING `+purchaseRow,
+			status, int64(a.Counter), int64(a.CVM), blob(a.Signature), a.Device, a.MatchedBy,
+			posted.ID, reason, now.UnixMicro(), id))
+		if err != nil {
+			return fmt.Errorf("approving purchase %q: %w", id, err)
+		}
+		return keep
+	})
+	return got, err
+}
+
+// with scans a row into a scan function's destinations followed by one
+// more, extra: the column a query adds after a known row.
+type with struct {
+	row   scanner
+	extra any
+}
+
+func (w with) Scan(dest ...any) error { return w.row.Scan(append(dest, w.extra)...) }
 
 // DeclinePurchase implements store.Merchants.
 func (s *Store) DeclinePurchase(ctx context.Context, id, card, reason string, now time.Time) (store.Purchase, error) {
 	var got store.Purchase
 	err := s.gtx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
-		got, err = scanPurchase(tx.QueryRowContext(ctx, `UPDATE purchases SET status = ?1, reason = ?2, updated = ?3
-			WHERE id = ?4 AND status = `+pending+` AND (?5 = '' OR card = ?5) RETURNING `+purchaseRow,
-			store.PurchaseDeclined, reason, now.UnixMicro(), id, card))
-		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("declining purchase %q: no pending request (bound to the card): %w", id, store.ErrNotFound)
-		}
-		if err != nil {
-			return fmt.Errorf("declining purchase %q: %w", id, err)
-		}
-		return nil
+		got, err = declineIn(ctx, tx, id, card, reason, now)
+		return err
 	})
 	return got, err
+}
+
+// declineIn is DeclinePurchase in tx.
+func declineIn(ctx context.Context, tx *sql.Tx, id, card, reason string, now time.Time) (store.Purchase, error) {
+	p, err := scanPurchase(tx.QueryRowContext(ctx, `UPDATE purchases SET status = ?1, reason = ?2, updated = ?3
+		WHERE id = ?4 AND status = `+pending+` AND (?5 = '' OR card = ?5) RETURNING `+purchaseRow,
+		store.PurchaseDeclined, reason, now.UnixMicro(), id, card))
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Purchase{}, fmt.Errorf("declining purchase %q: no pending request (bound to the card): %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return store.Purchase{}, fmt.Errorf("declining purchase %q: %w", id, err)
+	}
+	return p, nil
 }
 
 const refundColumns = `id, purchase, merchant, amount, idem_key, digest, status, transfer, reason, created, updated`

@@ -298,6 +298,7 @@ func testBindPurchase(t *testing.T, open OpenFunc) {
 // approves, or declines and gives it back; the refusals change nothing.
 func testAuthorizePurchase(t *testing.T, open OpenFunc) {
 	t.Run("Counting", func(t *testing.T) { testAuthorizePurchaseCounting(t, open) })
+	t.Run("Approve", func(t *testing.T) { testApprovePurchase(t, open) })
 	ctx := context.Background()
 	s := newShop(t, open)
 	for _, id := range []string{"pu_1", "pu_2", "pu_3"} {
@@ -664,6 +665,7 @@ func successes(t testing.TB, what string, errs []error, refused error) int {
 // get ErrSoldOut, and the stock ends at 0.
 func testRaceAuthorizePurchase(t *testing.T, open OpenFunc) {
 	t.Run("Counting", func(t *testing.T) { testRaceAuthorizePurchaseCounting(t, open) })
+	t.Run("Approve", func(t *testing.T) { testRaceApprovePurchase(t, open) })
 	ctx := context.Background()
 	s, other := both(t, open)
 	const n, k = 8, 2 // the shop's stocked item has 2
@@ -910,5 +912,281 @@ func testRaceAuthorizePurchaseCounting(t *testing.T, open OpenFunc) {
 	}
 	if c, p := card(t, st, cardA), s.read("pu_r"); c.Counter != approval("pu_r").Counter || p.Status != store.PurchaseAuthorized {
 		t.Errorf("after the race: counter %d, pu_r %s; want %d, authorized", c.Counter, p.Status, approval("pu_r").Counter)
+	}
+}
+
+// The ledger accounts of the ApprovePurchase tests.
+const (
+	shopAccount = "merchant:m_shop:EUR" // the shop's Merchant.Account
+	fundAccount = "funding"
+)
+
+// holder is the ledger account of card in the ApprovePurchase tests.
+func holder(card string) string { return "holder:" + card }
+
+// testPayment is the caller's part of ApprovePurchase in the tests: the
+// amount from the card's holder account to the merchant's, under the key
+// purchase:<id>, and the refusals that decline a purchase.
+var testPayment = store.PurchasePayment{
+	Transfer: func(p store.Purchase, account string) (store.Transfer, error) {
+		if account == "" {
+			return store.Transfer{}, errNoShopAccount
+		}
+		t := store.Transfer{Key: "purchase:" + p.ID, Currency: p.Currency, Memo: "purchase " + p.ID,
+			Legs: []store.Leg{{Account: account, Amount: p.Amount}, {Account: holder(p.Card), Amount: -p.Amount}}}
+		if t.Legs[1].Account < t.Legs[0].Account {
+			t.Legs[0], t.Legs[1] = t.Legs[1], t.Legs[0]
+		}
+		t.Digest = []byte(fmt.Sprintf("digest %s %s %d", p.ID, account, p.Amount))
+		return t, nil
+	},
+	Reason: func(err error) string {
+		switch {
+		case errors.Is(err, errNoShopAccount):
+			return "no shop account"
+		case errors.Is(err, store.ErrLimit):
+			return "funds"
+		case errors.Is(err, store.ErrNotFound):
+			return "no account"
+		case errors.Is(err, store.ErrSoldOut):
+			return "sold out"
+		}
+		return ""
+	},
+}
+
+var errNoShopAccount = errors.New("merchant has no account")
+
+// approver returns the shop's store as a store.PurchaseApprover, its
+// ledger and store, with cardA and cardB known at counter 0 and the
+// ledger accounts of the shop, a funding account and the holders of
+// cardA and cardB, funded with fundA and fundB; it skips a backend
+// without the ability.
+func (s shop) approver(t *testing.T, fundA, fundB int64) (store.PurchaseApprover, store.Ledger, store.Store) {
+	t.Helper()
+	ctx := context.Background()
+	pa, ok := s.ms.(store.PurchaseApprover)
+	if !ok {
+		t.Skip("backend is no store.PurchaseApprover")
+	}
+	st := s.ms.(store.Store)
+	l := ledgerOf(t, st)
+	addCard(t, st, cardA)
+	addCard(t, st, cardB)
+	for _, a := range []store.Account{
+		{ID: shopAccount, Kind: store.KindMerchant, Currency: "EUR"},
+		{ID: fundAccount, Kind: store.KindFunding, Currency: "EUR", Limit: -1 << 40},
+		{ID: holder(cardA), Kind: store.KindHolder, Currency: "EUR"},
+		{ID: holder(cardB), Kind: store.KindHolder, Currency: "EUR"},
+	} {
+		must(t, "CreateAccount("+a.ID+")", l.CreateAccount(ctx, a, t0))
+	}
+	res, err := l.PostTransfers(ctx, []store.Transfer{
+		xfer("fund A", fundAccount, holder(cardA), fundA), xfer("fund B", fundAccount, holder(cardB), fundB)}, t0)
+	must(t, "PostTransfers(funding)", err)
+	for _, r := range res {
+		must(t, "PostTransfers(funding)", r.Err)
+	}
+	return pa, l, st
+}
+
+// balance returns the account's balance.
+func balance(t *testing.T, l store.Ledger, account string) int64 {
+	t.Helper()
+	a, err := l.Account(context.Background(), account)
+	must(t, "Account("+account+")", err)
+	return a.Balance
+}
+
+// testApprovePurchase: one write advances the counter, records the
+// approval, posts the payment and completes the purchase: approved with
+// the transfer; declined with the stock back when the ledger refuses it;
+// a sold-out item declined; a key posted before with the same content is
+// the payment, with other content the purchase stays authorized; the
+// refusals of the counter and of the purchase post nothing.
+func testApprovePurchase(t *testing.T, open OpenFunc) {
+	ctx := context.Background()
+	s := newShop(t, open)
+	pa, l, st := s.approver(t, 3000, 1000)
+	for i, tt := range []struct{ id, item, card string }{
+		{"pu_1", stocked, cardA}, {"pu_2", stocked, cardB}, {"pu_3", unlimited, cardA}, {"pu_4", unlimited, cardA},
+		{"pu_5", unlimited, cardA}, {"pu_6", stocked, cardA}, {"pu_7", stocked, cardA}, {"pu_8", unlimited, cardB},
+	} {
+		s.create(tt.id, tt.item, fmt.Sprintf("2000000%d", i), "", 0)
+		_, err := s.ms.BindPurchase(ctx, tt.id, tt.card, []byte("offer "+tt.id), t0)
+		must(t, "BindPurchase("+tt.id+")", err)
+	}
+	t1 := t0.Add(time.Minute)
+	with := func(id string, counter uint32) store.PurchaseApproval {
+		a := approval(id)
+		a.Counter = counter
+		return a
+	}
+	wantBalances := func(when string, a, b, shop int64) {
+		t.Helper()
+		if ga, gb, gs := balance(t, l, holder(cardA)), balance(t, l, holder(cardB)), balance(t, l, shopAccount); ga != a || gb != b || gs != shop {
+			t.Errorf("balances %s = A %d, B %d, shop %d; want %d, %d, %d", when, ga, gb, gs, a, b, shop)
+		}
+	}
+	wantCounter := func(when, number string, counter uint32, cloned bool) {
+		t.Helper()
+		if c := card(t, st, number); c.Counter != counter || c.Cloned() != cloned {
+			t.Errorf("card %s %s = counter %d, cloned %v; want %d, %v", number, when, c.Counter, c.Cloned(), counter, cloned)
+		}
+	}
+
+	// Approved: the counter, the approval, the stock, the payment.
+	got, err := pa.ApprovePurchase(ctx, "pu_1", cardA, with("pu_1", 5), true, testPayment, t1)
+	must(t, "ApprovePurchase(pu_1)", err)
+	if got.Status != store.PurchaseApproved || got.Transfer == 0 || got.Approval == nil || got.Approval.Counter != 5 ||
+		got.Reason != "" || !got.Updated.Equal(t1) {
+		t.Errorf("ApprovePurchase(pu_1) = %s, transfer %d, approval %+v, reason %q, updated %v; want approved with a transfer and counter 5 at %v",
+			got.Status, got.Transfer, got.Approval, got.Reason, got.Updated, t1)
+	}
+	if p := s.read("pu_1"); p.Status != store.PurchaseApproved || p.Transfer != got.Transfer {
+		t.Errorf("pu_1 as stored = %s, transfer %d; want approved, %d", p.Status, p.Transfer, got.Transfer)
+	}
+	wantCounter("after pu_1", cardA, 5, false)
+	wantBalances("after pu_1", 2000, 1000, 1000)
+	if n := s.stock(stocked); n != 1 {
+		t.Errorf("stock after pu_1 = %d, want 1", n)
+	}
+	_, es, err := l.Entries(ctx, shopAccount, t0, t1.Add(time.Second))
+	must(t, "Entries(shop)", err)
+	if len(es) != 1 || es[0].Transfer != got.Transfer || es[0].Key != "purchase:pu_1" || es[0].Amount != 1000 {
+		t.Errorf("Entries(shop) after pu_1 = %+v; want one of 1000 by transfer %d, purchase:pu_1", es, got.Transfer)
+	}
+
+	// The caller advanced the counter already: it stays.
+	got, err = pa.ApprovePurchase(ctx, "pu_8", cardB, with("pu_8", 50), false, testPayment, t1)
+	must(t, "ApprovePurchase(pu_8, counted)", err)
+	if got.Status != store.PurchaseApproved || got.Approval == nil || got.Approval.Counter != 50 {
+		t.Errorf("ApprovePurchase(pu_8, counted) = %s, approval %+v; want approved, counter 50", got.Status, got.Approval)
+	}
+	wantCounter("after pu_8", cardB, 0, false)
+	wantBalances("after pu_8", 2000, 0, 2000)
+
+	// Funds refused: declined, the stock back, the counter advanced.
+	got, err = pa.ApprovePurchase(ctx, "pu_2", cardB, with("pu_2", 1), true, testPayment, t1)
+	must(t, "ApprovePurchase(pu_2, no funds)", err)
+	if got.Status != store.PurchaseDeclined || got.Reason != "funds" || got.Transfer != 0 || got.Approval == nil {
+		t.Errorf("ApprovePurchase(pu_2, no funds) = %s, reason %q, transfer %d, approval %+v; want declined, funds, 0, recorded",
+			got.Status, got.Reason, got.Transfer, got.Approval)
+	}
+	if n := s.stock(stocked); n != 1 {
+		t.Errorf("stock after the decline = %d, want 1 (given back)", n)
+	}
+	wantCounter("after pu_2", cardB, 1, false)
+	wantBalances("after pu_2", 2000, 0, 2000)
+
+	// Refusals of the purchase keep the counter and post nothing.
+	_, err = pa.ApprovePurchase(ctx, "pu_3", cardA, with("pu_3", 6), true, testPayment, t0.Add(10*time.Minute))
+	wantErr(t, "ApprovePurchase(expired)", err, store.ErrExpired)
+	wantCounter("after expired", cardA, 6, false)
+	_, err = pa.ApprovePurchase(ctx, "pu_1", cardA, with("pu_1", 7), true, testPayment, t1)
+	wantErr(t, "ApprovePurchase(not pending)", err, store.ErrNotFound)
+	wantCounter("after not pending", cardA, 7, false)
+	_, err = pa.ApprovePurchase(ctx, "pu_3", cardB, with("pu_3", 7), true, testPayment, t1)
+	wantErr(t, "ApprovePurchase(other card's)", err, store.ErrNotFound)
+	if p := s.read("pu_3"); p.Status != store.PurchasePending || p.Approval != nil {
+		t.Errorf("pu_3 after refusals = %s, approval %v; want pending, none", p.Status, p.Approval)
+	}
+	wantBalances("after the refusals", 2000, 0, 2000)
+
+	// A key posted before with the same content is the payment.
+	pu4 := s.read("pu_4")
+	pu4.Status = store.PurchaseAuthorized
+	t4, err := testPayment.Transfer(pu4, shopAccount)
+	must(t, "testPayment.Transfer(pu_4)", err)
+	res, err := l.PostTransfers(ctx, []store.Transfer{t4}, t0)
+	must(t, "PostTransfers(purchase:pu_4)", err)
+	must(t, "PostTransfers(purchase:pu_4)", res[0].Err)
+	wantBalances("after posting purchase:pu_4", 1000, 0, 3000)
+	got, err = pa.ApprovePurchase(ctx, "pu_4", cardA, with("pu_4", 8), true, testPayment, t1)
+	must(t, "ApprovePurchase(pu_4, key posted)", err)
+	if got.Status != store.PurchaseApproved || got.Transfer != res[0].Posted.ID {
+		t.Errorf("ApprovePurchase(pu_4, key posted) = %s, transfer %d; want approved, %d", got.Status, got.Transfer, res[0].Posted.ID)
+	}
+	wantBalances("after pu_4", 1000, 0, 3000)
+
+	// The key posted with other content: the approval stays recorded,
+	// authorized, and ErrConflict says why it is not paid.
+	res, err = l.PostTransfers(ctx, []store.Transfer{xfer("purchase:pu_5", fundAccount, holder(cardA), 1)}, t0)
+	must(t, "PostTransfers(purchase:pu_5, other content)", err)
+	must(t, "PostTransfers(purchase:pu_5, other content)", res[0].Err)
+	_, err = pa.ApprovePurchase(ctx, "pu_5", cardA, with("pu_5", 9), true, testPayment, t1)
+	wantErr(t, "ApprovePurchase(pu_5, key taken)", err, store.ErrConflict)
+	if p := s.read("pu_5"); p.Status != store.PurchaseAuthorized || p.Approval == nil || p.Approval.Counter != 9 || p.Transfer != 0 {
+		t.Errorf("pu_5 after the conflict = %s, approval %+v, transfer %d; want authorized, counter 9, 0", p.Status, p.Approval, p.Transfer)
+	}
+	wantCounter("after pu_5", cardA, 9, false)
+	wantBalances("after pu_5", 1001, 0, 3000)
+
+	// Sold out: declined with the caller's reason, the counter advanced.
+	_, err = pa.ApprovePurchase(ctx, "pu_6", cardA, with("pu_6", 10), true, testPayment, t1)
+	must(t, "ApprovePurchase(pu_6)", err)
+	got, err = pa.ApprovePurchase(ctx, "pu_7", cardA, with("pu_7", 11), true, testPayment, t1)
+	must(t, "ApprovePurchase(pu_7, sold out)", err)
+	if got.Status != store.PurchaseDeclined || got.Reason != "sold out" || got.Transfer != 0 {
+		t.Errorf("ApprovePurchase(pu_7, sold out) = %s, reason %q, transfer %d; want declined, sold out, 0", got.Status, got.Reason, got.Transfer)
+	}
+	if n := s.stock(stocked); n != 0 {
+		t.Errorf("stock after sold out = %d, want 0", n)
+	}
+	wantCounter("after pu_7", cardA, 11, false)
+	wantBalances("after pu_7", 1, 0, 4000)
+
+	// A counter that did not grow: the card is flagged, nothing else.
+	_, err = pa.ApprovePurchase(ctx, "pu_3", cardA, with("pu_3", 11), true, testPayment, t1)
+	wantErr(t, "ApprovePurchase(counter 11 again)", err, store.ErrCounterReplay)
+	wantCounter("after the replay", cardA, 11, true)
+	if p := s.read("pu_3"); p.Status != store.PurchasePending || p.Approval != nil {
+		t.Errorf("pu_3 after the replay = %s, approval %v; want pending, none", p.Status, p.Approval)
+	}
+	wantBalances("after the replay", 1, 0, 4000)
+}
+
+// testRaceApprovePurchase: goroutines on two Stores approve one purchase
+// with one signature (counter) at once: exactly one wins, and the holder
+// pays once.
+func testRaceApprovePurchase(t *testing.T, open OpenFunc) {
+	ctx := context.Background()
+	s, other := both(t, open)
+	pa, l, _ := s.approver(t, 5000, 0)
+	opa, ok := other.(store.PurchaseApprover)
+	if !ok {
+		t.Skip("backend is no store.PurchaseApprover")
+	}
+	s.create("pu_r", unlimited, "20000000", cardA, 0)
+	_, err := s.ms.BindPurchase(ctx, "pu_r", cardA, []byte("offer"), t0)
+	must(t, "BindPurchase(pu_r)", err)
+	const n = 8
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		a := []store.PurchaseApprover{pa, opa}[i%2]
+		wg.Go(func() {
+			_, errs[i] = a.ApprovePurchase(ctx, "pu_r", cardA, approval("pu_r"), true, testPayment, t0)
+		})
+	}
+	wg.Wait()
+	won := 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			won++
+		case errors.Is(err, store.ErrCounterReplay), errors.Is(err, store.ErrNotFound):
+		default:
+			t.Errorf("ApprovePurchase #%d = %v, want nil, ErrCounterReplay or ErrNotFound", i, err)
+		}
+	}
+	if won != 1 {
+		t.Errorf("%d of %d approvals succeeded, want 1", won, n)
+	}
+	if p := s.read("pu_r"); p.Status != store.PurchaseApproved || p.Transfer == 0 {
+		t.Errorf("after the race: pu_r %s, transfer %d; want approved, a transfer", p.Status, p.Transfer)
+	}
+	if a, m := balance(t, l, holder(cardA)), balance(t, l, shopAccount); a != 4000 || m != 1000 {
+		t.Errorf("after the race: holder %d, shop %d; want 4000, 1000 (paid once)", a, m)
 	}
 }
