@@ -40,6 +40,12 @@ type Line struct {
 	Wide  bool  // some of it was printed double width
 	Small bool  // it began in font B (42 columns instead of 32)
 	Cut   bool  // not a line: the paper was cut here
+	// Dots is how wide the printed characters are, in dots of the
+	// paper's LineDots: 12 a character in font A, 9 in font B, twice
+	// that double width. A line may mix fonts (ESC ! or ESC M within
+	// it); the printer starts a new line when the next character would
+	// not fit.
+	Dots int
 }
 
 // Document is what a stream printed: its lines, in order, cuts included
@@ -165,7 +171,7 @@ type decoder struct {
 	cols  int // columns of the font: hal.ReceiptCols or fontBCols
 
 	line    []rune
-	used    int // columns used on the line
+	used    int // dots used on the line
 	started bool
 	cur     Line
 
@@ -181,7 +187,8 @@ func (d *decoder) reset() {
 
 // put prints one character.
 func (d *decoder) put(r rune) {
-	if d.used+d.width > d.cols {
+	w := d.width * LineDots / d.cols // the font's dots, times the width
+	if d.used+w > LineDots {
 		d.flush(true)
 	}
 	if !d.started {
@@ -191,7 +198,7 @@ func (d *decoder) put(r rune) {
 	d.cur.Bold = d.cur.Bold || d.bold
 	d.cur.Wide = d.cur.Wide || d.width > 1
 	d.line = append(d.line, r)
-	d.used += d.width
+	d.used += w
 }
 
 // flush ends the line; an empty one counts only if force.
@@ -202,7 +209,7 @@ func (d *decoder) flush(force bool) {
 	if !d.started {
 		d.cur = Line{Align: d.align, Small: d.cols != hal.ReceiptCols}
 	}
-	d.cur.Text = string(d.line)
+	d.cur.Text, d.cur.Dots = string(d.line), d.used
 	d.lines = append(d.lines, d.cur)
 	d.line, d.used, d.started = d.line[:0], 0, false
 }

@@ -23,11 +23,13 @@ func FuzzDecode(f *testing.F) {
 		}
 		cuts := 0
 		for _, l := range doc.Lines {
-			cols := hal.ReceiptCols
-			if l.Small {
-				cols = 42 // font B
+			// A character takes 9 dots (font B) to 8 × 12 (font A, 8
+			// times as wide); a line may mix fonts.
+			n := utf8.RuneCountInString(l.Text)
+			if l.Dots > printer.LineDots || l.Dots < 9*n || l.Dots > 96*n {
+				t.Fatalf("line %+v: %d characters in %d dots, on a line of %d", l, n, l.Dots, printer.LineDots)
 			}
-			if utf8.RuneCountInString(l.Text) > cols {
+			if !l.Small && l.Dots == 12*n && n > hal.ReceiptCols {
 				t.Fatalf("line %+v is wider than the paper", l)
 			}
 			if l.Cut {

@@ -29,6 +29,10 @@ import (
 // ESC/POS bytes and commands (Epson ESC/POS Application Programming
 // Guide; the command reference at
 // https://download4.epson.biz/sec_pubs/pos/reference_en/escpos/).
+// LineDots is the width of a printed line of a 58 mm printer, in dots:
+// hal.ReceiptCols characters of font A, 12 dots each.
+const LineDots = 384
+
 const (
 	bLF  = 0x0A
 	bCR  = 0x0D
