@@ -367,7 +367,12 @@ type connState struct {
 	sess *auth.Session
 	// offered is the id of the transaction offered on this connection and
 	// not yet answered, or nil: only its approval or decline is taken.
-	offered []byte
+	// offer and offerCard are that offer's bytes, as the store bound and
+	// the server sent them, and the card it is bound to: the approval is
+	// verified over them (purchase.Service.ApproveOffered).
+	offered   []byte
+	offer     []byte
+	offerCard string
 	// purseOffered is the id of the purse operation offered on this
 	// connection and not yet answered, or nil.
 	purseOffered []byte
@@ -411,7 +416,7 @@ func (s *Server) handle(ctx context.Context, log *slog.Logger, cs *connState, m 
 			log.Error("offer failed", "err", fmt.Errorf("parsing own offer: %w", err))
 			return &protocol.Error{Code: protocol.CodeInternal}, false
 		}
-		cs.offered = t.ID[:]
+		cs.offered, cs.offer, cs.offerCard = t.ID[:], o.Transaction, string(m.CardNumber)
 		return o, true
 	case *protocol.PurseRequest:
 		if s.cfg.Purses == nil {
@@ -456,8 +461,8 @@ func (s *Server) handle(ctx context.Context, log *slog.Logger, cs *connState, m 
 			log.Info("approval refused", "code", protocol.CodeTransactionUnknown.String(), "cause", "no such transaction offered on this connection")
 			return &protocol.TransactionResult{ID: m.ID, Code: protocol.CodeTransactionUnknown}, true
 		}
-		cs.offered = nil
-		r, err := s.cfg.Purchases.Approve(ctx, sess, m)
+		r, err := s.cfg.Purchases.ApproveOffered(ctx, sess, m, cs.offerCard, cs.offer)
+		cs.offered, cs.offer, cs.offerCard = nil, nil, ""
 		if err != nil {
 			return s.refuse(log, "approval", err)
 		}
@@ -475,7 +480,7 @@ func (s *Server) handle(ctx context.Context, log *slog.Logger, cs *connState, m 
 		}
 		if m.Code == protocol.CodeHolderDeclined && cs.offered != nil && s.cfg.Purchases != nil {
 			id := cs.offered
-			cs.offered = nil
+			cs.offered, cs.offer, cs.offerCard = nil, nil, ""
 			r, err := s.cfg.Purchases.Decline(ctx, sess, id)
 			if err != nil {
 				return s.refuse(log, "decline", err)

@@ -95,8 +95,39 @@ func (s *Service) Approve(ctx context.Context, sess *auth.Session, a *protocol.T
 	if t, err := txn.Parse(p.Offer); err != nil || !bytes.Equal(t.ID[:], a.ID) {
 		return nil, fmt.Errorf("approving %s: the stored offer is not this transaction (%v)", id, err)
 	}
+	return s.approve(ctx, sess, a, id, p.Card, p.Offer)
+}
 
-	env := txn.Envelope{Purpose: txn.PurposeTransaction, CardNumber: p.Card, Counter: a.Counter, CVM: a.CVM, Payload: p.Offer}
+// ApproveOffered is Approve for the approval of the transaction this
+// server offered on the connection of sess: card and offer are what Offer
+// bound in the store and sent (the TransactionOffer's bytes), kept by the
+// listener for the connection, never anything the device sent. It skips
+// Approve's read of the purchase: a bound offer never changes (BindPurchase
+// binds only a request without one), and the checks of that read — still
+// pending, bound to card, before its deadline — are made again under the
+// store's lock by the write that records the approval, whose refusal
+// answers the same codes (the card's counter is then spent: the card
+// signed). The device's revocation is checked as in Approve.
+func (s *Service) ApproveOffered(ctx context.Context, sess *auth.Session, a *protocol.TransactionApproval, card string, offer []byte) (*protocol.TransactionResult, error) {
+	id, ok := PurchaseID(a.ID)
+	if !ok {
+		return s.approveResult(ctx, sess, "", "", a.ID, protocol.CodeMalformed, nil), nil
+	}
+	if code, err := s.cfg.Auth.CheckDevice(ctx, sess); err != nil {
+		return nil, fmt.Errorf("approving %s: %w", id, err)
+	} else if code != protocol.CodeOK {
+		return s.approveResult(ctx, sess, "", id, a.ID, code, nil), nil
+	}
+	if t, err := txn.Parse(offer); err != nil || !bytes.Equal(t.ID[:], a.ID) {
+		return nil, fmt.Errorf("approving %s: the offer kept for the connection is not this transaction (%v)", id, err)
+	}
+	return s.approve(ctx, sess, a, id, card, offer)
+}
+
+// approve verifies the card's signature of a over offer, the server's
+// own copy of purchase id bound to card, and records it.
+func (s *Service) approve(ctx context.Context, sess *auth.Session, a *protocol.TransactionApproval, id, card string, offer []byte) (*protocol.TransactionResult, error) {
+	env := txn.Envelope{Purpose: txn.PurposeTransaction, CardNumber: card, Counter: a.Counter, CVM: a.CVM, Payload: offer}
 	// With a store that can, the card's counter is advanced in the
 	// transaction that records the approval: one commit fewer.
 	verify, authorize := s.cfg.Auth.VerifySignature, s.ms.AuthorizePurchase
@@ -110,11 +141,12 @@ func (s *Service) Approve(ctx context.Context, sess *auth.Session, a *protocol.T
 		return nil, fmt.Errorf("approving %s: %w", id, err)
 	}
 	if v.Code != protocol.CodeOK {
-		r := s.approveResult(ctx, sess, p.Card, id, a.ID, v.Code, v.Cause)
+		r := s.approveResult(ctx, sess, card, id, a.ID, v.Code, v.Cause)
 		r.TriesLeft = v.TriesLeft
 		return r, nil
 	}
 
+	var p store.Purchase
 	approval := store.PurchaseApproval{Counter: a.Counter, CVM: uint8(v.CVM), Signature: a.Signature, Device: sess.Device.ID, MatchedBy: v.MatchedBy}
 	if approving {
 		// One write: counter, approval, payment and completion.

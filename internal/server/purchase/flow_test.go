@@ -322,41 +322,81 @@ func TestApproveRefused(t *testing.T) {
 		}, nil, protocol.CodePINIncorrect, 2, store.PurchasePending},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			onEachStore(t, func(t *testing.T, s *shop) {
-				ctx := context.Background()
-				u := &setup{s: s, p: s.newPurchase(t, purchaseOpts{amount: 1234})}
-				u.o, u.tx = s.mustOffer(t, s.card, u.p.Reference)
-				if tt.funds > 0 {
-					s.fund(t, s.card.CardNumber, tt.funds)
-				}
-				a := tt.approval(t, u)
-				if tt.before != nil {
-					tt.before(t, u)
-				}
-				s.takeNotified()
-				r, err := s.svc.Approve(ctx, s.sess, a)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if r.Code != tt.code || r.TriesLeft != tt.triesLeft || len(r.Goods) != 0 {
-					t.Errorf("Approve() = %+v, want %v with %d tries left", r, tt.code, tt.triesLeft)
-				}
-				if got := s.balance(t, ledger.HolderAccount(s.card.CardNumber, eur)); got != tt.funds {
-					t.Errorf("holder balance = %d, want %d (unchanged)", got, tt.funds)
-				}
-				if got := s.balance(t, s.merchant.Account); got != 0 {
-					t.Errorf("merchant balance = %d, want 0", got)
-				}
-				if got := s.read(t, u.p.ID); got.Status != tt.wantStatus || got.Transfer != 0 {
-					t.Errorf("purchase status = %s (transfer %d), want %s without transfer", got.Status, got.Transfer, tt.wantStatus)
-				}
-				if n := s.takeNotified(); (tt.wantStatus == store.PurchaseDeclined && tt.code != protocol.CodeTransactionUnknown) != (len(n) == 1) {
-					t.Errorf("notified %d purchases after a refusal leaving it %s", len(n), tt.wantStatus)
-				}
+		// Through Approve, and through ApproveOffered as the listener
+		// calls it with the offer it sent on the connection.
+		for _, offered := range []bool{false, true} {
+			name := tt.name
+			if offered {
+				name += "/offered"
+			}
+			t.Run(name, func(t *testing.T) {
+				onEachStore(t, func(t *testing.T, s *shop) {
+					ctx := context.Background()
+					u := &setup{s: s, p: s.newPurchase(t, purchaseOpts{amount: 1234})}
+					u.o, u.tx = s.mustOffer(t, s.card, u.p.Reference)
+					if tt.funds > 0 {
+						s.fund(t, s.card.CardNumber, tt.funds)
+					}
+					a := tt.approval(t, u)
+					if tt.before != nil {
+						tt.before(t, u)
+					}
+					s.takeNotified()
+					var (
+						r   *protocol.TransactionResult
+						err error
+					)
+					if offered {
+						r, err = s.svc.ApproveOffered(ctx, s.sess, a, s.card.CardNumber, u.o.Transaction)
+					} else {
+						r, err = s.svc.Approve(ctx, s.sess, a)
+					}
+					if err != nil {
+						t.Fatal(err)
+					}
+					if r.Code != tt.code || r.TriesLeft != tt.triesLeft || len(r.Goods) != 0 {
+						t.Errorf("Approve() = %+v, want %v with %d tries left", r, tt.code, tt.triesLeft)
+					}
+					if got := s.balance(t, ledger.HolderAccount(s.card.CardNumber, eur)); got != tt.funds {
+						t.Errorf("holder balance = %d, want %d (unchanged)", got, tt.funds)
+					}
+					if got := s.balance(t, s.merchant.Account); got != 0 {
+						t.Errorf("merchant balance = %d, want 0", got)
+					}
+					if got := s.read(t, u.p.ID); got.Status != tt.wantStatus || got.Transfer != 0 {
+						t.Errorf("purchase status = %s (transfer %d), want %s without transfer", got.Status, got.Transfer, tt.wantStatus)
+					}
+					if n := s.takeNotified(); (tt.wantStatus == store.PurchaseDeclined && tt.code != protocol.CodeTransactionUnknown) != (len(n) == 1) {
+						t.Errorf("notified %d purchases after a refusal leaving it %s", len(n), tt.wantStatus)
+					}
+				})
 			})
-		})
+		}
 	}
+}
+
+// TestApproveOfferedMismatch: an approval whose transaction is not the
+// offer kept for the connection is an internal error, and nothing moves.
+func TestApproveOfferedMismatch(t *testing.T) {
+	onEachStore(t, func(t *testing.T, s *shop) {
+		ctx := context.Background()
+		p1, p2 := s.newPurchase(t, purchaseOpts{amount: 100}), s.newPurchase(t, purchaseOpts{amount: 200})
+		o1, tx1 := s.mustOffer(t, s.card, p1.Reference)
+		o2, _ := s.mustOffer(t, s.card, p2.Reference)
+		s.fund(t, s.card.CardNumber, 5000)
+		a := servertest.Approval(t, s.card, tx1.ID, o1.Transaction)
+		if r, err := s.svc.ApproveOffered(ctx, s.sess, a, s.card.CardNumber, o2.Transaction); err == nil {
+			t.Fatalf("ApproveOffered(approval of 1, offer 2) = %+v, want an error", r)
+		}
+		for _, p := range []store.Purchase{p1, p2} {
+			if got := s.read(t, p.ID); got.Status != store.PurchasePending {
+				t.Errorf("%s is %s, want pending", p.ID, got.Status)
+			}
+		}
+		if got := s.balance(t, ledger.HolderAccount(s.card.CardNumber, eur)); got != 5000 {
+			t.Errorf("holder balance %d, want 5000", got)
+		}
+	})
 }
 
 // TestApproveReplay sends one approval twice: the second is refused as

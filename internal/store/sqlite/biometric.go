@@ -40,7 +40,7 @@ func scanBiometric(row *sql.Row) (store.Biometric, error) {
 
 // Biometric implements store.Biometrics.
 func (s *Store) Biometric(ctx context.Context, card string) (store.Biometric, error) {
-	b, err := scanBiometric(s.r.QueryRowContext(ctx, `SELECT `+bioColumns+` FROM biometrics WHERE card = ?`, card))
+	b, err := scanBiometric(s.row(ctx, `SELECT `+bioColumns+` FROM biometrics WHERE card = ?`, card))
 	if err != nil {
 		return store.Biometric{}, fmt.Errorf("reading biometric: %w", err)
 	}
@@ -53,7 +53,7 @@ func (s *Store) DecrementBiometricTries(ctx context.Context, card string) (store
 	b, err := scanBiometric(s.w.QueryRowContext(ctx, `UPDATE biometrics SET tries = tries - 1 WHERE card = ? AND tries > 0 RETURNING `+bioColumns, card))
 	if errors.Is(err, store.ErrNotFound) {
 		var one int
-		switch err = s.r.QueryRowContext(ctx, `SELECT 1 FROM biometrics WHERE card = ?`, card).Scan(&one); {
+		switch err = s.row(ctx, `SELECT 1 FROM biometrics WHERE card = ?`, card).Scan(&one); {
 		case errors.Is(err, sql.ErrNoRows):
 			err = store.ErrNotFound
 		case err == nil:

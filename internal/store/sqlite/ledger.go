@@ -39,7 +39,7 @@ func (s *Store) Account(ctx context.Context, id string) (store.Account, error) {
 	var a store.Account
 	var kind, cur string
 	var created int64
-	err := s.r.QueryRowContext(ctx, `SELECT id, kind, currency, balance, lower_limit, created
+	err := s.row(ctx, `SELECT id, kind, currency, balance, lower_limit, created
 		FROM ledger_accounts WHERE id = ?`, id).Scan(&a.ID, &kind, &cur, &a.Balance, &a.Limit, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Account{}, fmt.Errorf("reading account %q: %w", id, store.ErrNotFound)

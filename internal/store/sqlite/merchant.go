@@ -46,7 +46,7 @@ func (s *Store) merchant(ctx context.Context, column string, key any) (store.Mer
 	var m store.Merchant
 	var account sql.NullString
 	var created int64
-	err := s.r.QueryRowContext(ctx, `SELECT id, name, key_hash, webhook_url, webhook_secret, account, created
+	err := s.row(ctx, `SELECT id, name, key_hash, webhook_url, webhook_secret, account, created
 		FROM merchants WHERE `+column+` = ?`, key).
 		Scan(&m.ID, &m.Name, &m.KeyHash, &m.WebhookURL, &m.WebhookSecret, &account, &created)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -122,7 +122,7 @@ func (s *Store) Items(ctx context.Context, merchant string) ([]store.Item, error
 
 // Item implements store.Merchants.
 func (s *Store) Item(ctx context.Context, id string) (store.Item, error) {
-	it, err := scanItem(s.r.QueryRowContext(ctx, `SELECT `+itemColumns+` FROM merchant_items WHERE id = ?`, id))
+	it, err := scanItem(s.row(ctx, `SELECT `+itemColumns+` FROM merchant_items WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Item{}, fmt.Errorf("reading item %q: %w", id, store.ErrNotFound)
 	}
@@ -229,7 +229,7 @@ func (s *Store) CreatePurchase(ctx context.Context, p store.Purchase) (store.Pur
 
 // Purchase implements store.Merchants.
 func (s *Store) Purchase(ctx context.Context, merchant, id string) (store.Purchase, error) {
-	p, err := scanPurchase(s.r.QueryRowContext(ctx, `SELECT `+purchaseRow+`
+	p, err := scanPurchase(s.row(ctx, `SELECT `+purchaseRow+`
 		FROM purchases WHERE id = ?1 AND (?2 = '' OR merchant = ?2)`, id, merchant))
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Purchase{}, fmt.Errorf("reading purchase %q: %w", id, store.ErrNotFound)

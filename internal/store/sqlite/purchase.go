@@ -43,7 +43,7 @@ const (
 
 // PendingPurchase implements store.Merchants.
 func (s *Store) PendingPurchase(ctx context.Context, reference string, now time.Time) (store.Purchase, error) {
-	p, err := scanPurchase(s.r.QueryRowContext(ctx, `SELECT `+purchaseRow+` FROM purchases
+	p, err := scanPurchase(s.row(ctx, `SELECT `+purchaseRow+` FROM purchases
 		WHERE reference = ? AND status = `+pending+` AND expires > ?`, reference, now.UnixMicro()))
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Purchase{}, fmt.Errorf("reading pending purchase by reference: %w", store.ErrNotFound)
@@ -57,7 +57,7 @@ func (s *Store) PendingPurchase(ctx context.Context, reference string, now time.
 // PaidPurchase implements store.Merchants. The partial index on (card,
 // reference, created, id) of paid requests serves it (migration 0008).
 func (s *Store) PaidPurchase(ctx context.Context, reference, card string) (store.Purchase, error) {
-	p, err := scanPurchase(s.r.QueryRowContext(ctx, paidQuery, card, reference))
+	p, err := scanPurchase(s.row(ctx, paidQuery, card, reference))
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Purchase{}, fmt.Errorf("reading paid purchase by reference: %w", store.ErrNotFound)
 	}

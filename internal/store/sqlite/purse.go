@@ -50,12 +50,12 @@ func (s *Store) CreatePurseOp(ctx context.Context, op store.PurseOp) error {
 
 // PurseOp implements store.Purses.
 func (s *Store) PurseOp(ctx context.Context, id string) (store.PurseOp, error) {
-	return onePurseOp(s.r.QueryRowContext(ctx, `SELECT `+purseOpRow+` FROM purse_ops WHERE id = ?`, id), "reading purse operation "+id)
+	return onePurseOp(s.row(ctx, `SELECT `+purseOpRow+` FROM purse_ops WHERE id = ?`, id), "reading purse operation "+id)
 }
 
 // LoadBySeq implements store.Purses.
 func (s *Store) LoadBySeq(ctx context.Context, card string, seq uint32) (store.PurseOp, error) {
-	return onePurseOp(s.r.QueryRowContext(ctx, `SELECT `+purseOpRow+` FROM purse_ops
+	return onePurseOp(s.row(ctx, `SELECT `+purseOpRow+` FROM purse_ops
 		WHERE card = ? AND seq = ? AND kind = 'load' AND status IN ('authorized', 'signed', 'applied')`, card, int64(seq)),
 		fmt.Sprintf("reading load %d of card", seq))
 }
@@ -199,7 +199,7 @@ func (s *Store) DeleteRedemption(ctx context.Context, id string) error {
 
 // Redemption implements store.Purses.
 func (s *Store) Redemption(ctx context.Context, id string) (store.Redemption, error) {
-	return oneRedemption(s.r.QueryRowContext(ctx, `SELECT `+redemptionRow+` FROM purse_redemptions WHERE id = ?`, id),
+	return oneRedemption(s.row(ctx, `SELECT `+redemptionRow+` FROM purse_redemptions WHERE id = ?`, id),
 		"reading redemption "+id)
 }
 

@@ -68,7 +68,7 @@ func (s *Store) Card(ctx context.Context, number string) (store.Card, error) {
 	c := store.Card{Number: number}
 	var counter int64
 	var created, revoked, cloned sql.NullInt64
-	err := s.r.QueryRowContext(ctx, `SELECT cert, issuer_key_id, counter, created, revoked_at, cloned_at FROM cards WHERE number = ?`,
+	err := s.row(ctx, `SELECT cert, issuer_key_id, counter, created, revoked_at, cloned_at FROM cards WHERE number = ?`,
 		number).Scan(&c.Cert, &c.IssuerKeyID, &counter, &created, &revoked, &cloned)
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Card{}, fmt.Errorf("reading card: %w", store.ErrNotFound)
@@ -175,7 +175,7 @@ func (s *Store) DeviceByKey(ctx context.Context, staticKey []byte) (store.Device
 func (s *Store) device(ctx context.Context, query string, key any) (store.Device, error) {
 	var d store.Device
 	var created, revoked sql.NullInt64
-	err := s.r.QueryRowContext(ctx, query, key).Scan(&d.ID, &d.StaticKey, &d.Name, &created, &revoked)
+	err := s.row(ctx, query, key).Scan(&d.ID, &d.StaticKey, &d.Name, &created, &revoked)
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Device{}, fmt.Errorf("reading device: %w", store.ErrNotFound)
 	}
@@ -222,7 +222,7 @@ func scanPIN(row *sql.Row) (store.PIN, error) {
 
 // PIN implements store.PINs.
 func (s *Store) PIN(ctx context.Context, card string) (store.PIN, error) {
-	p, err := scanPIN(s.r.QueryRowContext(ctx, `SELECT `+pinColumns+` FROM pins WHERE card = ?`, card))
+	p, err := scanPIN(s.row(ctx, `SELECT `+pinColumns+` FROM pins WHERE card = ?`, card))
 	if err != nil {
 		return store.PIN{}, fmt.Errorf("reading PIN: %w", err)
 	}
@@ -235,7 +235,7 @@ func (s *Store) DecrementPINTries(ctx context.Context, card string) (store.PIN, 
 	p, err := scanPIN(s.w.QueryRowContext(ctx, `UPDATE pins SET tries = tries - 1 WHERE card = ? AND tries > 0 RETURNING `+pinColumns, card))
 	if errors.Is(err, store.ErrNotFound) {
 		var one int
-		switch err = s.r.QueryRowContext(ctx, `SELECT 1 FROM pins WHERE card = ?`, card).Scan(&one); {
+		switch err = s.row(ctx, `SELECT 1 FROM pins WHERE card = ?`, card).Scan(&one); {
 		case errors.Is(err, sql.ErrNoRows):
 			err = store.ErrNotFound
 		case err == nil:
@@ -294,7 +294,7 @@ func (s *Store) RelyingPartyByKey(ctx context.Context, keyHash []byte) (store.Re
 func (s *Store) relyingParty(ctx context.Context, query string, key any) (store.RelyingParty, error) {
 	var rp store.RelyingParty
 	var created sql.NullInt64
-	err := s.r.QueryRowContext(ctx, query, key).Scan(&rp.ID, &rp.Name, &rp.KeyHash, &rp.WebhookURL, &rp.WebhookSecret, &rp.Policy, &created)
+	err := s.row(ctx, query, key).Scan(&rp.ID, &rp.Name, &rp.KeyHash, &rp.WebhookURL, &rp.WebhookSecret, &rp.Policy, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.RelyingParty{}, fmt.Errorf("reading relying party: %w", store.ErrNotFound)
 	}
@@ -331,7 +331,7 @@ func (s *Store) FinishAuthRequest(ctx context.Context, id string, status store.A
 	if err == nil && affected(res) == 0 {
 		// Refused: the read only names the reason.
 		var one int
-		switch err = s.r.QueryRowContext(ctx, `SELECT 1 FROM auth_requests WHERE id = ?`, id).Scan(&one); {
+		switch err = s.row(ctx, `SELECT 1 FROM auth_requests WHERE id = ?`, id).Scan(&one); {
 		case errors.Is(err, sql.ErrNoRows):
 			err = store.ErrNotFound
 		case err == nil:
@@ -360,7 +360,7 @@ func scanAuth(row scanner) (store.AuthRequest, error) {
 
 // AuthRequest implements store.AuthRequests.
 func (s *Store) AuthRequest(ctx context.Context, id string) (store.AuthRequest, error) {
-	r, err := scanAuth(s.r.QueryRowContext(ctx, `SELECT `+authColumns+` FROM auth_requests WHERE id = ?`, id))
+	r, err := scanAuth(s.row(ctx, `SELECT `+authColumns+` FROM auth_requests WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.AuthRequest{}, fmt.Errorf("reading auth request: %w", store.ErrNotFound)
 	}

@@ -165,7 +165,7 @@ func (s *Store) migrate(ctx context.Context, fsys fs.FS) error {
 // SchemaVersion returns the schema version of the database.
 func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
 	var v int
-	err := s.r.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_version`).Scan(&v)
+	err := s.row(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_version`).Scan(&v)
 	return v, err
 }
 
@@ -373,4 +373,18 @@ func blob(b []byte) []byte {
 		return []byte{}
 	}
 	return b
+}
+
+// row runs a query that returns at most one row, found by a key, on a
+// read connection. A ctx that has already ended fails it at once; after
+// that the read does not watch ctx: it takes microseconds, and a
+// statement that may be cancelled costs a goroutine of the driver's
+// (modernc's interrupt watcher) and a progress handler, about as much
+// as the read itself. Reads that may run long (lists, statements) keep
+// ctx.
+func (s *Store) row(ctx context.Context, query string, args ...any) *sql.Row {
+	if ctx.Err() != nil {
+		return s.r.QueryRowContext(ctx, query, args...)
+	}
+	return s.r.QueryRowContext(context.WithoutCancel(ctx), query, args...)
 }
