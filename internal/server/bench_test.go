@@ -59,7 +59,7 @@ func BenchmarkBuy(b *testing.B) { benchBuy(b, mallStores[0].Open, 1, false) }
 // (CARDLINK_TEST_POSTGRES; skipped when unset).
 func BenchmarkBuyPostgres(b *testing.B) { benchBuy(b, mallStores[1].Open, 1, false) }
 
-// BenchmarkBuyParallel runs the purchases of 8, 32 and 64 devices at once
+// BenchmarkBuyParallel runs the purchases of 8, 32, 64 and 128 devices at once
 // (sub-benchmarks devices=N), each with its own card, buying again and
 // again, each purchase over a new connection: the throughput of the whole
 // system on this machine. The devices and their cards run in this process,
@@ -85,7 +85,7 @@ func BenchmarkBuySession(b *testing.B) { benchBuyParallel(b, mallStores[0].Open,
 func BenchmarkBuySessionPostgres(b *testing.B) { benchBuyParallel(b, mallStores[1].Open, true) }
 
 func benchBuyParallel(b *testing.B, open func(testing.TB) store.Store, kept bool) {
-	for _, n := range []int{8, 32, 64} {
+	for _, n := range []int{8, 32, 64, 128} {
 		b.Run(fmt.Sprintf("devices=%d", n), func(b *testing.B) { benchBuy(b, open, n, kept) })
 	}
 }
