@@ -69,14 +69,9 @@ const (
 // repeats these purchase checks under its lock. The merchant, which
 // settle reads for its ledger account, is read inside the write.
 func (s *Service) Approve(ctx context.Context, sess *auth.Session, a *protocol.TransactionApproval) (*protocol.TransactionResult, error) {
-	id, ok := PurchaseID(a.ID)
-	if !ok {
-		return s.approveResult(ctx, sess, "", "", a.ID, protocol.CodeMalformed, nil), nil
-	}
-	if code, err := s.cfg.Auth.CheckDevice(ctx, sess); err != nil {
-		return nil, fmt.Errorf("approving %s: %w", id, err)
-	} else if code != protocol.CodeOK {
-		return s.approveResult(ctx, sess, "", id, a.ID, code, nil), nil
+	id, r, err := s.approvable(ctx, sess, a)
+	if r != nil || err != nil {
+		return r, err
 	}
 	p, err := s.ms.Purchase(ctx, "", id)
 	switch {
@@ -109,19 +104,29 @@ func (s *Service) Approve(ctx context.Context, sess *auth.Session, a *protocol.T
 // answers the same codes (the card's counter is then spent: the card
 // signed). The device's revocation is checked as in Approve.
 func (s *Service) ApproveOffered(ctx context.Context, sess *auth.Session, a *protocol.TransactionApproval, card string, offer []byte) (*protocol.TransactionResult, error) {
-	id, ok := PurchaseID(a.ID)
-	if !ok {
-		return s.approveResult(ctx, sess, "", "", a.ID, protocol.CodeMalformed, nil), nil
-	}
-	if code, err := s.cfg.Auth.CheckDevice(ctx, sess); err != nil {
-		return nil, fmt.Errorf("approving %s: %w", id, err)
-	} else if code != protocol.CodeOK {
-		return s.approveResult(ctx, sess, "", id, a.ID, code, nil), nil
+	id, r, err := s.approvable(ctx, sess, a)
+	if r != nil || err != nil {
+		return r, err
 	}
 	if t, err := txn.Parse(offer); err != nil || !bytes.Equal(t.ID[:], a.ID) {
 		return nil, fmt.Errorf("approving %s: the offer kept for the connection is not this transaction (%v)", id, err)
 	}
 	return s.approve(ctx, sess, a, id, card, offer)
+}
+
+// approvable returns the purchase id of a's transaction, or the result
+// that refuses a: a malformed id, or a device revoked since it connected.
+func (s *Service) approvable(ctx context.Context, sess *auth.Session, a *protocol.TransactionApproval) (string, *protocol.TransactionResult, error) {
+	id, ok := PurchaseID(a.ID)
+	if !ok {
+		return "", s.approveResult(ctx, sess, "", "", a.ID, protocol.CodeMalformed, nil), nil
+	}
+	if code, err := s.cfg.Auth.CheckDevice(ctx, sess); err != nil {
+		return "", nil, fmt.Errorf("approving %s: %w", id, err)
+	} else if code != protocol.CodeOK {
+		return "", s.approveResult(ctx, sess, "", id, a.ID, code, nil), nil
+	}
+	return id, nil, nil
 }
 
 // approve verifies the card's signature of a over offer, the server's
