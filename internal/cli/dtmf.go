@@ -82,7 +82,7 @@ func dtmfTxCommand() *command {
 			return withHint(usagef("dtmf tx: %v", strings.TrimPrefix(err.Error(), "dtmf: ")), hint)
 		}
 		s = append(make([]float64, *lead*audio.Rate/1000), s...)
-		return dtmfWriteWAV(e, *out, s)
+		return writeWAV(e, *out, s)
 	}
 	return c
 }
@@ -205,7 +205,7 @@ func dtmfToneCommand() *command {
 		if err != nil {
 			return usagef("dtmf tone: %v", strings.TrimPrefix(err.Error(), "dtmf: "))
 		}
-		return dtmfWriteWAV(e, *out, s)
+		return writeWAV(e, *out, s)
 	}
 	return c
 }
@@ -251,19 +251,9 @@ func dtmfProgressCommand() *command {
 
 // dtmfReadWAV reads the 8 kHz WAV file at path ("-": standard input).
 func dtmfReadWAV(e *env, path string) ([]float64, error) {
-	var r io.Reader = e.stdin
-	name := "standard input"
-	if path != "-" {
-		f, err := os.Open(path)
-		if err != nil {
-			return nil, err
-		}
-		defer f.Close()
-		r, name = f, path
-	}
-	s, rate, err := audio.ReadWAV(r)
+	s, rate, name, err := readWAV(e, path)
 	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", name, err)
+		return nil, err
 	}
 	if rate != audio.Rate {
 		return nil, withHint(fmt.Errorf("%s is sampled at %d Hz, not %d Hz", name, rate, audio.Rate),
@@ -272,9 +262,29 @@ func dtmfReadWAV(e *env, path string) ([]float64, error) {
 	return s, nil
 }
 
-// dtmfWriteWAV writes s as an 8 kHz WAV file at path ("-": standard
+// readWAV reads the WAV file at path ("-": standard input), at any rate;
+// name is how its errors call it.
+func readWAV(e *env, path string) (s []float64, rate int, name string, err error) {
+	var r io.Reader = e.stdin
+	name = "standard input"
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, 0, path, err
+		}
+		defer f.Close()
+		r, name = f, path
+	}
+	s, rate, err = audio.ReadWAV(r)
+	if err != nil {
+		return nil, 0, name, fmt.Errorf("reading %s: %w", name, err)
+	}
+	return s, rate, name, nil
+}
+
+// writeWAV writes s as an 8 kHz WAV file at path ("-": standard
 // output), removing a half-written file on failure.
-func dtmfWriteWAV(e *env, path string, s []float64) error {
+func writeWAV(e *env, path string, s []float64) error {
 	var buf bytes.Buffer
 	if err := audio.WriteWAV(&buf, audio.Rate, s); err != nil {
 		return err

@@ -116,7 +116,7 @@ func modemTxCommand() *command {
 		s := mod.AppendIdle(nil, fsk.LeadInBits)
 		s = mod.AppendBytes(s, data)
 		s = mod.AppendIdle(s, fsk.TrailerBits)
-		if err := writeModemOutput(e, *out, s); err != nil {
+		if err := writeWAV(e, *out, s); err != nil {
 			return err
 		}
 		fmt.Fprintf(e.stderr, "modem tx: %s: %d bytes, %.2f s\n", m, len(data), float64(len(s))/audio.Rate)
@@ -143,21 +143,6 @@ func readModemInput(e *env, name string) ([]byte, error) {
 		return nil, fmt.Errorf("more than %d bytes to send", maxModemInput)
 	}
 	return data, nil
-}
-
-func writeModemOutput(e *env, name string, s []float64) error {
-	if name == "-" {
-		return audio.WriteWAV(e.stdout, audio.Rate, s)
-	}
-	f, err := os.Create(name)
-	if err != nil {
-		return err
-	}
-	if err := audio.WriteWAV(f, audio.Rate, s); err != nil {
-		f.Close()
-		return fmt.Errorf("writing %s: %w", name, err)
-	}
-	return f.Close()
 }
 
 const modemRxHelp = `
@@ -199,18 +184,9 @@ func modemRxCommand() *command {
 		if err != nil {
 			return err
 		}
-		var r io.Reader = e.stdin
-		if *in != "-" {
-			f, err := os.Open(*in)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			r = f
-		}
-		s, rate, err := audio.ReadWAV(r)
+		s, rate, _, err := readWAV(e, *in)
 		if err != nil {
-			return fmt.Errorf("reading %s: %w", *in, err)
+			return err
 		}
 		d, err := fsk.NewDemodulator(m, rate)
 		if err != nil {

@@ -795,20 +795,36 @@ func (s *cardSession) readAmount(title string, cur money.Currency) (money.Amount
 	return money.Amount{Minor: n, Currency: cur}, nil
 }
 
-// load loads the purse from the holder's account.
-func (s *cardSession) load() error {
-	if ok, err := s.needs("a purse load", hal.OpTransaction, 1); !ok {
-		return err
+// purseAmount starts a purse service: the power for n operations op, the
+// purse read, the amount typed under title (at most the balance when
+// debit), then the power for n card writes. ok is false when the service
+// does not go on: err says why, or is nil when the holder was shown a
+// refusal for low power.
+func (s *cardSession) purseAmount(what, title string, op hal.Operation, n int, debit bool) (money.Amount, bool, error) {
+	if ok, err := s.needs(what, op, n); !ok {
+		return money.Amount{}, false, err
 	}
 	before, err := s.card.Purse(s.hctx)
 	if err != nil {
-		return err
+		return money.Amount{}, false, err
 	}
-	amount, err := s.readAmount("Load purse", before.Balance.Currency)
+	amount, err := s.readAmount(title, before.Balance.Currency)
 	if err != nil {
-		return err
+		return money.Amount{}, false, err
 	}
-	if ok, err := s.needs("a purse load", hal.OpCardWrite, 1); !ok {
+	if debit && amount.Minor > before.Balance.Minor {
+		return money.Amount{}, false, fmt.Errorf("the purse holds only %s", before.Balance)
+	}
+	if ok, err := s.needs(what, hal.OpCardWrite, n); !ok {
+		return money.Amount{}, false, err
+	}
+	return amount, true, nil
+}
+
+// load loads the purse from the holder's account.
+func (s *cardSession) load() error {
+	amount, ok, err := s.purseAmount("a purse load", "Load purse", hal.OpTransaction, 1, false)
+	if !ok {
 		return err
 	}
 	var res PurseResult
@@ -841,21 +857,8 @@ func (s *cardSession) load() error {
 // finger (the card debits its purse only after verifying the holder
 // itself), and the server credits the account.
 func (s *cardSession) unload() error {
-	if ok, err := s.needs("a purse unload", hal.OpTransaction, 1); !ok {
-		return err
-	}
-	before, err := s.card.Purse(s.hctx)
-	if err != nil {
-		return err
-	}
-	amount, err := s.readAmount("Unload purse", before.Balance.Currency)
-	if err != nil {
-		return err
-	}
-	if amount.Minor > before.Balance.Minor {
-		return fmt.Errorf("the purse holds only %s", before.Balance)
-	}
-	if ok, err := s.needs("a purse unload", hal.OpCardWrite, 1); !ok {
+	amount, ok, err := s.purseAmount("a purse unload", "Unload purse", hal.OpTransaction, 1, true)
+	if !ok {
 		return err
 	}
 	var res PurseResult
@@ -889,21 +892,8 @@ func (s *cardSession) unload() error {
 // pay pays the device's payee from the purse, offline: the card debits
 // itself and signs a receipt the merchant redeems later.
 func (s *cardSession) pay() error {
-	if ok, err := s.needs("a payment", hal.OpCardWrite, 2); !ok {
-		return err
-	}
-	before, err := s.card.Purse(s.hctx)
-	if err != nil {
-		return err
-	}
-	amount, err := s.readAmount(clip("Pay "+s.set.Payee), before.Balance.Currency)
-	if err != nil {
-		return err
-	}
-	if amount.Minor > before.Balance.Minor {
-		return fmt.Errorf("the purse holds only %s", before.Balance)
-	}
-	if ok, err := s.needs("a payment", hal.OpCardWrite, 2); !ok {
+	amount, ok, err := s.purseAmount("a payment", clip("Pay "+s.set.Payee), hal.OpCardWrite, 2, true)
+	if !ok {
 		return err
 	}
 	t := txn.Transaction{Merchant: s.set.Payee, Item: "Purchase", Amount: amount,
@@ -921,7 +911,7 @@ func (s *cardSession) pay() error {
 	if err := t.Validate(); err != nil {
 		return err
 	}
-	ok, err := s.review("Pay")(s.hctx, t)
+	ok, err = s.review("Pay")(s.hctx, t)
 	if err != nil {
 		return err
 	}

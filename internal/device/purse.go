@@ -166,7 +166,7 @@ func (s *Session) purseExchange(ctx context.Context, info wallet.Info, card *wal
 	err := s.exchange(ctx, func(ss *session) error {
 		return ss.purse(ctx, info, card, opts, kind, amount, res)
 	})
-	res.ServerKey, res.ServerKeys = s.pub, s.s.newKeys
+	res.ServerKey, res.ServerKeys = s.pub, s.ServerKeys()
 	if after, perr := card.Purse(context.WithoutCancel(ctx)); perr == nil {
 		res.After = after
 	} else if err == nil {

@@ -65,8 +65,10 @@ func open(ctx context.Context, l link.Link, id Identity, opts AuthOptions) (*Ses
 		return nil, err
 	}
 	s := &Session{s: &session{conn: conn, mem: opts.Memory}, l: cur, pub: pub, release: release}
-	if err := s.s.send(&protocol.Hello{Software: Software, Features: opts.Features}); err != nil {
-		release()
+	// Bounded by ctx like any exchange; a failure releases the links.
+	if err := s.exchange(ctx, func(ss *session) error {
+		return ss.send(&protocol.Hello{Software: Software, Features: opts.Features})
+	}); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -105,6 +107,9 @@ func (s *Session) exchange(ctx context.Context, f func(*session) error) error {
 			return s.err
 		}
 		return fmt.Errorf("%w: %w", ErrSessionClosed, s.err)
+	}
+	if err := ctx.Err(); err != nil {
+		return err // nothing started: the session stays usable
 	}
 	stop := context.AfterFunc(ctx, func() { s.l.Close() })
 	err := f(s.s)
@@ -148,7 +153,7 @@ func (s *Session) authenticate(ctx context.Context, info wallet.Info, card *wall
 		res, err = ss.authenticate(ctx, info, card, opts)
 		return err
 	})
-	res.ServerKey, res.ServerKeys = s.pub, s.s.newKeys
+	res.ServerKey, res.ServerKeys = s.pub, s.ServerKeys()
 	return res, err
 }
 
@@ -173,7 +178,7 @@ func (s *Session) buy(ctx context.Context, info wallet.Info, card *wallet.Client
 		res, err = ss.buy(ctx, info, card, opts)
 		return err
 	})
-	res.ServerKey, res.ServerKeys = s.pub, s.s.newKeys
+	res.ServerKey, res.ServerKeys = s.pub, s.ServerKeys()
 	return res, err
 }
 

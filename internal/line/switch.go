@@ -245,7 +245,8 @@ func (p *party) writeLoop() {
 		}
 		if len(bufs[0]) > 0 {
 			p.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
-			if _, err := bufs.WriteTo(p.conn); err != nil {
+			w := bufs // WriteTo consumes its receiver: keep bufs' array for the next round
+			if _, err := w.WriteTo(p.conn); err != nil {
 				p.close()
 				return
 			}

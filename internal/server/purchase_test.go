@@ -180,14 +180,21 @@ func (m *mall) buy(t testing.TB, card *wallettest.Env, opts device.BuyOptions) (
 // connection, closed with the test.
 func (m *mall) session(t testing.TB) *device.Session {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", m.addr, testTimeout)
+	return openSession(t, m.addr, m.id)
+}
+
+// openSession opens a device session as id to the server at addr over a
+// new connection, closed with the test.
+func openSession(t testing.TB, addr string, id device.Identity) *device.Session {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, testTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	s, err := device.Open(ctx, c, m.id, device.AuthOptions{})
+	s, err := device.Open(ctx, c, id, device.AuthOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -378,6 +378,14 @@ type connState struct {
 	purseOffered []byte
 }
 
+// forget drops what was offered on the connection: a device that asks
+// for something new, or gives up, no longer answers it. A connection
+// carries many exchanges (device.Session): a stale offer must not take
+// the answer to a later one.
+func (cs *connState) forget() {
+	cs.offered, cs.offer, cs.offerCard, cs.purseOffered = nil, nil, "", nil
+}
+
 // handle answers one message: the reply (nil for none) and whether the
 // connection stays open.
 func (s *Server) handle(ctx context.Context, log *slog.Logger, cs *connState, m protocol.Message) (protocol.Message, bool) {
@@ -403,6 +411,7 @@ func (s *Server) handle(ctx context.Context, log *slog.Logger, cs *connState, m 
 		if s.cfg.Purchases == nil {
 			break
 		}
+		cs.forget() // a new request: what was offered before is not answered now
 		r, err := s.cfg.Purchases.Offer(ctx, sess, m)
 		if err != nil {
 			return s.refuse(log, "offer", err)
@@ -422,6 +431,7 @@ func (s *Server) handle(ctx context.Context, log *slog.Logger, cs *connState, m 
 		if s.cfg.Purses == nil {
 			break
 		}
+		cs.forget()
 		r, err := s.cfg.Purses.Request(ctx, sess, m)
 		if err != nil {
 			return s.refuse(log, "purse request", err)
@@ -462,7 +472,7 @@ func (s *Server) handle(ctx context.Context, log *slog.Logger, cs *connState, m 
 			return &protocol.TransactionResult{ID: m.ID, Code: protocol.CodeTransactionUnknown}, true
 		}
 		r, err := s.cfg.Purchases.ApproveOffered(ctx, sess, m, cs.offerCard, cs.offer)
-		cs.offered, cs.offer, cs.offerCard = nil, nil, ""
+		cs.forget()
 		if err != nil {
 			return s.refuse(log, "approval", err)
 		}
@@ -480,7 +490,7 @@ func (s *Server) handle(ctx context.Context, log *slog.Logger, cs *connState, m 
 		}
 		if m.Code == protocol.CodeHolderDeclined && cs.offered != nil && s.cfg.Purchases != nil {
 			id := cs.offered
-			cs.offered, cs.offer, cs.offerCard = nil, nil, ""
+			cs.forget()
 			r, err := s.cfg.Purchases.Decline(ctx, sess, id)
 			if err != nil {
 				return s.refuse(log, "decline", err)
@@ -489,6 +499,7 @@ func (s *Server) handle(ctx context.Context, log *slog.Logger, cs *connState, m 
 			return r, true
 		}
 		log.Info("device gave up", "code", m.Code.String(), "text", m.Text)
+		cs.forget() // left pending (the device did not decline it) until its deadline
 		return nil, true
 	}
 	return &protocol.Error{Code: protocol.CodeUnexpectedMessage}, true

@@ -2,14 +2,18 @@ package server_test
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"sync"
 	"testing"
+	"time"
 
 	"cardlink/internal/applet/wallet/wallettest"
 	"cardlink/internal/device"
 	"cardlink/internal/iso7816"
+	"cardlink/internal/money"
 	"cardlink/internal/protocol"
+	"cardlink/internal/server/purchase"
 	"cardlink/internal/server/servertest"
 	"cardlink/internal/store"
 	"cardlink/internal/txn"
@@ -169,5 +173,73 @@ func TestSessionConcurrent(t *testing.T) {
 		if got := m.balance(t, m.holder(c)); got != 900 {
 			t.Errorf("card %d: balance %d, want 900", i, got)
 		}
+	}
+}
+
+// TestSessionPurse loads and unloads the purse over one session, then
+// has the device refuse an unload offer whose holder verification the
+// offer does not accept (it tells the server, which does not answer),
+// then declines a purchase on the same session: the decline goes to the
+// purchase, not to the purse offer left behind, and a load after it
+// works.
+func TestSessionPurse(t *testing.T) {
+	b := newBank(t, servertest.SQLite(t))
+	s := openSession(t, b.addr, b.id)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	pin := device.AuthOptions{PIN: wallettest.PIN}
+	eur := func(minor int64) money.Amount { return money.Amount{Minor: minor, Currency: "EUR"} }
+
+	if r, err := s.Load(ctx, b.card.Client, device.LoadOptions{AuthOptions: pin, Amount: eur(300)}); err != nil || !r.OK() || r.After.Balance.Minor != 300 {
+		t.Fatalf("Load(3.00) = %v (purse %v), %v", r.Code, r.After.Balance, err)
+	}
+	if r, err := s.Unload(ctx, b.card.Client, device.LoadOptions{AuthOptions: pin, Amount: eur(100)}); err != nil || !r.OK() || r.After.Balance.Minor != 200 {
+		t.Fatalf("Unload(1.00) = %v (purse %v), %v", r.Code, r.After.Balance, err)
+	}
+	r, err := s.Unload(ctx, b.card.Client, device.LoadOptions{Amount: eur(100),
+		Verify: func(_ context.Context, _ txn.Transaction, accepted protocol.CVMSet) (device.AuthOptions, error) {
+			for _, o := range []device.AuthOptions{pin, {Biometric: make([]byte, 32)}, {OnlinePIN: wallettest.PIN}} {
+				if !accepted.Has(method(o)) {
+					return o, nil
+				}
+			}
+			return device.AuthOptions{}, errors.New("the unload offer accepts every method; nothing to refuse")
+		}})
+	if err != nil || r.Code != protocol.CodeCVMNotAccepted {
+		t.Fatalf("Unload(method not accepted) = %v, %v; want CodeCVMNotAccepted", r.Code, err)
+	}
+
+	now := time.Now()
+	id, err := purchase.NewID(now, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := store.Purchase{ID: id, Merchant: b.shop.ID, Description: "Two coffees", Amount: 100, Currency: "EUR", Digest: []byte(id),
+		Reference: "12345678", Status: store.PurchasePending, Created: now, Expires: now.Add(10 * time.Minute)}
+	if _, _, err := b.st.(store.Merchants).CreatePurchase(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	br, err := s.Buy(ctx, b.card.Client, device.BuyOptions{AuthOptions: pin, Reference: p.Reference,
+		Confirm: func(context.Context, txn.Transaction) (bool, error) { return false, nil }})
+	if err != nil || br.Code != protocol.CodeHolderDeclined {
+		t.Fatalf("Buy(declined) after a refused unload offer = %v, %v; want CodeHolderDeclined", br.Code, err)
+	}
+	if got, err := b.st.(store.Merchants).Purchase(ctx, "", p.ID); err != nil || got.Status != store.PurchaseDeclined {
+		t.Errorf("purchase %s: %v; want declined", got.Status, err)
+	}
+	if r, err := s.Load(ctx, b.card.Client, device.LoadOptions{AuthOptions: pin, Amount: eur(50)}); err != nil || !r.OK() || r.After.Balance.Minor != 250 {
+		t.Fatalf("Load(0.50) at the end = %v (purse %v), %v", r.Code, r.After.Balance, err)
+	}
+}
+
+// method is the holder verification o asks for.
+func method(o device.AuthOptions) txn.CVM {
+	switch {
+	case o.PIN != "":
+		return txn.CVMOfflinePIN
+	case o.OnlinePIN != "":
+		return txn.CVMOnlinePIN
+	default:
+		return txn.CVMBiometric
 	}
 }

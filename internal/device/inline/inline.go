@@ -259,6 +259,7 @@ func (b *bridge) down(ctx context.Context) error {
 				trigger = &m
 			}
 		}
+		sc.Elapse(time.Duration(n) * time.Second / audio.Rate)
 		if trigger != nil {
 			held = held[:0]
 			if err := b.session(ctx, *trigger); err != nil {

@@ -180,9 +180,9 @@ func TestVoicePassesBothWays(t *testing.T) {
 }
 
 // TestTriggerWithoutModem: the far end's trigger makes the device take
-// the line; with no modem answering, it waits for D and reports 999; the
-// handset hears none of the signalling. Then the holder's request goes
-// out as B.
+// the line; with no modem answering, it waits for D and reports 999.
+// Then the holder's request goes out as B. (What the handset hears is
+// TestHandsetHearsNoSignalling's.)
 func TestTriggerWithoutModem(t *testing.T) {
 	r := newRig(t)
 	go read(r.handset, math.MaxInt) // the handset listens throughout

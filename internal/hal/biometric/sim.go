@@ -67,6 +67,10 @@ func (n Noise) Validate() error {
 		return fmt.Errorf("biometric: enrolment of %d captures: want an odd number", n.Enrol)
 	case n.EnrolQuality < n.MinQuality:
 		return errors.New("biometric: enrolment quality below the sensor's minimum")
+	case n.Partial >= 1:
+		// Every capture partial: none would reach the sensor's minimum
+		// quality, and enrolment would wait for ever.
+		return errors.New("biometric: Partial must be below 1")
 	}
 	return nil
 }

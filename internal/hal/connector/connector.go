@@ -129,13 +129,10 @@ func parse(b []byte) (Config, error) {
 	if _, ok := names["sensor"]; ok {
 		c.Sensor = Sensor{}
 	}
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.DisallowUnknownFields()
-	if err := d.Decode(&c); err != nil {
+	// checkFields refused unknown fields, and the Unmarshal above data
+	// after the object.
+	if err := json.Unmarshal(b, &c); err != nil {
 		return c, jsonError(b, err)
-	}
-	if _, err := d.Token(); err != io.EOF {
-		return c, &Error{Msg: fmt.Sprintf("data after the object at byte %d", d.InputOffset())}
 	}
 	if err := c.Validate(); err != nil {
 		return c, err
@@ -175,8 +172,6 @@ func jsonError(b []byte, err error) error {
 		return &Error{Field: typ.Field, Msg: fmt.Sprintf("line %d, column %d: want a %s, not a JSON %s", line, col, typ.Type, typ.Value), Err: err}
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return &Error{Msg: "the file ends inside the object", Err: err}
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return &Error{Msg: strings.TrimPrefix(err.Error(), "json: ") + " (want display, keypad, printer, sensor; printer: attach, path, cut; sensor: attach, finger, seed, path)", Err: err}
 	}
 	return &Error{Msg: err.Error(), Err: err}
 }

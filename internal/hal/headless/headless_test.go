@@ -60,6 +60,8 @@ func TestParseErrors(t *testing.T) {
 		{"screen argument", "screen x\n", "t.txt:1: screen takes no argument"},
 		{"not UTF-8", "expect a\nexpect \xff\n", "t.txt:2: not UTF-8"},
 		{"long line", strings.Repeat("#", maxLine+1), "t.txt:1: reading"},
+		{"long screen row", "screen\n|a|\n" + strings.Repeat("x", maxLine+1) + "\n", "t.txt:3: screen row 2: reading"},
+		{"too long", strings.Repeat("\n", MaxScript+1), "t.txt:1: script of"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

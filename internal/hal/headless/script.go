@@ -120,6 +120,9 @@ func Parse(name string, src []byte) (*Script, error) {
 			for i := range hal.Rows {
 				if !sc.Scan() {
 					n++
+					if err := sc.Err(); err != nil {
+						return nil, bad("screen row %d: reading: %v", i+1, err)
+					}
 					return nil, bad("screen: want %d rows, got %d", hal.Rows, i)
 				}
 				n++

@@ -183,7 +183,7 @@ func (c Config) withDefaults() Config {
 		c.Window = MaxWindow
 	}
 	if c.MaxPayload == 0 {
-		c.MaxPayload = 64
+		c.MaxPayload = DefaultMaxPayload
 	}
 	if c.MinRTO == 0 {
 		if c.HalfDuplex {
@@ -204,11 +204,22 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// DefaultMaxPayload is Config.MaxPayload's default.
+const DefaultMaxPayload = 64
+
+// AckFrameLen is the length of an acknowledgement on the line, with both
+// flags: what a link below arq plans its timers with.
+const AckFrameLen = ackFrameLen
+
 // ackFrameLen is an acknowledgement on the line, with both flags.
 const ackFrameLen = 1 + headerLen + crcLen + 1
 
+// FrameLen is the length on the line of a frame carrying payload bytes,
+// with both flags, before stuffing.
+func FrameLen(payload int) int { return 1 + headerLen + payload + crcLen + 1 }
+
 // maxFrame is the longest frame on the line before stuffing.
-func (c Config) maxFrame() int { return 1 + headerLen + c.MaxPayload + crcLen + 1 }
+func (c Config) maxFrame() int { return FrameLen(c.MaxPayload) }
 
 // airtime is how long n bytes take on the line.
 func (c Config) airtime(n int) time.Duration {

@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Kind is which sequence a Message is.
@@ -157,13 +158,22 @@ func Parse(s string) (Message, error) {
 	return Message{}, fmt.Errorf("%w: %q: unknown kind", ErrSequence, s)
 }
 
+// MaxGap is how long an open sequence waits for its next key. A
+// sequence's keys follow each other within a tone and a pause (about
+// 140 ms); a longer wait means its end was lost on the line, or its start
+// was a false detection.
+const MaxGap = time.Second
+
 // Scanner finds sequences in a stream of detected keys. The holder's keys
 // (0–9, *, #) outside a sequence pass through as plain keys; a sequence
 // starts with A, B or C; D is a whole message by itself and abandons an
-// open sequence. A sequence that does not parse is dropped. The
-// zero value is ready; it is not safe for concurrent use.
+// open sequence. A sequence that does not parse is dropped, and so is
+// one left waiting for its next key for more than MaxGap of the audio
+// the caller reports with Elapse. The zero value is ready; it is not safe
+// for concurrent use.
 type Scanner struct {
-	buf []byte
+	buf  []byte
+	idle time.Duration // audio since the open sequence's last key
 }
 
 // Key feeds one detected key. It returns a whole sequence when key ends
@@ -171,6 +181,7 @@ type Scanner struct {
 // false), or neither while a sequence is open or for a plain key (then
 // plain is true and the caller treats key as the holder's).
 func (s *Scanner) Key(key byte) (m Message, ok, plain bool, err error) {
+	s.idle = 0
 	switch key {
 	case 'A', 'B', 'C':
 		// A new start abandons any open sequence (its end was lost).
@@ -200,4 +211,18 @@ func (s *Scanner) Key(key byte) (m Message, ok, plain bool, err error) {
 func (s *Scanner) Open() bool { return len(s.buf) > 0 }
 
 // Reset drops an open sequence.
-func (s *Scanner) Reset() { s.buf = s.buf[:0] }
+func (s *Scanner) Reset() { s.buf, s.idle = s.buf[:0], 0 }
+
+// Elapse tells the scanner that d of audio has passed since the keys fed
+// last (call it for every chunk read, after feeding its keys). An open
+// sequence that has now waited more than MaxGap for its next key is
+// dropped: the keys that follow are the holder's again, and a caller that
+// mutes the line while a sequence is open hears it again.
+func (s *Scanner) Elapse(d time.Duration) {
+	if len(s.buf) == 0 {
+		return
+	}
+	if s.idle += d; s.idle > MaxGap {
+		s.Reset()
+	}
+}

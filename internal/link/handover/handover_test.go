@@ -3,6 +3,7 @@ package handover
 import (
 	"errors"
 	"testing"
+	"time"
 )
 
 func TestRoundTrip(t *testing.T) {
@@ -102,4 +103,42 @@ func FuzzScanner(f *testing.F) {
 			t.Fatalf("Parse(%q) = %+v, which encodes as %q", keys, m, m.String())
 		}
 	})
+}
+
+// TestScannerGap: a sequence whose end never comes is dropped after
+// MaxGap of audio without a key, and the holder's keys are plain again;
+// keys within the gap keep it open, and a later sequence still parses.
+func TestScannerGap(t *testing.T) {
+	var s Scanner
+	for _, k := range []byte("A25") {
+		s.Key(k)
+	}
+	s.Elapse(MaxGap / 2)
+	s.Key('1') // within the gap: the sequence goes on
+	s.Elapse(MaxGap)
+	if !s.Open() {
+		t.Fatal("sequence dropped at MaxGap after its last key; want it open until the gap is passed")
+	}
+	s.Elapse(time.Millisecond)
+	if s.Open() {
+		t.Fatal("sequence still open after more than MaxGap without a key")
+	}
+	if _, ok, plain, err := s.Key('7'); ok || !plain || err != nil {
+		t.Errorf("Key('7') after the dropped sequence = ok %v plain %v err %v; want a plain key", ok, plain, err)
+	}
+	s.Elapse(10 * MaxGap) // nothing open: no effect
+	var got Message
+	for _, k := range []byte("A112345678#") {
+		m, ok, _, err := s.Key(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			got = m
+		}
+		s.Elapse(140 * time.Millisecond)
+	}
+	if want := (Message{Kind: Trigger, Op: OpPay, Reference: "12345678"}); got != want {
+		t.Errorf("sequence after a dropped one = %+v, want %+v", got, want)
+	}
 }

@@ -137,9 +137,8 @@ func LinkConfig(mode Mode, role Role, opts *Options) (arq.Config, error) {
 	slow := min(tx.Baud, rx.Baud)
 	// Raising the carrier and the line's delay, each turn.
 	turn := bits(lead+trail, slow) + delay
-	const maxPayload = 64 // arq's default
-	frame := 1 + 2 + maxPayload + 4 + 1
-	const ack = 8
+	frame := arq.FrameLen(arq.DefaultMaxPayload)
+	const ack = arq.AckFrameLen
 	var rto time.Duration
 	if mode.HalfDuplex() {
 		// The turn's timer: the peer's answer begins within two

@@ -280,6 +280,7 @@ func (c *callState) listen(ctx context.Context) {
 					c.s.log.Debug("ivr: bad signalling", "call", c.call.ID(), "err", err)
 				}
 			}
+			sc.Elapse(time.Duration(n) * time.Second / audio.Rate)
 			for _, e := range ev {
 				select {
 				case c.events <- e:

@@ -29,8 +29,9 @@ const (
 // TransactionResult whose Code says the outcome, unless the failure is
 // internal.
 //
-// The listener passes only an approval of the transaction it offered on
-// the connection of sess. The checks, in order: the device is not revoked
+// Approve is for a caller that kept no offer (the listener calls
+// ApproveOffered with the one it sent on the connection of sess). The
+// checks, in order: the device is not revoked
 // (CodeDeviceRevoked); the purchase with the approval's ID is pending and
 // bound to a card with an offer (else CodeTransactionUnknown: also a
 // replayed approval of a purchase already settled, which therefore never

@@ -85,12 +85,14 @@ func testApproveOutcomes(t *testing.T, s *shop, split bool) {
 	}
 	noMerchant, dollars := like(unpaid.ID, eur), like(s.merchant.ID, "USD")
 	var (
-		as  []*protocol.TransactionApproval
-		ids []string
+		as     []*protocol.TransactionApproval
+		offers [][]byte
+		ids    []string
 	)
 	for _, p := range []store.Purchase{paid, soldOut, poor, noMerchant, dollars} {
 		o, tx := s.mustOffer(t, s.card, p.Reference)
 		as = append(as, servertest.Approval(t, s.card, tx.ID, o.Transaction))
+		offers = append(offers, o.Transaction)
 		ids = append(ids, p.ID)
 	}
 	s.fund(t, s.card.CardNumber, 150)
@@ -109,9 +111,11 @@ func testApproveOutcomes(t *testing.T, s *shop, split bool) {
 		{"no merchant account", protocol.CodeTransactionDeclined, store.PurchaseDeclined, "merchant has no ledger account"},
 		{"other currency", protocol.CodeTransactionDeclined, store.PurchaseDeclined, "account currency differs"},
 	} {
-		r, err := s.svc.Approve(ctx, s.sess, as[i])
+		// As the listener calls it, with the offer kept for the
+		// connection.
+		r, err := s.svc.ApproveOffered(ctx, s.sess, as[i], s.card.CardNumber, offers[i])
 		if err != nil || r.Code != tt.code {
-			t.Fatalf("Approve(%s) = %+v, %v; want %v", tt.name, r, err, tt.code)
+			t.Fatalf("ApproveOffered(%s) = %+v, %v; want %v", tt.name, r, err, tt.code)
 		}
 		got := s.read(t, ids[i])
 		if got.Status != tt.status || got.Reason != tt.reason || (got.Transfer != 0) != (tt.status == store.PurchaseApproved) {
@@ -138,6 +142,9 @@ func testApproveOutcomes(t *testing.T, s *shop, split bool) {
 	}
 	if got := s.balance(t, holder); got != 50 {
 		t.Errorf("holder balance after the replay = %d, want 50", got)
+	}
+	if c, err := s.st.Card(ctx, s.card.CardNumber); err != nil || c.Counter != as[len(as)-1].Counter || c.Cloned() {
+		t.Errorf("card after the replay = counter %d cloned %v, %v; want counter %d, not flagged", c.Counter, c.Cloned(), err, as[len(as)-1].Counter)
 	}
 
 	// The paid and the two payments the ledger refused went through the

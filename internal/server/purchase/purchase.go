@@ -45,8 +45,11 @@ import (
 type Config struct {
 	// Store must implement store.Merchants beside store.Store; required.
 	Store store.Store
-	// Ledger posts payments and refunds; required. Its store is
-	// normally Store's.
+	// Ledger posts payments and refunds; required. Its store must be
+	// Store's: where Store is a store.PurchaseApprover, an approval's
+	// payment is posted by Store itself, in the write that records the
+	// approval, with the ledger's rules (ledger.Prepare) but not through
+	// Ledger's batcher.
 	Ledger *ledger.Ledger
 	// Auth checks cards and verifies their signatures and holder
 	// verification; required.

@@ -324,7 +324,7 @@ func (s *Store) CompletePurchase(ctx context.Context, id string, transfer int64,
 // purchases/s of the path through the ledger's batcher, which posts many
 // payments in one transaction (BenchmarkBuySessionPostgres/devices=64,
 // docs/performance.md). An implementation that passed the conformance
-// tests is commit c76185c of branch h/approve; it needs approvals grouped
+// tests is in main's history, commit c76185c (reverted by the next); it needs approvals grouped
 // into one transaction first.
 
 // DeclinePurchase implements store.Merchants.

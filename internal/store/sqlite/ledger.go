@@ -337,6 +337,11 @@ func (s *Store) Entries(ctx context.Context, account string, from, to time.Time)
 // least one leg (ledger.Prepare: two or more). The error is
 // non-nil only if a statement failed: the caller's write then rolls back.
 func postOne(ctx context.Context, tx *sql.Tx, t store.Transfer, now time.Time) (store.Result, error) {
+	if len(t.Legs) < 2 {
+		// The statements below name a parameter per leg; and the writer
+		// goroutine must never panic.
+		return store.Result{Err: fmt.Errorf("transfer %q has %d legs, want at least two", t.Key, len(t.Legs))}, nil
+	}
 	var (
 		id     int64
 		digest []byte

@@ -245,3 +245,29 @@ func TestPostOneAsBatch(t *testing.T) {
 		t.Errorf("balances float, h, usd: postOne %v, postBatch %v; want %v", balances["postOne"], balances["postBatch"], want)
 	}
 }
+
+// TestPostOneNoLegs: a transfer without two legs is refused alone, as a
+// result, and the writer goes on (it must not panic on the statements it
+// builds per leg).
+func TestPostOneNoLegs(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, legs := range [][]store.Leg{nil, {{Account: "h", Amount: 1}}} {
+		var r store.Result
+		err := s.gtx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+			var err error
+			r, err = postOne(ctx, tx, store.Transfer{Key: "k", Currency: "EUR", Legs: legs}, time.Now())
+			return err
+		})
+		if err != nil || r.Err == nil || r.Posted.ID != 0 {
+			t.Errorf("postOne(%d legs) = %+v, %v; want a refusal in the result", len(legs), r, err)
+		}
+	}
+	if err := s.gtx(ctx, func(ctx context.Context, tx *sql.Tx) error { return nil }); err != nil {
+		t.Errorf("a write after the refusals = %v, want the writer still serving", err)
+	}
+}

@@ -248,6 +248,18 @@ func authorize(ctx context.Context, tx *sql.Tx, id, card string, a store.Purchas
 	return got, nil
 }
 
+// giveBackStock puts back the one authorize took off the stock of item
+// ("": none); an unlimited stock stays so.
+func giveBackStock(ctx context.Context, tx *sql.Tx, item string) error {
+	if item == "" {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE merchant_items SET stock = stock + 1 WHERE id = ? AND stock IS NOT NULL`, item); err != nil {
+		return fmt.Errorf("giving back stock of %q: %w", item, err)
+	}
+	return nil
+}
+
 // takeStock takes one off the item's stock, ErrSoldOut if it is 0; an
 // unlimited stock stays so.
 func takeStock(ctx context.Context, tx *sql.Tx, item string) error {
@@ -292,11 +304,8 @@ func complete(ctx context.Context, tx *sql.Tx, p store.Purchase, transfer int64,
 	status := store.PurchaseApproved
 	if reason != "" {
 		status, transfer = store.PurchaseDeclined, 0
-		if p.Item != "" {
-			if _, err := tx.ExecContext(ctx, `UPDATE merchant_items SET stock = stock + 1 WHERE id = ? AND stock IS NOT NULL`,
-				p.Item); err != nil {
-				return store.Purchase{}, fmt.Errorf("giving back stock of %q: %w", p.Item, err)
-			}
+		if err := giveBackStock(ctx, tx, p.Item); err != nil {
+			return store.Purchase{}, err
 		}
 	}
 	got, err := scanPurchase(tx.QueryRowContext(ctx, `UPDATE purchases SET status = ?, transfer = ?, reason = ?, updated = ?
@@ -372,11 +381,8 @@ func (s *Store) ApprovePurchase(ctx context.Context, id, card string, a store.Pu
 				status, keep = store.PurchaseAuthorized, commit{fmt.Errorf("paying purchase %q: %w", id, err)}
 			} else {
 				status = store.PurchaseDeclined
-				if p.Item != "" {
-					if _, err := tx.ExecContext(ctx, `UPDATE merchant_items SET stock = stock + 1 WHERE id = ? AND stock IS NOT NULL`,
-						p.Item); err != nil {
-						return fmt.Errorf("giving back stock of %q: %w", p.Item, err)
-					}
+				if err := giveBackStock(ctx, tx, p.Item); err != nil {
+					return err
 				}
 			}
 			posted.ID = 0

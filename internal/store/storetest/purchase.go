@@ -1147,9 +1147,17 @@ func testApprovePurchase(t *testing.T, open OpenFunc) {
 }
 
 // testRaceApprovePurchase: goroutines on two Stores approve one purchase
-// with one signature (counter) at once: exactly one wins, and the holder
-// pays once.
+// at once: exactly one wins, and the holder pays once. With advance, they
+// bring one signature (counter), which the counter alone lets through
+// once; without (the counter advanced by the online PIN's check), only the
+// purchase's own check under the lock stands between them.
 func testRaceApprovePurchase(t *testing.T, open OpenFunc) {
+	for _, advance := range []bool{true, false} {
+		t.Run(fmt.Sprintf("advance=%v", advance), func(t *testing.T) { raceApprovePurchase(t, open, advance) })
+	}
+}
+
+func raceApprovePurchase(t *testing.T, open OpenFunc, advance bool) {
 	ctx := context.Background()
 	s, other := both(t, open)
 	pa, l, _ := s.approver(t, 5000, 0)
@@ -1166,7 +1174,7 @@ func testRaceApprovePurchase(t *testing.T, open OpenFunc) {
 	for i := range n {
 		a := []store.PurchaseApprover{pa, opa}[i%2]
 		wg.Go(func() {
-			_, errs[i] = a.ApprovePurchase(ctx, "pu_r", cardA, approval("pu_r"), true, testPayment, t0)
+			_, errs[i] = a.ApprovePurchase(ctx, "pu_r", cardA, approval("pu_r"), advance, testPayment, t0)
 		})
 	}
 	wg.Wait()
