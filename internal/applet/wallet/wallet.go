@@ -272,9 +272,17 @@ func commitSW(err error) iso7816.SW {
 	return iso7816.SWMemoryFailure
 }
 
+// privateKeyMemo caches the card's parsed private key (parsing computes
+// the public key, a scalar multiplication) until the key bytes change.
+var privateKeyMemo = nvm.NewMemo(keyPrivate, func(b []byte) (*ecdsa.PrivateKey, error) {
+	return ecdsa.ParseRawPrivateKey(elliptic.P256(), b)
+})
+
 // privateKey returns the card's private key, or nil before GENERATE KEY.
+// The key is shared by every command of every card with the same key
+// bytes: callers must not modify it.
 func privateKey(ctx *card.Context) *ecdsa.PrivateKey {
-	k, err := ecdsa.ParseRawPrivateKey(elliptic.P256(), ctx.NVM.Get(keyPrivate))
+	k, err := privateKeyMemo.Get(ctx.NVM)
 	if err != nil {
 		return nil
 	}
@@ -317,14 +325,20 @@ func holderVerified(ctx *card.Context) bool {
 
 // opsKey returns the issuer operations public key written at
 // personalization; purse loads and e-goods must carry its signature. It is
-// nil before personalization wrote it.
+// nil before personalization wrote it. The key is shared: callers must not
+// modify it.
 func opsKey(ctx *card.Context) *ecdsa.PublicKey {
-	k, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), ctx.NVM.Get(keyOpsPub))
+	k, err := opsKeyMemo.Get(ctx.NVM)
 	if err != nil {
 		return nil
 	}
 	return k
 }
+
+// opsKeyMemo caches the parsed operations key until its bytes change.
+var opsKeyMemo = nvm.NewMemo(keyOpsPub, func(b []byte) (*ecdsa.PublicKey, error) {
+	return ecdsa.ParseUncompressedPublicKey(elliptic.P256(), b)
+})
 
 // NVM keys shared between the command files. Every key starts with "wallet/".
 const (

@@ -31,8 +31,8 @@
 //
 // # Commits
 //
-// An update serialises the whole record map into the slot that does not
-// hold the current image, with sequence number current+1, in WriteAt calls
+// An update writes the whole new image into the slot that does not hold
+// the current image, with sequence number current+1, in WriteAt calls
 // of at most one page each, covering only the used part of the slot, and
 // then syncs the medium. The current slot is never touched, so whatever the
 // medium does with the unsynced pages (tear one, drop some, reorder them),
@@ -40,6 +40,13 @@
 // of its bytes has arrived, because its checksum covers them all. Open and
 // Recover take the valid slot with the highest sequence number (slot A on a
 // tie); a torn slot fails its checksum and is ignored.
+//
+// The Memory keeps the current image in RAM with an index of its records.
+// An update builds the new image from it in a reused buffer: the records
+// it does not change are copied in runs, only the changed ones are
+// encoded, and the result is byte for byte what encoding every record
+// would give (patch, tested against encodeSlot). The checksum is computed
+// over the whole image each time, as the layout requires.
 //
 // # Failures
 //
@@ -59,7 +66,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
-	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -107,6 +113,11 @@ const (
 	slotHeaderLen = 16
 	sumLen        = sha256.Size
 	recordOver    = 1 + 4 // key length and value length fields
+
+	// maxReusedWrites bounds the map of writes an Update keeps for the
+	// next: clearing a map costs its size, and a personalization's
+	// transaction is far larger than a command's.
+	maxReusedWrites = 16
 )
 
 var (
@@ -145,15 +156,21 @@ type Memory struct {
 	// inside an Update's fn deadlocks: transactions do not nest.
 	wmu sync.Mutex
 
+	// Fields below are guarded by wmu.
+	spare   *image             // buffers for the next image; nobody reads them
+	over    map[string]txValue // the open transaction's writes, reused
+	changed []string           // scratch for patch
+
 	// Fields below are guarded by mu; they are changed only with wmu held
 	// too, so a holder of wmu may read them without mu.
 	mu     sync.RWMutex
-	recs   map[string][]byte // committed state; never modified, only replaced
-	used   int               // payload length of recs
-	seq    uint64            // sequence number of the current image
-	slot   int               // slot holding the current image
-	err    error             // sticky failure, wraps ErrPowerLost
+	cur    *image // committed state; never modified, only replaced
+	seq    uint64 // sequence number of the current image
+	slot   int    // slot holding the current image
+	err    error  // sticky failure, wraps ErrPowerLost
 	closed bool
+
+	memos sync.Map // *Memo[T] → *memoEntry[T]; see memo.go
 }
 
 // Format writes an empty image of the given capacity (bytes usable by
@@ -209,16 +226,14 @@ func Open(m Medium) (*Memory, error) {
 // state is what load finds on a medium.
 type state struct {
 	capacity int
-	recs     map[string][]byte
-	used     int
+	img      *image
 	seq      uint64
 	slot     int
 }
 
 func (mem *Memory) set(st state) {
 	mem.capacity = st.capacity
-	mem.recs = st.recs
-	mem.used = st.used
+	mem.cur = st.img
 	mem.seq = st.seq
 	mem.slot = st.slot
 }
@@ -249,7 +264,7 @@ func load(m Medium) (state, error) {
 	}
 	var errs [2]error
 	for i := range 2 {
-		seq, recs, used, err := readSlot(m, slotOffset(st.capacity, i), st.capacity)
+		seq, img, err := readSlot(m, slotOffset(st.capacity, i), st.capacity)
 		if err != nil && !errors.Is(err, errInvalid) {
 			return state{}, fmt.Errorf("nvm: reading slot %c: %w", 'A'+i, err)
 		}
@@ -258,7 +273,7 @@ func load(m Medium) (state, error) {
 			continue
 		}
 		if st.slot < 0 || seq > st.seq {
-			st.recs, st.used, st.seq, st.slot = recs, used, seq, i
+			st.img, st.seq, st.slot = img, seq, i
 		}
 	}
 	if st.slot < 0 {
@@ -279,86 +294,31 @@ func corrupt(err error) error {
 var errInvalid = errors.New("invalid image")
 
 // readSlot reads and checks the slot at off.
-func readSlot(m Medium, off int64, capacity int) (seq uint64, recs map[string][]byte, used int, err error) {
+func readSlot(m Medium, off int64, capacity int) (seq uint64, img *image, err error) {
 	var h [slotHeaderLen]byte
 	if _, err := m.ReadAt(h[:], off); err != nil {
-		return 0, nil, 0, err
+		return 0, nil, err
 	}
 	if !bytes.Equal(h[:4], slotMagic[:]) {
-		return 0, nil, 0, fmt.Errorf("%w: bad magic", errInvalid)
+		return 0, nil, fmt.Errorf("%w: bad magic", errInvalid)
 	}
 	n := binary.BigEndian.Uint32(h[12:])
 	if uint64(n) > uint64(capacity) {
-		return 0, nil, 0, fmt.Errorf("%w: payload length %d over capacity %d", errInvalid, n, capacity)
+		return 0, nil, fmt.Errorf("%w: payload length %d over capacity %d", errInvalid, n, capacity)
 	}
 	buf := make([]byte, slotHeaderLen+int(n)+sumLen)
 	if _, err := m.ReadAt(buf, off); err != nil {
-		return 0, nil, 0, err
+		return 0, nil, err
 	}
 	body, sum := buf[:len(buf)-sumLen], buf[len(buf)-sumLen:]
 	if s := sha256.Sum256(body); !bytes.Equal(s[:], sum) {
-		return 0, nil, 0, fmt.Errorf("%w: bad checksum", errInvalid)
+		return 0, nil, fmt.Errorf("%w: bad checksum", errInvalid)
 	}
-	recs, err = decodeRecords(body[slotHeaderLen:])
+	img, err = parseImage(buf)
 	if err != nil {
-		return 0, nil, 0, fmt.Errorf("%w: %w", errInvalid, err)
+		return 0, nil, fmt.Errorf("%w: %w", errInvalid, err)
 	}
-	return binary.BigEndian.Uint64(h[4:]), recs, int(n), nil
-}
-
-// decodeRecords parses a payload. Values share p's backing array.
-func decodeRecords(p []byte) (map[string][]byte, error) {
-	recs := make(map[string][]byte)
-	prev := ""
-	for len(p) > 0 {
-		kl := int(p[0])
-		if kl < 1 || kl > MaxKeyLen {
-			return nil, fmt.Errorf("key length %d out of range", kl)
-		}
-		if len(p) < 1+kl+4 {
-			return nil, errors.New("record truncated")
-		}
-		key := string(p[1 : 1+kl])
-		if len(recs) > 0 && key <= prev {
-			return nil, fmt.Errorf("key %q out of order", key)
-		}
-		vl := binary.BigEndian.Uint32(p[1+kl:])
-		p = p[1+kl+4:]
-		if uint64(vl) > uint64(len(p)) {
-			return nil, errors.New("value truncated")
-		}
-		recs[key] = p[:vl:vl]
-		p = p[vl:]
-		prev = key
-	}
-	return recs, nil
-}
-
-// payloadLen is the encoded size of recs.
-func payloadLen(recs map[string][]byte) int {
-	n := 0
-	for k, v := range recs {
-		n += recordOver + len(k) + len(v)
-	}
-	return n
-}
-
-// encodeSlot returns the slot image for recs with sequence number seq.
-func encodeSlot(seq uint64, recs map[string][]byte) []byte {
-	n := payloadLen(recs)
-	b := make([]byte, slotHeaderLen, slotHeaderLen+n+sumLen)
-	copy(b, slotMagic[:])
-	binary.BigEndian.PutUint64(b[4:], seq)
-	binary.BigEndian.PutUint32(b[12:], uint32(n))
-	for _, k := range slices.Sorted(maps.Keys(recs)) {
-		v := recs[k]
-		b = append(b, byte(len(k)))
-		b = append(b, k...)
-		b = binary.BigEndian.AppendUint32(b, uint32(len(v)))
-		b = append(b, v...)
-	}
-	sum := sha256.Sum256(b)
-	return append(b, sum[:]...)
+	return binary.BigEndian.Uint64(h[4:]), img, nil
 }
 
 // writeSlot writes img at off, one page per WriteAt.
@@ -375,9 +335,11 @@ func writeSlot(m Medium, off int64, img []byte) error {
 // Get returns a copy of the value stored under key, or nil if absent. A
 // value stored empty comes back as a non-nil empty slice.
 func (mem *Memory) Get(key string) []byte {
+	// The copy is made under the lock: the buffer of an image stops being
+	// current at the next commit and is reused by the one after.
 	mem.mu.RLock()
-	v, ok := mem.recs[key]
-	mem.mu.RUnlock()
+	defer mem.mu.RUnlock()
+	v, ok := mem.cur.lookup(key)
 	if !ok {
 		return nil
 	}
@@ -386,25 +348,36 @@ func (mem *Memory) Get(key string) []byte {
 
 // Keys returns the stored keys that start with prefix, sorted.
 func (mem *Memory) Keys(prefix string) []string {
+	// The image is reused after the next commit but one; its keys slice is
+	// never modified, so reading it needs no lock.
 	mem.mu.RLock()
-	defer mem.mu.RUnlock()
-	return keys(mem.recs, nil, prefix)
+	base := mem.cur.keys
+	mem.mu.RUnlock()
+	return keys(base, nil, prefix)
 }
 
-// keys lists the keys of base, as changed by over, that start with prefix.
-func keys(base map[string][]byte, over map[string]txValue, prefix string) []string {
+// keys lists the keys of base (sorted), as changed by over, that start
+// with prefix.
+func keys(base []string, over map[string]txValue, prefix string) []string {
 	var ks []string
-	for k := range base {
-		if _, ok := over[k]; !ok && strings.HasPrefix(k, prefix) {
+	lo, _ := slices.BinarySearch(base, prefix)
+	for _, k := range base[lo:] {
+		if !strings.HasPrefix(k, prefix) {
+			break // keys are sorted
+		}
+		if _, ok := over[k]; !ok {
 			ks = append(ks, k)
 		}
 	}
+	n := len(ks)
 	for k, v := range over {
 		if !v.deleted && strings.HasPrefix(k, prefix) {
 			ks = append(ks, k)
 		}
 	}
-	slices.Sort(ks)
+	if len(ks) > n {
+		slices.Sort(ks)
+	}
 	return ks
 }
 
@@ -429,7 +402,13 @@ func (mem *Memory) Update(fn func(tx *Tx) error) error {
 	if mem.err != nil {
 		return mem.err
 	}
-	tx := &Tx{base: mem.recs, over: make(map[string]txValue)}
+	// The map of writes is reused: a Tx kept past its Update panics
+	// before it reaches the map (check), so only this Update's Tx uses it.
+	if mem.over == nil || len(mem.over) > maxReusedWrites {
+		mem.over = make(map[string]txValue)
+	}
+	clear(mem.over)
+	tx := &Tx{base: mem.cur, over: mem.over}
 	defer func() { tx.done = true }()
 	if err := fn(tx); err != nil {
 		return err
@@ -437,26 +416,21 @@ func (mem *Memory) Update(fn func(tx *Tx) error) error {
 	if len(tx.over) == 0 {
 		return nil
 	}
-	recs := maps.Clone(mem.recs)
-	for k, v := range tx.over {
-		if v.deleted {
-			delete(recs, k)
-		} else {
-			recs[k] = v.value
-		}
+	img, changed, err := patch(mem.cur, mem.spare, mem.seq+1, tx.over, mem.capacity, mem.changed)
+	mem.changed = changed[:0]
+	if err != nil {
+		return err
 	}
-	if n := payloadLen(recs); n > mem.capacity {
-		return fmt.Errorf("%w: records need %d bytes, capacity is %d", ErrFull, n, mem.capacity)
-	}
-	img := encodeSlot(mem.seq+1, recs)
+	mem.spare = nil
 	next := 1 - mem.slot
-	err := writeSlot(mem.m, slotOffset(mem.capacity, next), img)
+	err = writeSlot(mem.m, slotOffset(mem.capacity, next), img.buf)
 	if err == nil {
 		err = mem.m.Sync()
 	}
 	mem.mu.Lock()
 	defer mem.mu.Unlock()
 	if err != nil {
+		mem.spare = img
 		if errors.Is(err, ErrPowerLost) {
 			mem.err = fmt.Errorf("nvm: committing update: %w", err)
 		} else {
@@ -464,8 +438,9 @@ func (mem *Memory) Update(fn func(tx *Tx) error) error {
 		}
 		return mem.err
 	}
-	mem.recs = recs
-	mem.used = len(img) - slotHeaderLen - sumLen
+	// Readers copy values under mu, so once cur is replaced nobody reads
+	// the old image's buffer: it holds the next image.
+	mem.spare, mem.cur = mem.cur, img
 	mem.seq++
 	mem.slot = next
 	return nil
@@ -536,13 +511,13 @@ func (mem *Memory) Capacity() int {
 func (mem *Memory) Used() int {
 	mem.mu.RLock()
 	defer mem.mu.RUnlock()
-	return mem.used
+	return mem.cur.payloadLen()
 }
 
 // Tx is an open transaction; it is only valid inside Update's fn, and
 // only on the goroutine running fn. Its methods panic once fn has returned.
 type Tx struct {
-	base map[string][]byte // committed state, read-only
+	base *image // committed state, read-only
 	over map[string]txValue
 	done bool
 }
@@ -571,7 +546,7 @@ func (tx *Tx) Get(key string) []byte {
 	tx.check()
 	v, ok := tx.over[key]
 	if !ok {
-		b, ok := tx.base[key]
+		b, ok := tx.base.lookup(key)
 		if !ok {
 			return nil
 		}
@@ -587,7 +562,7 @@ func (tx *Tx) Get(key string) []byte {
 // prefix, sorted.
 func (tx *Tx) Keys(prefix string) []string {
 	tx.check()
-	return keys(tx.base, tx.over, prefix)
+	return keys(tx.base.keys, tx.over, prefix)
 }
 
 // Put stores a copy of value under key (nil stores an empty value). It
@@ -604,7 +579,7 @@ func (tx *Tx) Put(key string, value []byte) {
 func (tx *Tx) Delete(key string) {
 	tx.check()
 	checkKey("Delete", key)
-	if _, ok := tx.base[key]; !ok {
+	if _, ok := tx.base.index[key]; !ok {
 		delete(tx.over, key) // nothing to delete on the medium
 		return
 	}
