@@ -277,6 +277,68 @@ func TestGenerateKeyDropsCertificate(t *testing.T) {
 	}
 }
 
+// TestNewKeyReplacesCachedKey checks the card never uses a parsed private
+// key once its NVM bytes changed: the key of the first GENERATE KEY is
+// parsed (and cached) to check a certificate, a second GENERATE KEY
+// replaces it, and from then on only the new key counts, for certificates
+// and for signatures.
+func TestNewKeyReplacesCachedKey(t *testing.T) {
+	env := wallettest.New(t, wallettest.Options{Blank: true})
+	generate := func() *ecdsa.PublicKey {
+		t.Helper()
+		resp, s := env.Transmit(t, cmd(0x00, 0x47, 0, 0, nil, 256))
+		if s != iso7816.SWOK || len(resp) != 70 {
+			t.Fatalf("GENERATE KEY = % X %v", resp, s)
+		}
+		pub, err := ecdsa.ParseUncompressedPublicKey(env.CAKey.Curve, resp[5:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pub
+	}
+	putCert := func(pub *ecdsa.PublicKey) iso7816.SW {
+		t.Helper()
+		cert, err := env.IssueCard(pub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, s := env.Transmit(t, cmd(0x00, 0xDA, 0xDF, 0x20, cert.Raw, 0))
+		return s
+	}
+	first := generate()
+	if got := putCert(first); got != iso7816.SWOK {
+		t.Fatalf("PUT DATA DF20 for the first key = %v, want 9000", got)
+	}
+	second := generate()
+	if got := putCert(first); got != iso7816.SWWrongData {
+		t.Errorf("PUT DATA DF20 for the replaced key = %v, want 6A80", got)
+	}
+	if got := putCert(second); got != iso7816.SWOK {
+		t.Errorf("PUT DATA DF20 for the new key = %v, want 9000", got)
+	}
+	// Personalize generates a third key; signatures must verify under it.
+	p := wallet.Personalization{
+		CardNumber: env.CardNumber, PIN: env.PIN, PUK: env.PUK, BioTemplate: env.BioTemplate,
+		Currency: env.Options.Currency, MaxBalance: env.Options.MaxBalance,
+		IssuerKeyID: env.CA.SubjectKeyId, IssuerSigner: &env.OpsKey.PublicKey, OpsKeyID: env.OpsKeyID,
+	}
+	if err := env.Client.Personalize(t.Context(), p, env.IssueCard); err != nil {
+		t.Fatalf("Personalize = %v", err)
+	}
+	if k := env.CardKey(); k.Equal(first) || k.Equal(second) {
+		t.Fatalf("Personalize kept an earlier key")
+	}
+	challenge := bytes.Repeat([]byte{0x5A}, 32)
+	s, err := env.Client.Authenticate(t.Context(), challenge, nil)
+	if err != nil {
+		t.Fatalf("Authenticate() = %v", err)
+	}
+	payload, _ := wallet.AuthData(challenge, nil)
+	if !txn.VerifyEnvelope(env.CardKey(), s.Envelope(txn.PurposeAuth, env.CardNumber, payload), s.Sig) {
+		t.Errorf("signature after a new key does not verify under the new key")
+	}
+}
+
 func TestInfoAndGetData(t *testing.T) {
 	env := wallettest.New(t, wallettest.Options{})
 	in := info(t, env)
