@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"encoding/hex"
+	"errors"
 
 	"cardlink/internal/card"
 	"cardlink/internal/card/nvm"
@@ -87,17 +88,47 @@ type slotKey struct {
 // slotNVMKey returns the NVM key of slot ref.
 func slotNVMKey(ref byte) string { return keySlot + hex.EncodeToString([]byte{ref}) }
 
-// loadSlot reads slot ref; ok is false when it holds no key.
+// loadSlot reads slot ref; ok is false when it holds no key. The private
+// key is shared by every caller that reads the same slot bytes (see
+// slotMemos): callers must not modify it.
 func loadSlot(ctx *card.Context, ref byte) (slotKey, bool) {
-	v := ctx.NVM.Get(slotNVMKey(ref))
+	var k slotKey
+	var err error
+	if m := slotMemos[ref]; m != nil {
+		k, err = m.Get(ctx.NVM)
+	} else {
+		k, err = decodeSlot(ctx.NVM.Get(slotNVMKey(ref)))
+	}
+	return k, err == nil
+}
+
+// slotMemos caches the decoded content of each key slot (parsing a
+// private key computes its public key, a scalar multiplication) until the
+// slot's bytes change. It is filled in init, for the refs isKeySlot
+// accepts.
+var slotMemos [256]*nvm.Memo[slotKey]
+
+func init() {
+	for ref := range slotMemos {
+		if isKeySlot(byte(ref)) {
+			slotMemos[ref] = nvm.NewMemo(slotNVMKey(byte(ref)), decodeSlot)
+		}
+	}
+}
+
+// errNoKey marks a slot record that holds no usable key.
+var errNoKey = errors.New("piv: no key in slot")
+
+// decodeSlot decodes a slot record: header, then the P-256 scalar.
+func decodeSlot(v []byte) (slotKey, error) {
 	if len(v) != slotHeaderLen+scalarLen || v[0] != algP256 {
-		return slotKey{}, false
+		return slotKey{}, errNoKey
 	}
 	priv, err := ecdsa.ParseRawPrivateKey(elliptic.P256(), v[slotHeaderLen:])
 	if err != nil {
-		return slotKey{}, false
+		return slotKey{}, err
 	}
-	return slotKey{alg: v[0], pinPolicy: v[1], touchPolicy: v[2], origin: v[3], priv: priv}, true
+	return slotKey{alg: v[0], pinPolicy: v[1], touchPolicy: v[2], origin: v[3], priv: priv}, nil
 }
 
 // storeSlot writes k to slot ref.

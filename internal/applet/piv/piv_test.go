@@ -807,6 +807,55 @@ func TestImportKey(t *testing.T) {
 	}
 }
 
+// TestReplacedKeyIsUsed checks a slot's key and policies, once parsed
+// (and cached) to sign, are never used after the slot is written again:
+// by GENERATE with another PIN policy, then by IMPORT.
+func TestReplacedKeyIsUsed(t *testing.T) {
+	digest := sha256.Sum256([]byte("replaced"))
+	e := newEnv(t)
+	e.mgmtAuth(t)
+	sign := func() ([]byte, iso7816.SW) {
+		t.Helper()
+		b, sw := e.tx(t, signCmd(0x9E, digest[:]))
+		if sw != iso7816.SWOK {
+			return nil, sw
+		}
+		list, err := iso7816.ParseTLV(b)
+		if err != nil || len(list) != 1 || len(list[0].Children) != 1 {
+			t.Fatalf("sign reply % X", b)
+		}
+		return list[0].Children[0].Value, sw
+	}
+	b, sw := e.tx(t, generateCmd(0x9E))
+	if sw != iso7816.SWOK {
+		t.Fatalf("GENERATE = %v", sw)
+	}
+	first, _ := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), b[5:])
+	if sig, sw := sign(); sw != iso7816.SWOK || !ecdsa.VerifyASN1(first, digest[:], sig) {
+		t.Fatalf("sign with the first key = %v, or does not verify", sw)
+	}
+	// PIN policy once: the slot's cached policy (never) must not apply.
+	if _, sw := e.tx(t, generateCmd(0x9E, tlv(0xAA, []byte{2}))); sw != iso7816.SWOK {
+		t.Fatalf("GENERATE again = %v", sw)
+	}
+	if _, sw := sign(); sw != iso7816.SWSecurityStatus {
+		t.Errorf("sign without PIN after the policy became once = %v, want 6982", sw)
+	}
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scalar, _ := priv.Bytes()
+	imp := iso7816.Command{INS: 0xFE, P1: 0x11, P2: 0x9E, Data: append(tlv(0x06, scalar), tlv(0xAA, []byte{1})...)}
+	if _, sw := e.tx(t, imp); sw != iso7816.SWOK {
+		t.Fatalf("IMPORT = %v", sw)
+	}
+	sig, sw := sign()
+	if sw != iso7816.SWOK || !ecdsa.VerifyASN1(&priv.PublicKey, digest[:], sig) || ecdsa.VerifyASN1(first, digest[:], sig) {
+		t.Errorf("sign after IMPORT = %v: want a signature by the imported key only", sw)
+	}
+}
+
 func TestGetPutData(t *testing.T) {
 	chuid := []byte{0x5F, 0xC1, 0x02}
 	e := newEnv(t)
