@@ -338,12 +338,12 @@ func (mem *Memory) Get(key string) []byte {
 	// The copy is made under the lock: the buffer of an image stops being
 	// current at the next commit and is reused by the one after.
 	mem.mu.RLock()
-	defer mem.mu.RUnlock()
 	v, ok := mem.cur.lookup(key)
-	if !ok {
-		return nil
+	if ok {
+		v = append([]byte{}, v...)
 	}
-	return append([]byte{}, v...)
+	mem.mu.RUnlock()
+	return v
 }
 
 // Keys returns the stored keys that start with prefix, sorted.
