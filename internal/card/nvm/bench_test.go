@@ -54,6 +54,38 @@ func BenchmarkUpdateMem(b *testing.B) {
 	benchmarkUpdate(b, mem)
 }
 
+// BenchmarkUpdateMemKeys is BenchmarkUpdateMem with a transaction that
+// adds one key and deletes another (a log record replaced by a new one),
+// so that the key set changes at every update.
+func BenchmarkUpdateMemKeys(b *testing.B) {
+	const capacity = 8192
+	m := nvm.NewMemMedium(nvm.MediumSize(capacity))
+	if err := nvm.Format(m, capacity); err != nil {
+		b.Fatal(err)
+	}
+	mem, err := nvm.Open(m)
+	if err != nil {
+		b.Fatal(err)
+	}
+	fill(b, mem)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		old, next := fmt.Sprintf("wallet/log/%02d", i%64), fmt.Sprintf("wallet/log/%02d", i%64+64)
+		if i%128 >= 64 {
+			old, next = next, old
+		}
+		if err := mem.Update(func(tx *nvm.Tx) error {
+			tx.Delete(old)
+			tx.Put(next, []byte(strings.Repeat("n", 46)))
+			return nil
+		}); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
+
 // BenchmarkUpdateFile is BenchmarkUpdateMem on a file, with fsync.
 func BenchmarkUpdateFile(b *testing.B) {
 	mem, err := nvm.CreateFile(filepath.Join(b.TempDir(), "card.nvm"), 8192)

@@ -164,7 +164,7 @@ type Memory struct {
 	// Fields below are guarded by mu; they are changed only with wmu held
 	// too, so a holder of wmu may read them without mu.
 	mu     sync.RWMutex
-	cur    *image // committed state; never modified, only replaced
+	cur    *image // committed state; not modified while current (see Get)
 	seq    uint64 // sequence number of the current image
 	slot   int    // slot holding the current image
 	err    error  // sticky failure, wraps ErrPowerLost
