@@ -84,6 +84,7 @@ func TestPatchMatchesEncode(t *testing.T) {
 		"wallet/pin/tries", "z", string(bytes.Repeat([]byte{0xFF}, MaxKeyLen)), "\x00"}
 	cur, spare := emptyImage(t), (*image)(nil)
 	want := map[string][]byte{}
+	full := 0
 	for step := range 3000 {
 		over := map[string]txValue{}
 		for range 1 + rng.IntN(4) {
@@ -95,7 +96,14 @@ func TestPatchMatchesEncode(t *testing.T) {
 				over[k] = txValue{value: bytes.Repeat([]byte{byte(step)}, rng.IntN(300))}
 			}
 		}
-		cur, spare = patchStep(t, cur, spare, uint64(step+2), want, over, capacity)
+		next, nextSpare := patchStep(t, cur, spare, uint64(step+2), want, over, capacity)
+		if next == cur {
+			full++
+		}
+		cur, spare = next, nextSpare
+	}
+	if full == 0 || full > 1500 {
+		t.Errorf("%d of 3000 transactions were over capacity; the test means to cover both outcomes", full)
 	}
 }
 
