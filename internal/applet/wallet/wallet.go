@@ -279,8 +279,8 @@ var privateKeyMemo = nvm.NewMemo(keyPrivate, func(b []byte) (*ecdsa.PrivateKey, 
 })
 
 // privateKey returns the card's private key, or nil before GENERATE KEY.
-// The key is shared by every command of every card with the same key
-// bytes: callers must not modify it.
+// The key is cached in the card's NVM (nvm.Memo) and shared by its
+// commands until the key bytes change: callers must not modify it.
 func privateKey(ctx *card.Context) *ecdsa.PrivateKey {
 	k, err := privateKeyMemo.Get(ctx.NVM)
 	if err != nil {
