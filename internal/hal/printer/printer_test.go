@@ -333,6 +333,33 @@ func TestOpenAppends(t *testing.T) {
 	}
 }
 
+// TestPrinterLines: what a Printer says it prints (the controller's
+// energy count) is what the paper shows, with and without the cut.
+func TestPrinterLines(t *testing.T) {
+	receipts := []hal.Receipt{
+		sample,
+		{},
+		{Title: "T"},
+		{Lines: []string{strings.Repeat("long ", 30), "a\nb"}, Footer: "two\nlines"},
+	}
+	for _, o := range []printer.Options{{}, {Cut: true}} {
+		for _, r := range receipts {
+			var buf bytes.Buffer
+			p := printer.New(&buf, o)
+			if err := p.Print(context.Background(), r); err != nil {
+				t.Fatal(err)
+			}
+			doc, err := printer.Decode(buf.Bytes())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := p.Lines(r), len(texts(doc)); got != want {
+				t.Errorf("%+v: Lines(%q) = %d, the paper shows %d lines", o, r, got, want)
+			}
+		}
+	}
+}
+
 // TestConcurrentPrint: receipts printed at once never interleave.
 func TestConcurrentPrint(t *testing.T) {
 	var buf bytes.Buffer
