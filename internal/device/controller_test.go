@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -106,6 +107,18 @@ func (p *paper) text(t *testing.T) (string, int) {
 		t.Fatalf("decoding what the printer printed: %v", err)
 	}
 	return d.Text(), d.Cuts
+}
+
+// lines returns how many lines the paper shows, cuts left out.
+func (p *paper) lines(t *testing.T) int {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	d, err := printer.Decode(p.buf.Bytes())
+	if err != nil {
+		t.Fatalf("decoding what the printer printed: %v", err)
+	}
+	return len(d.Lines) - d.Cuts
 }
 
 // swapPower is the real power manager (package power), replaced by a new
@@ -924,9 +937,80 @@ func TestEnergyOfAPurchase(t *testing.T) {
 		if used[hal.OpCardWrite] == 0 || used[hal.OpCardRead] == 0 || used[op] == 0 || used[hal.OpPrinter] == 0 {
 			t.Errorf("units spent over %v = %v; want card reads and writes, link bytes and printed lines", op, used)
 		}
+		if printed := r.paper.lines(t); used[hal.OpPrinter] != printed {
+			t.Errorf("spent %d printer lines over %v; the paper shows %d", used[hal.OpPrinter], op, printed)
+		}
 	}
 	if spent[hal.OpModem] <= spent[hal.OpNetwork] {
 		t.Errorf("a purchase over the modem took %d µJ, over the network %d µJ; want the modem to cost more", spent[hal.OpModem], spent[hal.OpNetwork])
+	}
+}
+
+// TestReceiptEnergy buys on a battery with energy for 20 printed lines
+// and on one with energy for 10.5: the first receipt is printed and
+// spends one printer unit for each line on the paper (blank, wrapped and
+// feed lines included, hal.Printer.Lines); the second, longer than 10.5
+// lines, is refused before a line is printed, and the purchase stands.
+func TestReceiptEnergy(t *testing.T) {
+	// Being awake costs nothing here, so that what the purchase spends
+	// before its receipt (APDUs and link bytes, about 0.1 J or a quarter
+	// of a line) does not depend on how long the test takes, and the
+	// transaction checked at the start leaves the receipt out, so that
+	// the purchase may start on a battery too small for it.
+	model := power.DefaultModel()
+	model.Costs[hal.OpDisplay] = power.Cost{}
+	model.Transaction = slices.DeleteFunc(model.Transaction, func(p power.Part) bool {
+		return p.Op == hal.OpPrinter || p.Op == hal.OpDisplay
+	})
+	line := float64(model.Costs[hal.OpPrinter].Energy) // µJ
+	battery := func(lines float64) *power.Manager {
+		// lines' worth above the Critical reserve, at 99 % (the
+		// transcript has two digits for the level).
+		mwh := lines * line / ((99 - power.DefaultCriticalPercent) / 100.0) / 3.6e6
+		m, err := power.New(power.Config{Battery: power.Store{MWh: mwh, Level: 99}, StandbyMW: -1, Model: model})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+
+	r := newRig(t, rigOptions{})
+	r.power.set(battery(20))
+	r.start()
+	r.play("buy.txt")
+	if p := r.status("56565650"); p.Status != store.PurchaseApproved {
+		t.Fatalf("purchase: status %s, want approved", p.Status)
+	}
+	text, cuts := r.paper.text(t)
+	printed := r.paper.lines(t)
+	r.power.mu.Lock()
+	spent := r.power.used[hal.OpPrinter]
+	r.power.mu.Unlock()
+	if cuts != 1 || spent != printed {
+		t.Errorf("on energy for 20 lines: printed %d lines, %d cuts, spent %d lines:\n%s\nwant one receipt, a unit a line", printed, cuts, spent, text)
+	}
+	// The receipt must not fit 10.5 lines, or the refusal below proves
+	// nothing.
+	if printed <= 11 {
+		t.Fatalf("the receipt has %d lines; the test needs more than 11", printed)
+	}
+
+	r = newRig(t, rigOptions{})
+	r.power.set(battery(10.5))
+	r.start()
+	r.play("buy.txt")
+	if p := r.status("56565650"); p.Status != store.PurchaseApproved {
+		t.Errorf("purchase without its receipt: status %s, want approved", p.Status)
+	}
+	text, cuts = r.paper.text(t)
+	r.power.mu.Lock()
+	spent = r.power.used[hal.OpPrinter]
+	r.power.mu.Unlock()
+	if text != "" || cuts != 0 || spent != 0 {
+		t.Errorf("on energy for 10.5 lines: printed %q (%d cuts), spent %d lines; want nothing", text, cuts, spent)
+	}
+	if err := r.finish(); err != nil {
+		t.Errorf("Run() = %v, want nil", err)
 	}
 }
 

@@ -710,17 +710,24 @@ func (s *cardSession) bought(res BuyResult) error {
 	return s.ack()
 }
 
-// print prints r when there is a printer and the power for it; a
-// failure is logged: the payment stands, with or without its receipt.
+// print prints r when there is a printer and the power for all the
+// lines it prints (hal.Printer.Lines: title, blank, wrapped and feed
+// lines), spent before it starts; a receipt the energy does not cover is
+// not begun. A failure is logged: the payment stands, with or without
+// its receipt.
 func (s *cardSession) print(r hal.Receipt) {
 	if s.c.Printer == nil || s.set.NoReceipts {
 		return
 	}
-	if err := s.c.check(hal.OpPrinter, len(r.Lines)+2); err != nil {
-		s.c.Log.Info("receipt not printed", "err", err)
+	n := s.c.Printer.Lines(r)
+	if err := s.c.check(hal.OpPrinter, n); err != nil {
+		s.c.Log.Info("receipt not printed", "lines", n, "err", err)
 		return
 	}
-	s.c.use(hal.OpPrinter, len(r.Lines)+2)
+	if err := s.c.use(hal.OpPrinter, n); err != nil { // spent since the check
+		s.c.Log.Info("receipt not printed", "lines", n, "err", err)
+		return
+	}
 	if err := s.c.Printer.Print(s.ctx, r); err != nil {
 		s.c.Log.Warn("printer", "err", err)
 	}

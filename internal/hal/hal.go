@@ -253,7 +253,14 @@ const ReceiptCols = 32
 
 // Printer prints receipts.
 type Printer interface {
+	// Print prints r.
 	Print(ctx context.Context, r Receipt) error
+	// Lines returns how many lines Print prints for r: its blank,
+	// wrapped and feed lines included. It is the n of
+	// Power.Check(OpPrinter, n) and Power.Use(OpPrinter, n) before
+	// printing r, which a controller that knows no driver cannot count.
+	// It prints nothing and is safe for concurrent use.
+	Lines(r Receipt) int
 }
 
 // Sensor is a biometric sensor: it captures a template to be matched on

@@ -132,7 +132,12 @@ var ErrTooLong = errors.New("printer: ESC/POS stream too long")
 // unprinted line, as a printer clears its buffer), ESC a, ESC E, ESC t,
 // ESC d, ESC J, ESC !, ESC -, ESC M (font B: 42 columns), ESC 2, ESC 3,
 // FS ., GS ! and GS V. Text past the last column wraps, as on paper; a
-// line still open at the end is kept.
+// line still open at the end is kept. ESC d n prints the buffer and feeds
+// n lines in all, as Epson's reference has it ("ESC d": "Prints the data
+// in the print buffer and feeds n lines"): the printed line takes the
+// first, so text then ESC d 1 is text then LF, ESC d 0 prints the line
+// without a further feed, and on an empty buffer ESC d n feeds n blank
+// lines.
 //
 // The rule for anything else is strict: Decode stops at the first command
 // or control byte it does not know, or a known command with an argument
@@ -288,6 +293,13 @@ func (d *decoder) run(b []byte) error {
 				}
 				d.page = p
 			case escFeedLines:
+				// ESC d n prints the buffer and feeds n lines: printing
+				// a line with its feed is the first of them (ESC d 1
+				// after text is LF), and ESC d 0 prints it without a
+				// feed. An empty buffer feeds n blank lines.
+				if d.started && n > 0 {
+					n--
+				}
 				d.flush(false)
 				for range n {
 					d.flush(true)

@@ -9,13 +9,15 @@ import (
 	"cardlink/internal/hal/printer"
 )
 
-// FuzzDecode feeds the decoder arbitrary bytes: it must not panic, and what
-// it accepts must fit the paper.
+// FuzzDecode feeds the decoder arbitrary bytes: it must not panic, what
+// it accepts must fit the paper, and ESC d 1 after it prints what LF
+// prints (both print the buffer and feed one line).
 func FuzzDecode(f *testing.F) {
 	f.Add(printer.Encode(hal.Receipt{Title: "T", Lines: []string{"a", "€ 1"}, Footer: "f"}, printer.Options{Cut: true}))
 	f.Add([]byte("\x1b!\x20wide\x1d!\x33x\n\x1dVA\x00"))
 	f.Add([]byte("\x1bt\x10\x80\x81\xff\x1ba1\x1bE\x01"))
 	f.Add([]byte("\x1c.\x1bM\x01small font line\x1b3\x18\x1bJ\x30\x1b2\x1b!\x01"))
+	f.Add([]byte("a\x1bd\x00b\x1bd\x01c\x1bd\x02\x1bd\x00\x1bd\x02"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		doc, err := printer.Decode(b)
 		if err != nil {
@@ -40,6 +42,15 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("Cuts = %d, but %d cut lines", doc.Cuts, cuts)
 		}
 		_ = doc.Text()
+
+		lf, err1 := printer.Decode(append(b[:len(b):len(b)], '\n'))
+		feed, err2 := printer.Decode(append(b[:len(b):len(b)], 0x1B, 'd', 1))
+		if (err1 == nil) != (err2 == nil) {
+			t.Fatalf("then LF: %v; then ESC d 1: %v", err1, err2)
+		}
+		if err1 == nil && !reflect.DeepEqual(lf, feed) {
+			t.Fatalf("then LF: %+v\nthen ESC d 1: %+v", lf.Lines, feed.Lines)
+		}
 	})
 }
 

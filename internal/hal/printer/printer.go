@@ -284,6 +284,10 @@ func Open(path string, o Options) (*Printer, error) {
 	return &Printer{w: f, c: f, opts: o}, nil
 }
 
+// Lines is Lines(r): how many lines Print prints for r (the cut, with
+// Options.Cut, is not a line).
+func (p *Printer) Lines(r hal.Receipt) int { return Lines(r) }
+
 // Print writes r as one ESC/POS stream. It fails, writing nothing, if ctx
 // has ended, and with the writer's error. If ctx ends while the writer
 // blocks (a printer out of paper or offline), Print returns ctx's error at

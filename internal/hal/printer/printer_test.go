@@ -180,7 +180,7 @@ func TestDecode(t *testing.T) {
 		{"PC437 by default", []byte{0x82, '\n'}, []string{"é"}, 0},
 		{"PC858 euro", []byte{0x1B, 't', 19, 0xD5, '\n'}, []string{"€"}, 0},
 		{"WPC1252 euro", []byte{0x1B, 't', 16, 0x80, '\n'}, []string{"€"}, 0},
-		{"feed lines", []byte("a\x1bd\x02"), []string{"a", "", ""}, 0},
+		{"feed lines", []byte("a\x1bd\x02"), []string{"a", ""}, 0},
 		{"cut variants", []byte("a\n\x1dV\x00\x1dV1\x1dVA\x05"), []string{"a"}, 3},
 		{"ESC ! and ESC - change the look only", []byte("\x1b!\x08b\x1b-\x01u\n"), []string{"bu"}, 0},
 		{"ascii align digits", []byte("\x1ba2r\n"), []string{"r"}, 0},
@@ -195,6 +195,55 @@ func TestDecode(t *testing.T) {
 				t.Errorf("Decode(% X) = %q, %d cuts; want %q, %d cuts", tc.in, got, doc.Cuts, tc.lines, tc.cuts)
 			}
 		})
+	}
+}
+
+// TestDecodeFeedLines pins ESC d n. Epson's ESC/POS command reference
+// words LF as "prints the data in the print buffer and feeds one line"
+// and ESC d n as "prints the data in the print buffer and feeds n lines":
+// the line printed from the buffer is the first of the n, so after text
+// ESC d 1 is one LF and ESC d 0 prints the line with no further feed; on
+// an empty buffer ESC d n feeds n blank lines.
+func TestDecodeFeedLines(t *testing.T) {
+	tests := []struct {
+		name  string
+		in    string
+		lines []string
+	}{
+		{"text, ESC d 0", "a\x1bd\x00", []string{"a"}},
+		{"text, ESC d 1", "a\x1bd\x01", []string{"a"}},
+		{"text, ESC d 2", "a\x1bd\x02", []string{"a", ""}},
+		{"text, ESC d 5", "a\x1bd\x05", []string{"a", "", "", "", ""}},
+		{"text, ESC d 0, text", "a\x1bd\x00b\n", []string{"a", "b"}},
+		{"text, ESC d 2, text", "a\x1bd\x02b\n", []string{"a", "", "b"}},
+		{"empty buffer, ESC d 0", "\x1bd\x00", nil},
+		{"empty buffer, ESC d 1", "\x1bd\x01", []string{""}},
+		{"empty buffer, ESC d 2", "\x1bd\x02", []string{"", ""}},
+		{"after LF, ESC d 2", "a\n\x1bd\x02", []string{"a", "", ""}},
+		{"after ESC @ discards the buffer", "a\x1b@\x1bd\x01", []string{""}},
+		{"1st LF LF 2nd ESC d 2 3rd LF", "1st\n\n2nd\x1bd\x023rd\n", []string{"1st", "", "2nd", "", "3rd"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			doc, err := printer.Decode([]byte(tc.in))
+			if err != nil {
+				t.Fatalf("Decode(%q): %v", tc.in, err)
+			}
+			if got := texts(doc); !reflect.DeepEqual(got, tc.lines) {
+				t.Errorf("Decode(%q) = %q, want %q", tc.in, got, tc.lines)
+			}
+		})
+	}
+	// Text then ESC d 1 prints what text then LF prints, on any line.
+	for _, s := range []string{"x", strings.Repeat("y", 40), "\x1ba\x01\x1bE\x01title"} {
+		lf, err1 := printer.Decode([]byte(s + "\n"))
+		esc, err2 := printer.Decode([]byte(s + "\x1bd\x01"))
+		if err1 != nil || err2 != nil {
+			t.Fatalf("Decode(%q + LF / ESC d 1): %v, %v", s, err1, err2)
+		}
+		if !reflect.DeepEqual(lf, esc) {
+			t.Errorf("%q then ESC d 1 = %+v, then LF = %+v; want the same", s, esc.Lines, lf.Lines)
+		}
 	}
 }
 
@@ -281,6 +330,33 @@ func TestOpenAppends(t *testing.T) {
 	}
 	if _, err := printer.Open(filepath.Join(t.TempDir(), "no", "such", "dir"), printer.Options{}); err == nil {
 		t.Errorf("Open in a missing directory: nil error")
+	}
+}
+
+// TestPrinterLines: what a Printer says it prints (the controller's
+// energy count) is what the paper shows, with and without the cut.
+func TestPrinterLines(t *testing.T) {
+	receipts := []hal.Receipt{
+		sample,
+		{},
+		{Title: "T"},
+		{Lines: []string{strings.Repeat("long ", 30), "a\nb"}, Footer: "two\nlines"},
+	}
+	for _, o := range []printer.Options{{}, {Cut: true}} {
+		for _, r := range receipts {
+			var buf bytes.Buffer
+			p := printer.New(&buf, o)
+			if err := p.Print(context.Background(), r); err != nil {
+				t.Fatal(err)
+			}
+			doc, err := printer.Decode(buf.Bytes())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := p.Lines(r), len(texts(doc)); got != want {
+				t.Errorf("%+v: Lines(%q) = %d, the paper shows %d lines", o, r, got, want)
+			}
+		}
 	}
 }
 
