@@ -331,32 +331,18 @@ func (s *Store) Entries(ctx context.Context, account string, from, to time.Time)
 
 // postOne posts t alone in the open write transaction, with postBatch's
 // rules and ledgerplan's checks, in plain statements instead of postBatch's
-// JSON arrays: the key, the accounts, then the transfer (its ID from
-// AUTOINCREMENT, as postBatch would number it), the entries and each
-// balance (the same compare-and-set, guarded by the limit). t has at
-// least one leg (ledger.Prepare: two or more). The error is
-// non-nil only if a statement failed: the caller's write then rolls back.
+// JSON arrays: the accounts, the checks, then the transfer (its ID from
+// AUTOINCREMENT, as postBatch would number it; a key posted before adds no
+// row and is answered from its row, as a replay or a conflict, before any
+// other refusal), the entries and the balances in one statement (the same
+// compare-and-set per account, guarded by the limit). t has at least one
+// leg (ledger.Prepare: two or more). The error is non-nil only if a
+// statement failed: the caller's write then rolls back.
 func postOne(ctx context.Context, tx *sql.Tx, t store.Transfer, now time.Time) (store.Result, error) {
 	if len(t.Legs) < 2 {
 		// The statements below name a parameter per leg; and the writer
 		// goroutine must never panic.
 		return store.Result{Err: fmt.Errorf("transfer %q has %d legs, want at least two", t.Key, len(t.Legs))}, nil
-	}
-	var (
-		id     int64
-		digest []byte
-		posted int64
-	)
-	err := tx.QueryRowContext(ctx, `SELECT id, digest, posted FROM ledger_transfers WHERE idem_key = ?`, t.Key).
-		Scan(&id, &digest, &posted)
-	switch {
-	case err == nil:
-		if !bytes.Equal(digest, t.Digest) {
-			return store.Result{Err: fmt.Errorf("transfer %q was posted with other content: %w", t.Key, store.ErrConflict)}, nil
-		}
-		return store.Result{Posted: store.Posted{ID: id, Key: t.Key, Time: time.UnixMicro(posted).UTC(), Replayed: true}}, nil
-	case !errors.Is(err, sql.ErrNoRows):
-		return store.Result{}, fmt.Errorf("reading transfer: %w", err)
 	}
 	// One statement per number of legs (the text names a parameter per
 	// leg), prepared once on the writer connection.
@@ -387,11 +373,24 @@ func postOne(ctx context.Context, tx *sql.Tx, t store.Transfer, now time.Time) (
 	var p ledgerplan.Plan
 	res := p.Apply(t, 0, now, accts)
 	if res.Err != nil {
+		// A key posted before is a replay even if its legs no longer fit.
+		if old, ok, err := postedBefore(ctx, tx, t); err != nil || ok {
+			return old, err
+		}
 		return res, nil
 	}
 	us := now.UnixMicro()
-	if err := tx.QueryRowContext(ctx, `INSERT OR FAIL INTO ledger_transfers (idem_key, digest, currency, memo, posted)
-		VALUES (?, ?, ?, ?, ?) RETURNING id`, t.Key, blob(t.Digest), string(t.Currency), t.Memo, us).Scan(&id); err != nil {
+	var id int64
+	err = tx.QueryRowContext(ctx, `INSERT INTO ledger_transfers (idem_key, digest, currency, memo, posted)
+		VALUES (?, ?, ?, ?, ?) RETURNING id`, t.Key, blob(t.Digest), string(t.Currency), t.Memo, us).Scan(&id)
+	if isUnique(err) {
+		// The failed statement undid itself, AUTOINCREMENT's count
+		// included (ON CONFLICT DO NOTHING would spend an ID).
+		if old, ok, err := postedBefore(ctx, tx, t); err != nil || ok {
+			return old, err
+		}
+	}
+	if err != nil {
 		return store.Result{}, fmt.Errorf("inserting transfer: %w", err)
 	}
 	res.Posted.ID = id
@@ -403,17 +402,48 @@ func postOne(ctx context.Context, tx *sql.Tx, t store.Transfer, now time.Time) (
 		VALUES (?, ?, ?, ?, ?)`+strings.Repeat(", (?, ?, ?, ?, ?)", len(p.Entries)-1), args...); err != nil {
 		return store.Result{}, fmt.Errorf("inserting entries: %w", err)
 	}
-	for _, acct := range p.Touched {
+	// One UPDATE for every account touched: parameter 3i+1 is an
+	// account, 3i+2 its new balance, 3i+3 the balance it was read with.
+	args = args[:0]
+	var set, where strings.Builder
+	for i, acct := range p.Touched {
 		a := accts[acct]
-		r, err := tx.ExecContext(ctx, `UPDATE OR FAIL ledger_accounts SET balance = ?1
-			WHERE id = ?2 AND balance = ?3 AND ?1 >= lower_limit`, a.Balance, acct, a.Locked)
-		if err != nil {
-			return store.Result{}, fmt.Errorf("updating balances: %w", err)
+		args = append(args, acct, a.Balance, a.Locked)
+		fmt.Fprintf(&set, " WHEN ?%d THEN ?%d", 3*i+1, 3*i+2)
+		if i > 0 {
+			where.WriteString(" OR ")
 		}
-		if n, err := r.RowsAffected(); err != nil || n != 1 {
-			// Impossible while this transaction holds the write lock.
-			return store.Result{}, fmt.Errorf("updating balance of %q: %d rows (%v)", acct, n, err)
-		}
+		fmt.Fprintf(&where, "(id = ?%d AND balance = ?%d AND ?%d >= lower_limit)", 3*i+1, 3*i+3, 3*i+2)
+	}
+	r, err := tx.ExecContext(ctx, `UPDATE OR FAIL ledger_accounts SET balance = CASE id`+set.String()+` END WHERE `+where.String(), args...)
+	if err != nil {
+		return store.Result{}, fmt.Errorf("updating balances: %w", err)
+	}
+	if n, err := r.RowsAffected(); err != nil || n != int64(len(p.Touched)) {
+		// Impossible while this transaction holds the write lock.
+		return store.Result{}, fmt.Errorf("updating balances of %q: %d rows (%v)", p.Touched, n, err)
 	}
 	return res, nil
+}
+
+// postedBefore answers t from the transfer posted before with its key:
+// replayed with the same digest, ErrConflict with another; ok is false if
+// there is none.
+func postedBefore(ctx context.Context, tx *sql.Tx, t store.Transfer) (res store.Result, ok bool, err error) {
+	var (
+		id     int64
+		digest []byte
+		posted int64
+	)
+	err = tx.QueryRowContext(ctx, `SELECT id, digest, posted FROM ledger_transfers WHERE idem_key = ?`, t.Key).
+		Scan(&id, &digest, &posted)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return store.Result{}, false, nil
+	case err != nil:
+		return store.Result{}, false, fmt.Errorf("reading transfer: %w", err)
+	case !bytes.Equal(digest, t.Digest):
+		return store.Result{Err: fmt.Errorf("transfer %q was posted with other content: %w", t.Key, store.ErrConflict)}, true, nil
+	}
+	return store.Result{Posted: store.Posted{ID: id, Key: t.Key, Time: time.UnixMicro(posted).UTC(), Replayed: true}}, true, nil
 }

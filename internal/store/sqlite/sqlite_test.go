@@ -126,6 +126,7 @@ func TestUpgrade(t *testing.T) {
 	})
 }
 
-func BenchmarkTakeChallenge(b *testing.B)  { storetest.BenchTakeChallenge(b, open) }
-func BenchmarkAdvanceCounter(b *testing.B) { storetest.BenchAdvanceCounter(b, open) }
-func BenchmarkPurchase(b *testing.B)       { storetest.BenchPurchase(b, open) }
+func BenchmarkTakeChallenge(b *testing.B)   { storetest.BenchTakeChallenge(b, open) }
+func BenchmarkAdvanceCounter(b *testing.B)  { storetest.BenchAdvanceCounter(b, open) }
+func BenchmarkPurchase(b *testing.B)        { storetest.BenchPurchase(b, open) }
+func BenchmarkApprovePurchase(b *testing.B) { storetest.BenchApprovePurchase(b, open) }
