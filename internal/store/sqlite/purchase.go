@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -387,14 +388,18 @@ func (s *Store) ApprovePurchase(ctx context.Context, id, card string, a store.Pu
 			}
 			posted.ID = 0
 		}
-		got, err = scanPurchase(tx.QueryRowContext(ctx, `UPDATE purchases SET status = ?, approval_counter = ?,
+		// The row read above, as this statement leaves it: no RETURNING
+		// to scan back (it held the write lock since the read).
+		if _, err := tx.ExecContext(ctx, `UPDATE purchases SET status = ?, approval_counter = ?,
 			approval_cvm = ?, approval_signature = ?, approval_device = ?, approval_matched_by = ?,
-			transfer = ?, reason = ?, updated = ? WHERE id = ? RETURNING `+purchaseRow,
+			transfer = ?, reason = ?, updated = ? WHERE id = ?`,
 			status, int64(a.Counter), int64(a.CVM), blob(a.Signature), a.Device, a.MatchedBy,
-			posted.ID, reason, now.UnixMicro(), id))
-		if err != nil {
+			posted.ID, reason, now.UnixMicro(), id); err != nil {
 			return fmt.Errorf("approving purchase %q: %w", id, err)
 		}
+		a.Signature = bytes.Clone(a.Signature)
+		p.Status, p.Approval, p.Transfer, p.Reason = status, &a, posted.ID, reason
+		got = p
 		return keep
 	})
 	return got, err

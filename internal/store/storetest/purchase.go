@@ -86,6 +86,25 @@ func (s shop) read(id string) store.Purchase {
 	return p
 }
 
+// wantAsStored fails unless got, a purchase a call returned, is the
+// purchase as stored, field by field.
+func (s shop) wantAsStored(what string, got store.Purchase) {
+	s.t.Helper()
+	if g, w := describe(got), describe(s.read(got.ID)); g != w {
+		s.t.Errorf("%s =\n%s\nwant it as stored:\n%s", what, g, w)
+	}
+}
+
+// describe prints every field of p, the approval's too.
+func describe(p store.Purchase) string {
+	a := "none"
+	if p.Approval != nil {
+		a = fmt.Sprintf("%+v", *p.Approval)
+	}
+	p.Approval = nil
+	return fmt.Sprintf("%+v, approval %s", p, a)
+}
+
 // stock returns the item's stock, -1 for unlimited.
 func (s shop) stock(item string) int64 {
 	s.t.Helper()
@@ -1043,9 +1062,7 @@ func testApprovePurchase(t *testing.T, open OpenFunc) {
 		t.Errorf("ApprovePurchase(pu_1) = %s, transfer %d, approval %+v, reason %q, updated %v; want approved with a transfer and counter 5 at %v",
 			got.Status, got.Transfer, got.Approval, got.Reason, got.Updated, t1)
 	}
-	if p := s.read("pu_1"); p.Status != store.PurchaseApproved || p.Transfer != got.Transfer {
-		t.Errorf("pu_1 as stored = %s, transfer %d; want approved, %d", p.Status, p.Transfer, got.Transfer)
-	}
+	s.wantAsStored("ApprovePurchase(pu_1)", got)
 	wantCounter("after pu_1", cardA, 5, false)
 	wantBalances("after pu_1", 2000, 1000, 1000)
 	if n := s.stock(stocked); n != 1 {
@@ -1063,6 +1080,7 @@ func testApprovePurchase(t *testing.T, open OpenFunc) {
 	if got.Status != store.PurchaseApproved || got.Approval == nil || got.Approval.Counter != 50 {
 		t.Errorf("ApprovePurchase(pu_8, counted) = %s, approval %+v; want approved, counter 50", got.Status, got.Approval)
 	}
+	s.wantAsStored("ApprovePurchase(pu_8, counted)", got)
 	wantCounter("after pu_8", cardB, 0, false)
 	wantBalances("after pu_8", 2000, 0, 2000)
 
@@ -1073,6 +1091,7 @@ func testApprovePurchase(t *testing.T, open OpenFunc) {
 		t.Errorf("ApprovePurchase(pu_2, no funds) = %s, reason %q, transfer %d, approval %+v; want declined, funds, 0, recorded",
 			got.Status, got.Reason, got.Transfer, got.Approval)
 	}
+	s.wantAsStored("ApprovePurchase(pu_2, no funds)", got)
 	if n := s.stock(stocked); n != 1 {
 		t.Errorf("stock after the decline = %d, want 1 (given back)", n)
 	}
@@ -1107,6 +1126,7 @@ func testApprovePurchase(t *testing.T, open OpenFunc) {
 	if got.Status != store.PurchaseApproved || got.Transfer != res[0].Posted.ID {
 		t.Errorf("ApprovePurchase(pu_4, key posted) = %s, transfer %d; want approved, %d", got.Status, got.Transfer, res[0].Posted.ID)
 	}
+	s.wantAsStored("ApprovePurchase(pu_4, key posted)", got)
 	wantBalances("after pu_4", 1000, 0, 3000)
 
 	// The key posted with other content: the approval stays recorded,
