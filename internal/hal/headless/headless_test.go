@@ -60,6 +60,7 @@ func TestParseErrors(t *testing.T) {
 		{"screen argument", "screen x\n", "t.txt:1: screen takes no argument"},
 		{"not UTF-8", "expect a\nexpect \xff\n", "t.txt:2: not UTF-8"},
 		{"long line", strings.Repeat("#", maxLine+1), "t.txt:1: reading"},
+		{"too many keys", "press " + strings.Repeat("9", maxPressKeys+1), "t.txt:1: press: more than 512 keys"},
 		{"long screen row", "screen\n|a|\n" + strings.Repeat("x", maxLine+1) + "\n", "t.txt:3: screen row 2: reading"},
 		{"too long", strings.Repeat("\n", MaxScript+1), "t.txt:1: script of"},
 	}
@@ -211,4 +212,17 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestLongestPress: the most keys a press step takes, each of the
+// longest name, writes back (String) to a line Parse reads.
+func TestLongestPress(t *testing.T) {
+	src := "press" + strings.Repeat(" cancel", maxPressKeys) + "\n"
+	s, err := Parse("t.txt", []byte(src))
+	if err != nil {
+		t.Fatalf("Parse(%d CANCEL keys) = %v", maxPressKeys, err)
+	}
+	if _, err := Parse("t.txt", []byte(s.String())); err != nil {
+		t.Errorf("Parse(String()) of %d CANCEL keys = %v", maxPressKeys, err)
+	}
 }

@@ -17,6 +17,10 @@ const (
 	MaxScript = 1 << 20
 	// maxLine is the longest line Parse reads, in bytes.
 	maxLine = 4096
+	// maxPressKeys is the most keys one press step takes: String writes
+	// them one by one, each name (CANCEL the longest) and a space, and
+	// that line must stay within maxLine for Parse to read it back.
+	maxPressKeys = 512
 )
 
 // Kind is what a step of a script does.
@@ -174,6 +178,9 @@ func parseKeys(s string) ([]hal.Key, error) {
 			for _, d := range w {
 				keys = append(keys, hal.Key0+hal.Key(d-'0'))
 			}
+			if len(keys) > maxPressKeys {
+				break
+			}
 			continue
 		}
 		k, err := hal.ParseKey(w)
@@ -181,6 +188,9 @@ func parseKeys(s string) ([]hal.Key, error) {
 			return nil, err
 		}
 		keys = append(keys, k)
+	}
+	if len(keys) > maxPressKeys {
+		return nil, fmt.Errorf("press: more than %d keys in one step (split them over several press lines)", maxPressKeys)
 	}
 	return keys, nil
 }
