@@ -16,6 +16,7 @@ import (
 	"cardlink/internal/server"
 	"cardlink/internal/server/servertest"
 	"cardlink/internal/store"
+	"cardlink/internal/store/storetest"
 )
 
 // BenchmarkAuthenticate is one whole authentication over loopback TCP:
@@ -154,7 +155,7 @@ func benchBuy(b *testing.B, open func(testing.TB) store.Store, cards int, kept b
 		mu.Unlock()
 	}
 	b.ReportAllocs()
-	cpu0 := cpuTime()
+	cpu0 := storetest.CPUTime()
 	start := time.Now()
 	if cards == 1 {
 		t := <-pool
@@ -173,7 +174,7 @@ func benchBuy(b *testing.B, open func(testing.TB) store.Store, cards int, kept b
 		})
 	}
 	elapsed := time.Since(start)
-	cpu := cpuTime() - cpu0
+	cpu := storetest.CPUTime() - cpu0
 	if len(times) > 0 {
 		slices.Sort(times)
 		b.ReportMetric(float64(len(times))/elapsed.Seconds(), "purchases/s")

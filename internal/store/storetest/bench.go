@@ -127,7 +127,7 @@ func BenchApprovePurchase(b *testing.B, open OpenFunc) {
 	var next atomic.Int64
 	b.SetParallelism(workers / runtime.GOMAXPROCS(0))
 	b.ReportAllocs()
-	start, cpu := time.Now(), cpuTime()
+	start, cpu := time.Now(), CPUTime()
 	b.RunParallel(func(pb *testing.PB) {
 		card := <-cards
 		var counter uint32
@@ -155,5 +155,5 @@ func BenchApprovePurchase(b *testing.B, open OpenFunc) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "purchases/s")
-	b.ReportMetric(float64((cpuTime()-cpu).Microseconds())/float64(b.N), "cpu-µs/purchase")
+	b.ReportMetric(float64((CPUTime()-cpu).Microseconds())/float64(b.N), "cpu-µs/purchase")
 }

@@ -7,8 +7,8 @@ import (
 	"time"
 )
 
-// cpuTime returns the user and system CPU time of this process so far.
-func cpuTime() time.Duration {
+// CPUTime returns the user and system CPU time of this process so far.
+func CPUTime() time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return 0
