@@ -75,7 +75,9 @@
 // # Closing and failing
 //
 // Close sends a fin after all written data and waits for its
-// acknowledgement (the peer then has everything it needs from us); a side
+// acknowledgement (the peer then has everything it needs from us), and
+// for the acknowledgement of the peer's fin to be sent if that fin came
+// meanwhile (often in the same burst), or the peer would resend it; a side
 // that received the peer's fin first sends its own and waits only until
 // that is acknowledged, the line goes down, or the line has been quiet for
 // the peer's longest timeout (answering a resent fin meanwhile). A peer
@@ -881,8 +883,12 @@ func (c *Conn) checkEnd(now time.Time) (time.Time, error) {
 		done := false
 		switch {
 		case c.finAcked:
-			// The peer has our fin: it needs nothing more from us.
-			done = true
+			// The peer has our fin: it needs nothing more from us but
+			// the acknowledgement of its own fin, if that came (often
+			// in the same burst as the acknowledgement of ours). Send
+			// it first, or the peer resends its fin until the line has
+			// been quiet its longest timeout.
+			done = !(c.finRcvd && c.ackDue)
 		case c.finRcvd && c.finSent:
 			// The peer is done and reads no more: our fin need not be
 			// acknowledged, but the peer may lack our acknowledgement of
