@@ -75,9 +75,10 @@
 // # Closing and failing
 //
 // Close sends a fin after all written data and waits for its
-// acknowledgement (the peer then has everything it needs from us), and
-// for the acknowledgement of the peer's fin to be sent if that fin came
-// meanwhile (often in the same burst), or the peer would resend it; a side
+// acknowledgement (the peer then has everything it needs from us), then
+// for the peer's fin, to acknowledge it, for at most two retransmission
+// timeouts (the peer's application usually closes as soon as it reads the
+// end; unacknowledged, the peer would resend its fin); a side
 // that received the peer's fin first sends its own and waits only until
 // that is acknowledged, the line goes down, or the line has been quiet for
 // the peer's longest timeout (answering a resent fin meanwhile). A peer
@@ -310,6 +311,7 @@ type Conn struct {
 	finQueued bool
 	finSent   bool
 	finAcked  bool
+	finAckAt  time.Time // when our fin was acknowledged
 	txOrder   uint64
 	hiAcked   uint64 // highest firstTx among acknowledged frames
 	outSince  time.Time
@@ -451,9 +453,10 @@ func (c *Conn) Write(b []byte) (int, error) {
 
 // Close ends the link: Read and Write fail with ErrClosed from now on,
 // written data is delivered, the peer reads io.EOF after it, and rw is
-// closed. It blocks until the peer acknowledged the end, or, if the peer
-// closed first, until the line has been quiet a while; at most about
-// Config.GiveUp. It returns ErrPeerGone or ErrLineDown (wrapped) when the
+// closed. It blocks until the peer acknowledged the end and, for at most
+// two retransmission timeouts more, until the peer's own end came and was
+// acknowledged; or, if the peer closed first, until the line has been
+// quiet a while; at most about Config.GiveUp. It returns ErrPeerGone or ErrLineDown (wrapped) when the
 // end could not be delivered, nil otherwise. Close is idempotent.
 func (c *Conn) Close() error {
 	c.mu.Lock()
@@ -635,6 +638,7 @@ func (c *Conn) handleAck(f *frame, now time.Time) {
 		c.hiAcked = max(c.hiAcked, o.firstTx)
 		if o.fin {
 			c.finAcked = true
+			c.finAckAt = now
 			c.wcond.Broadcast()
 		} else {
 			c.stats.PayloadSent += int64(len(o.payload))
@@ -882,13 +886,25 @@ func (c *Conn) checkEnd(now time.Time) (time.Time, error) {
 	if c.closing && !c.finished {
 		done := false
 		switch {
+		case c.finAcked && c.finRcvd:
+			// The peer has our fin, and we have its: send the
+			// acknowledgement of its fin if it is still due (the fin
+			// often comes in the burst that acknowledged ours), or the
+			// peer resends its fin until the line has been quiet its
+			// longest timeout.
+			done = !c.ackDue
 		case c.finAcked:
-			// The peer has our fin: it needs nothing more from us but
-			// the acknowledgement of its own fin, if that came (often
-			// in the same burst as the acknowledgement of ours). Send
-			// it first, or the peer resends its fin until the line has
-			// been quiet its longest timeout.
-			done = !(c.finRcvd && c.ackDue)
+			// The peer has our fin and needs nothing more from us, but
+			// its application, reading the end, usually closes at once:
+			// wait a little for that fin, so as to acknowledge it (as
+			// TCP's TIME-WAIT), rather than leave the peer resending it
+			// on a line that stays up (a call that goes on in voice).
+			at := c.finAckAt.Add(c.peerFinWait())
+			if !now.Before(at) {
+				done = true
+			} else {
+				wake = earliest(wake, at)
+			}
 		case c.finRcvd && c.finSent:
 			// The peer is done and reads no more: our fin need not be
 			// acknowledged, but the peer may lack our acknowledgement of
@@ -1188,6 +1204,12 @@ func (c *Conn) linger() time.Duration {
 	}
 	return d
 }
+
+// peerFinWait is how long a Close whose fin was acknowledged waits for
+// the peer's fin: two retransmission timeouts, a round trip and the
+// peer's application with room to spare (in half duplex, the turn going
+// over and back).
+func (c *Conn) peerFinWait() time.Duration { return 2 * c.rto }
 
 // maxIdle is the slowest an idle primary hands the turn over: the longest
 // the secondary waits to speak, against the share of an idle line spent
