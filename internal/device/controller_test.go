@@ -97,8 +97,9 @@ func (p *paper) Write(b []byte) (int, error) {
 	return p.buf.Write(b)
 }
 
-// text decodes the stream as the paper shows it.
-func (p *paper) text(t *testing.T) (string, int) {
+// text decodes the stream as the paper shows it: its text, its cuts and
+// how many lines it shows, cuts left out.
+func (p *paper) text(t *testing.T) (text string, cuts, lines int) {
 	t.Helper()
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -106,19 +107,7 @@ func (p *paper) text(t *testing.T) (string, int) {
 	if err != nil {
 		t.Fatalf("decoding what the printer printed: %v", err)
 	}
-	return d.Text(), d.Cuts
-}
-
-// lines returns how many lines the paper shows, cuts left out.
-func (p *paper) lines(t *testing.T) int {
-	t.Helper()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	d, err := printer.Decode(p.buf.Bytes())
-	if err != nil {
-		t.Fatalf("decoding what the printer printed: %v", err)
-	}
-	return len(d.Lines) - d.Cuts
+	return d.Text(), d.Cuts, len(d.Lines) - d.Cuts
 }
 
 // swapPower is the real power manager (package power), replaced by a new
@@ -660,7 +649,7 @@ func TestFlows(t *testing.T) {
 		t.Error("the device asked for a PIN for the purchase declined at the review")
 	}
 	// The printer printed the two purchases and the offline payment.
-	text, cuts := r.paper.text(t)
+	text, cuts, _ := r.paper.text(t)
 	if cuts != 3 || !strings.Contains(text, "Corner Shop") || !strings.Contains(text, "7.50 EUR") || !strings.Contains(text, "Paid from the purse") {
 		t.Errorf("printed %d receipts:\n%s\nwant 3: 7.50 EUR and 3.00 EUR at Corner Shop, 3.50 EUR from the purse", cuts, text)
 	}
@@ -937,7 +926,7 @@ func TestEnergyOfAPurchase(t *testing.T) {
 		if used[hal.OpCardWrite] == 0 || used[hal.OpCardRead] == 0 || used[op] == 0 || used[hal.OpPrinter] == 0 {
 			t.Errorf("units spent over %v = %v; want card reads and writes, link bytes and printed lines", op, used)
 		}
-		if printed := r.paper.lines(t); used[hal.OpPrinter] != printed {
+		if _, _, printed := r.paper.text(t); used[hal.OpPrinter] != printed {
 			t.Errorf("spent %d printer lines over %v; the paper shows %d", used[hal.OpPrinter], op, printed)
 		}
 	}
@@ -981,8 +970,7 @@ func TestReceiptEnergy(t *testing.T) {
 	if p := r.status("56565650"); p.Status != store.PurchaseApproved {
 		t.Fatalf("purchase: status %s, want approved", p.Status)
 	}
-	text, cuts := r.paper.text(t)
-	printed := r.paper.lines(t)
+	text, cuts, printed := r.paper.text(t)
 	r.power.mu.Lock()
 	spent := r.power.used[hal.OpPrinter]
 	r.power.mu.Unlock()
@@ -1002,7 +990,7 @@ func TestReceiptEnergy(t *testing.T) {
 	if p := r.status("56565650"); p.Status != store.PurchaseApproved {
 		t.Errorf("purchase without its receipt: status %s, want approved", p.Status)
 	}
-	text, cuts = r.paper.text(t)
+	text, cuts, _ = r.paper.text(t)
 	r.power.mu.Lock()
 	spent = r.power.used[hal.OpPrinter]
 	r.power.mu.Unlock()

@@ -720,11 +720,8 @@ func (s *cardSession) print(r hal.Receipt) {
 		return
 	}
 	n := s.c.Printer.Lines(r)
-	if err := s.c.check(hal.OpPrinter, n); err != nil {
-		s.c.Log.Info("receipt not printed", "lines", n, "err", err)
-		return
-	}
-	if err := s.c.use(hal.OpPrinter, n); err != nil { // spent since the check
+	// Use refuses as Check would, spending nothing, or spends it all.
+	if err := s.c.use(hal.OpPrinter, n); err != nil {
 		s.c.Log.Info("receipt not printed", "lines", n, "err", err)
 		return
 	}

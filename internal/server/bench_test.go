@@ -107,13 +107,7 @@ func benchBuy(b *testing.B, open func(testing.TB) store.Store, cards int, kept b
 		sess *device.Session // with kept
 	}
 	pool := make(chan *terminal, cards)
-	for i := range cards {
-		c := m.card
-		if i > 0 {
-			c = servertest.Sibling(b, m.card)
-			m.register(b, c)
-		}
-		m.fund(b, c.CardNumber, 1<<40)
+	for _, c := range m.cards(b, cards, 1<<40) {
 		t := &terminal{card: c}
 		if kept {
 			t.sess = m.session(b)

@@ -100,6 +100,22 @@ func (m *mall) register(t testing.TB, card *wallettest.Env) {
 	servertest.PutCard(t, m.st, card, time.Now())
 }
 
+// cards returns n cards the server knows, each funded with minor: the
+// mall's own and n-1 siblings (same issuer, PIN and keys' kind).
+func (m *mall) cards(t testing.TB, n int, minor int64) []*wallettest.Env {
+	t.Helper()
+	cs := []*wallettest.Env{m.card}
+	for len(cs) < n {
+		c := servertest.Sibling(t, m.card)
+		m.register(t, c)
+		cs = append(cs, c)
+	}
+	for _, c := range cs {
+		m.fund(t, c.CardNumber, minor)
+	}
+	return cs
+}
+
 func (m *mall) fund(t testing.TB, card string, minor int64) {
 	t.Helper()
 	if _, err := m.svc.Deposit(context.Background(), card, money.Amount{Minor: minor, Currency: "EUR"}, rand.Text()); err != nil {
@@ -607,15 +623,9 @@ func TestBuyPaidBefore(t *testing.T) {
 func TestBuyConcurrent(t *testing.T) {
 	const cards = 4
 	onEachMall(t, func(t *testing.T, m *mall) {
-		cs := []*wallettest.Env{m.card}
-		for len(cs) < cards {
-			c := servertest.Sibling(t, m.card)
-			m.register(t, c)
-			cs = append(cs, c)
-		}
+		cs := m.cards(t, cards, 500)
 		ps := make([]store.Purchase, cards)
-		for i, c := range cs {
-			m.fund(t, c.CardNumber, 500)
+		for i := range cs {
 			ps[i] = m.newPurchase(t, 500, "", "")
 		}
 		var wg sync.WaitGroup

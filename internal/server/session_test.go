@@ -143,15 +143,9 @@ func TestSessionConcurrent(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	const n = 4
-	cards := []*wallettest.Env{m.card}
-	for range n - 1 {
-		c := servertest.Sibling(t, m.card)
-		m.register(t, c)
-		cards = append(cards, c)
-	}
+	cards := m.cards(t, n, 1_000)
 	ps := make([]store.Purchase, n)
-	for i, c := range cards {
-		m.fund(t, c.CardNumber, 1_000)
+	for i := range cards {
 		ps[i] = m.newPurchase(t, 100, "", "")
 	}
 	var wg sync.WaitGroup

@@ -92,13 +92,11 @@ func slotNVMKey(ref byte) string { return keySlot + hex.EncodeToString([]byte{re
 // key is shared by every caller that reads the same slot bytes (see
 // slotMemos): callers must not modify it.
 func loadSlot(ctx *card.Context, ref byte) (slotKey, bool) {
-	var k slotKey
-	var err error
-	if m := slotMemos[ref]; m != nil {
-		k, err = m.Get(ctx.NVM)
-	} else {
-		k, err = decodeSlot(ctx.NVM.Get(slotNVMKey(ref)))
+	m := slotMemos[ref]
+	if m == nil {
+		return slotKey{}, false // not a key slot: nothing is ever stored there
 	}
+	k, err := m.Get(ctx.NVM)
 	return k, err == nil
 }
 

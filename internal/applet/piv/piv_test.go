@@ -807,10 +807,10 @@ func TestImportKey(t *testing.T) {
 	}
 }
 
-// TestReplacedKeyIsUsed checks a slot's key and policies, once parsed
+// TestReplacedKeyIsNotUsed checks a slot's key and policies, once parsed
 // (and cached) to sign, are never used after the slot is written again:
 // by GENERATE with another PIN policy, then by IMPORT.
-func TestReplacedKeyIsUsed(t *testing.T) {
+func TestReplacedKeyIsNotUsed(t *testing.T) {
 	digest := sha256.Sum256([]byte("replaced"))
 	e := newEnv(t)
 	e.mgmtAuth(t)

@@ -317,12 +317,7 @@ func TestNewKeyReplacesCachedKey(t *testing.T) {
 		t.Errorf("PUT DATA DF20 for the new key = %v, want 9000", got)
 	}
 	// Personalize generates a third key; signatures must verify under it.
-	p := wallet.Personalization{
-		CardNumber: env.CardNumber, PIN: env.PIN, PUK: env.PUK, BioTemplate: env.BioTemplate,
-		Currency: env.Options.Currency, MaxBalance: env.Options.MaxBalance,
-		IssuerKeyID: env.CA.SubjectKeyId, IssuerSigner: &env.OpsKey.PublicKey, OpsKeyID: env.OpsKeyID,
-	}
-	if err := env.Client.Personalize(t.Context(), p, env.IssueCard); err != nil {
+	if err := env.Client.Personalize(t.Context(), env.Personalization(), env.IssueCard); err != nil {
 		t.Fatalf("Personalize = %v", err)
 	}
 	if k := env.CardKey(); k.Equal(first) || k.Equal(second) {

@@ -42,15 +42,7 @@ func benchmarkUpdate(b *testing.B, mem *nvm.Memory) {
 // BenchmarkUpdateMem commits one small Put to a MemMedium holding about
 // 4 KiB of records.
 func BenchmarkUpdateMem(b *testing.B) {
-	const capacity = 8192
-	m := nvm.NewMemMedium(nvm.MediumSize(capacity))
-	if err := nvm.Format(m, capacity); err != nil {
-		b.Fatal(err)
-	}
-	mem, err := nvm.Open(m)
-	if err != nil {
-		b.Fatal(err)
-	}
+	mem, _ := newMem(b, 8192)
 	benchmarkUpdate(b, mem)
 }
 
@@ -58,15 +50,7 @@ func BenchmarkUpdateMem(b *testing.B) {
 // adds one key and deletes another (a log record replaced by a new one),
 // so that the key set changes at every update.
 func BenchmarkUpdateMemKeys(b *testing.B) {
-	const capacity = 8192
-	m := nvm.NewMemMedium(nvm.MediumSize(capacity))
-	if err := nvm.Format(m, capacity); err != nil {
-		b.Fatal(err)
-	}
-	mem, err := nvm.Open(m)
-	if err != nil {
-		b.Fatal(err)
-	}
+	mem, _ := newMem(b, 8192)
 	fill(b, mem)
 	b.ReportAllocs()
 	i := 0
@@ -121,15 +105,7 @@ func BenchmarkFsyncFloor(b *testing.B) {
 
 // BenchmarkGet reads one record of a memory holding about 4 KiB.
 func BenchmarkGet(b *testing.B) {
-	const capacity = 8192
-	m := nvm.NewMemMedium(nvm.MediumSize(capacity))
-	if err := nvm.Format(m, capacity); err != nil {
-		b.Fatal(err)
-	}
-	mem, err := nvm.Open(m)
-	if err != nil {
-		b.Fatal(err)
-	}
+	mem, _ := newMem(b, 8192)
 	fill(b, mem)
 	b.ReportAllocs()
 	for b.Loop() {

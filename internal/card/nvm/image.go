@@ -10,17 +10,17 @@ import (
 )
 
 // image is one slot image held in RAM: the bytes a commit writes to the
-// medium (header, payload, checksum) and an index of its records. The
+// medium (header, payload, checksum) and where its records start. The
 // image a Memory serves is never modified; an Update builds the next one
 // by patching the current one into the spare image's buffer (see patch).
 //
-// keys and index may be shared between images with the same key set and
-// are never modified once built; buf and offs belong to one image.
+// keys may be shared between images with the same key set and is never
+// modified once built (a key's record is found by binary search); buf and
+// offs belong to one image.
 type image struct {
-	buf   []byte         // slot image as on the medium
-	keys  []string       // record keys, sorted
-	offs  []int          // offs[i]: where record i starts in buf; offs[len(keys)]: payload end
-	index map[string]int // key → position in keys
+	buf  []byte   // slot image as on the medium
+	keys []string // record keys, sorted
+	offs []int    // offs[i]: where record i starts in buf; offs[len(keys)]: payload end
 }
 
 // payloadLen is the length of the image's payload.
@@ -37,7 +37,7 @@ func (img *image) value(i int) []byte {
 // lookup returns the value stored under key, sharing buf, and whether key
 // is present.
 func (img *image) lookup(key string) ([]byte, bool) {
-	i, ok := img.index[key]
+	i, ok := slices.BinarySearch(img.keys, key)
 	if !ok {
 		return nil, false
 	}
@@ -51,7 +51,7 @@ func parseImage(buf []byte) (*image, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &image{buf: buf, keys: keys, offs: offs, index: indexKeys(keys)}, nil
+	return &image{buf: buf, keys: keys, offs: offs}, nil
 }
 
 // parseRecords parses a payload: its keys in order and the offset of each
@@ -82,30 +82,6 @@ func parseRecords(p []byte, base int) (keys []string, offs []int, err error) {
 		at += recordOver + kl + int(vl)
 	}
 	return keys, append(offs, base+at), nil
-}
-
-// decodeRecords parses a payload into a map. Values share p's backing
-// array.
-func decodeRecords(p []byte) (map[string][]byte, error) {
-	keys, offs, err := parseRecords(p, 0)
-	if err != nil {
-		return nil, err
-	}
-	recs := make(map[string][]byte, len(keys))
-	for i, k := range keys {
-		v := p[offs[i]+recordOver+len(k) : offs[i+1]]
-		recs[k] = v[:len(v):len(v)]
-	}
-	return recs, nil
-}
-
-// indexKeys maps each of keys to its position.
-func indexKeys(keys []string) map[string]int {
-	index := make(map[string]int, len(keys))
-	for i, k := range keys {
-		index[k] = i
-	}
-	return index
 }
 
 // payloadLen is the encoded size of recs.
@@ -152,8 +128,8 @@ func putSlotHeader(b []byte, seq uint64, n int) {
 //
 // The result has the bytes encodeSlot gives for the same records: the
 // records before, between and after the changed keys are copied from old
-// in one piece each, and only the changed records are encoded. keys and
-// index are shared with old unless over adds or removes a key. scratch is
+// in one piece each, and only the changed records are encoded. keys is
+// shared with old unless over adds or removes a key. scratch is
 // room for the sorted changed keys; patch returns it for reuse.
 func patch(old, spare *image, seq uint64, over map[string]txValue, capacity int, scratch []string) (*image, []string, error) {
 	changed := scratch[:0]
@@ -167,7 +143,7 @@ func patch(old, spare *image, seq uint64, over map[string]txValue, capacity int,
 	reindex := false
 	for _, k := range changed {
 		v := over[k]
-		i, had := old.index[k]
+		i, had := slices.BinarySearch(old.keys, k)
 		if had {
 			n -= old.recordLen(i)
 		}
@@ -219,10 +195,7 @@ func patch(old, spare *image, seq uint64, over map[string]txValue, capacity int,
 	}
 	for _, k := range changed {
 		v := over[k]
-		j, had := old.index[k]
-		if !had {
-			j, _ = slices.BinarySearch(old.keys, k)
-		}
+		j, had := slices.BinarySearch(old.keys, k)
 		copyOld(j)
 		if had {
 			i++ // replaced or deleted
@@ -250,10 +223,9 @@ func patch(old, spare *image, seq uint64, over map[string]txValue, capacity int,
 	copy(buf[w:], sum[:])
 
 	img.buf, img.offs = buf, offs
+	img.keys = old.keys
 	if reindex {
-		img.keys, img.index = keys, indexKeys(keys)
-	} else {
-		img.keys, img.index = old.keys, old.index
+		img.keys = keys
 	}
 	return img, changed, nil
 }

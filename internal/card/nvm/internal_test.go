@@ -53,3 +53,18 @@ func TestDecodeRecords(t *testing.T) {
 		})
 	}
 }
+
+// decodeRecords parses a payload into a map. Values share p's backing
+// array.
+func decodeRecords(p []byte) (map[string][]byte, error) {
+	keys, offs, err := parseRecords(p, 0)
+	if err != nil {
+		return nil, err
+	}
+	recs := make(map[string][]byte, len(keys))
+	for i, k := range keys {
+		v := p[offs[i]+recordOver+len(k) : offs[i+1]]
+		recs[k] = v[:len(v):len(v)]
+	}
+	return recs, nil
+}

@@ -41,7 +41,7 @@
 // Recover take the valid slot with the highest sequence number (slot A on a
 // tie); a torn slot fails its checksum and is ignored.
 //
-// The Memory keeps the current image in RAM with an index of its records.
+// The Memory keeps the current image in RAM with where its records start.
 // An update builds the new image from it in a reused buffer: the records
 // it does not change are copied in runs, only the changed ones are
 // encoded, and the result is byte for byte what encoding every record
@@ -421,7 +421,7 @@ func (mem *Memory) Update(fn func(tx *Tx) error) error {
 	if err != nil {
 		return err
 	}
-	mem.spare = nil
+	mem.spare = img // until the commit makes it cur
 	next := 1 - mem.slot
 	err = writeSlot(mem.m, slotOffset(mem.capacity, next), img.buf)
 	if err == nil {
@@ -430,7 +430,6 @@ func (mem *Memory) Update(fn func(tx *Tx) error) error {
 	mem.mu.Lock()
 	defer mem.mu.Unlock()
 	if err != nil {
-		mem.spare = img
 		if errors.Is(err, ErrPowerLost) {
 			mem.err = fmt.Errorf("nvm: committing update: %w", err)
 		} else {
@@ -579,7 +578,7 @@ func (tx *Tx) Put(key string, value []byte) {
 func (tx *Tx) Delete(key string) {
 	tx.check()
 	checkKey("Delete", key)
-	if _, ok := tx.base.index[key]; !ok {
+	if _, ok := slices.BinarySearch(tx.base.keys, key); !ok {
 		delete(tx.over, key) // nothing to delete on the medium
 		return
 	}

@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"cardlink/internal/card/nvm"
-	"cardlink/internal/card/nvm/nvmtest"
 )
 
 // TestRandomUpdatesWithCuts runs random transactions (values growing and
@@ -19,17 +18,8 @@ import (
 // Open of its medium, holds exactly the model's state. It exercises the
 // reuse of image buffers across commits, failed commits and Recover.
 func TestRandomUpdatesWithCuts(t *testing.T) {
-	const capacity = 1024
 	rng := rand.New(rand.NewPCG(7, 11))
-	m := nvm.NewMemMedium(nvm.MediumSize(capacity))
-	tm := nvmtest.NewTearing(m)
-	if err := nvm.Format(tm, capacity); err != nil {
-		t.Fatal(err)
-	}
-	mem, err := nvm.Open(tm)
-	if err != nil {
-		t.Fatal(err)
-	}
+	mem, tm, m := atStep(t, 0) // 1024 bytes, formatted, nothing stored
 	want := map[string]string{}
 	var cuts, full int
 	for step := range 600 {

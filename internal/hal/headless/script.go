@@ -178,9 +178,6 @@ func parseKeys(s string) ([]hal.Key, error) {
 			for _, d := range w {
 				keys = append(keys, hal.Key0+hal.Key(d-'0'))
 			}
-			if len(keys) > maxPressKeys {
-				break
-			}
 			continue
 		}
 		k, err := hal.ParseKey(w)

@@ -78,7 +78,8 @@
 // acknowledgement (the peer then has everything it needs from us), then
 // for the peer's fin, to acknowledge it, for at most two retransmission
 // timeouts (the peer's application usually closes as soon as it reads the
-// end; unacknowledged, the peer would resend its fin); a side
+// end; unacknowledged, the peer would resend its fin; in half duplex the
+// acknowledgement waits for the turn); a side
 // that received the peer's fin first sends its own and waits only until
 // that is acknowledged, the line goes down, or the line has been quiet for
 // the peer's longest timeout (answering a resent fin meanwhile). A peer
@@ -311,7 +312,7 @@ type Conn struct {
 	finQueued bool
 	finSent   bool
 	finAcked  bool
-	finAckAt  time.Time // when our fin was acknowledged
+	finWait   time.Time // with finAcked: until when Close waits for the peer's fin
 	txOrder   uint64
 	hiAcked   uint64 // highest firstTx among acknowledged frames
 	outSince  time.Time
@@ -454,10 +455,12 @@ func (c *Conn) Write(b []byte) (int, error) {
 // Close ends the link: Read and Write fail with ErrClosed from now on,
 // written data is delivered, the peer reads io.EOF after it, and rw is
 // closed. It blocks until the peer acknowledged the end and, for at most
-// two retransmission timeouts more, until the peer's own end came and was
-// acknowledged; or, if the peer closed first, until the line has been
-// quiet a while; at most about Config.GiveUp. It returns ErrPeerGone or ErrLineDown (wrapped) when the
-// end could not be delivered, nil otherwise. Close is idempotent.
+// two retransmission timeouts more, until the peer's own end came (and
+// then until its acknowledgement is sent, which in half duplex waits for
+// the turn); or, if the peer closed first, until the line has been quiet
+// a while; at most about Config.GiveUp plus two retransmission
+// timeouts. It returns ErrPeerGone or ErrLineDown (wrapped) when the end
+// could not be delivered, nil otherwise. Close is idempotent.
 func (c *Conn) Close() error {
 	c.mu.Lock()
 	if !c.closing {
@@ -638,7 +641,7 @@ func (c *Conn) handleAck(f *frame, now time.Time) {
 		c.hiAcked = max(c.hiAcked, o.firstTx)
 		if o.fin {
 			c.finAcked = true
-			c.finAckAt = now
+			c.finWait = now.Add(c.peerFinWait())
 			c.wcond.Broadcast()
 		} else {
 			c.stats.PayloadSent += int64(len(o.payload))
@@ -899,11 +902,10 @@ func (c *Conn) checkEnd(now time.Time) (time.Time, error) {
 			// wait a little for that fin, so as to acknowledge it (as
 			// TCP's TIME-WAIT), rather than leave the peer resending it
 			// on a line that stays up (a call that goes on in voice).
-			at := c.finAckAt.Add(c.peerFinWait())
-			if !now.Before(at) {
+			if !now.Before(c.finWait) {
 				done = true
 			} else {
-				wake = earliest(wake, at)
+				wake = earliest(wake, c.finWait)
 			}
 		case c.finRcvd && c.finSent:
 			// The peer is done and reads no more: our fin need not be
@@ -1206,9 +1208,10 @@ func (c *Conn) linger() time.Duration {
 }
 
 // peerFinWait is how long a Close whose fin was acknowledged waits for
-// the peer's fin: two retransmission timeouts, a round trip and the
-// peer's application with room to spare (in half duplex, the turn going
-// over and back).
+// the peer's fin: two retransmission timeouts as they stand when the fin
+// is acknowledged (a round trip and the peer's application with room to
+// spare; in half duplex, the turn going over and back). The deadline is
+// fixed then: a later backoff does not move it.
 func (c *Conn) peerFinWait() time.Duration { return 2 * c.rto }
 
 // maxIdle is the slowest an idle primary hands the turn over: the longest

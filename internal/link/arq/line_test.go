@@ -584,14 +584,19 @@ func TestCloseAcksPeerFin(t *testing.T) {
 		{"peer's fin to acknowledge, long after", true, true, time.Hour, false},
 	} {
 		c := &Conn{cfg: Config{GiveUp: time.Minute}, closing: true, finSent: true, finAcked: true,
-			finAckAt: now.Add(-tt.ackedAgo), finRcvd: tt.finRcvd, ackDue: tt.ackDue, lastHeard: now, rto: rto}
+			finWait: now.Add(2*rto - tt.ackedAgo), finRcvd: tt.finRcvd, ackDue: tt.ackDue, lastHeard: now, rto: rto}
 		c.wcond = sync.NewCond(&c.mu)
 		c.mu.Lock()
-		_, err := c.checkEnd(now)
+		wake, err := c.checkEnd(now)
 		finished := c.finished
 		c.mu.Unlock()
 		if err != nil || finished != tt.finished {
 			t.Errorf("%s: checkEnd() = %v, finished %v; want nil, %v", tt.name, err, finished, tt.finished)
+		}
+		// Waiting for the peer's fin, the sender must wake at the
+		// deadline (else it sleeps until GiveUp's).
+		if !tt.finRcvd && !tt.finished && !wake.Equal(c.finWait) {
+			t.Errorf("%s: checkEnd() wakes at %v, want the deadline %v", tt.name, wake, c.finWait)
 		}
 	}
 }
@@ -628,6 +633,37 @@ func TestCloseBothWays(t *testing.T) {
 					if st := c.Stats(); !acked || st.Resent != 0 {
 						t.Errorf("%s: fin acknowledged %v, %d frames resent; want true, 0", map[*Conn]string{a: "a", b: "b"}[c], acked, st.Resent)
 					}
+				}
+			})
+		})
+	}
+}
+
+// TestClosePeerStaysOpen: a Close whose fin is acknowledged by a peer that
+// does not close waits for that peer's fin no longer than peerFinWait
+// (fake time), in both modes, and succeeds.
+func TestClosePeerStaysOpen(t *testing.T) {
+	for _, half := range modes() {
+		t.Run(modeName(half), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				cfg := Config{BitRate: lineRate, HalfDuplex: half, GiveUp: time.Minute}
+				a, b, _, _ := newPair(t, slowLine(linktest.LossyConfig{}, half), cfg)
+				defer b.Close()
+				if _, err := a.Write([]byte("goodbye")); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := io.ReadFull(b, make([]byte, 7)); err != nil {
+					t.Fatal(err)
+				}
+				start := time.Now()
+				if err := a.Close(); err != nil {
+					t.Errorf("Close() = %v, want nil", err)
+				}
+				a.mu.Lock()
+				limit := a.finWait.Sub(start)
+				a.mu.Unlock()
+				if took := time.Since(start); took > limit || limit > cfg.GiveUp/4 {
+					t.Errorf("Close() took %v, want at most its wait for the peer's fin (%v, well under GiveUp %v)", took, limit, cfg.GiveUp)
 				}
 			})
 		})

@@ -402,20 +402,12 @@ func postOne(ctx context.Context, tx *sql.Tx, t store.Transfer, now time.Time) (
 		VALUES (?, ?, ?, ?, ?)`+strings.Repeat(", (?, ?, ?, ?, ?)", len(p.Entries)-1), args...); err != nil {
 		return store.Result{}, fmt.Errorf("inserting entries: %w", err)
 	}
-	// One UPDATE for every account touched: parameter 3i+1 is an
-	// account, 3i+2 its new balance, 3i+3 the balance it was read with.
 	args = args[:0]
-	var set, where strings.Builder
-	for i, acct := range p.Touched {
+	for _, acct := range p.Touched {
 		a := accts[acct]
 		args = append(args, acct, a.Balance, a.Locked)
-		fmt.Fprintf(&set, " WHEN ?%d THEN ?%d", 3*i+1, 3*i+2)
-		if i > 0 {
-			where.WriteString(" OR ")
-		}
-		fmt.Fprintf(&where, "(id = ?%d AND balance = ?%d AND ?%d >= lower_limit)", 3*i+1, 3*i+3, 3*i+2)
 	}
-	r, err := tx.ExecContext(ctx, `UPDATE OR FAIL ledger_accounts SET balance = CASE id`+set.String()+` END WHERE `+where.String(), args...)
+	r, err := tx.ExecContext(ctx, updateBalances(len(p.Touched)), args...)
 	if err != nil {
 		return store.Result{}, fmt.Errorf("updating balances: %w", err)
 	}
@@ -424,6 +416,39 @@ func postOne(ctx context.Context, tx *sql.Tx, t store.Transfer, now time.Time) (
 		return store.Result{}, fmt.Errorf("updating balances of %q: %d rows (%v)", p.Touched, n, err)
 	}
 	return res, nil
+}
+
+// balanceUpdates holds updateBalances' statements for up to four
+// accounts (a purchase touches two), built once: postOne runs on the
+// writer goroutine, the limit of the purchase rate.
+var balanceUpdates = func() (u [5]string) {
+	for n := 1; n < len(u); n++ {
+		u[n] = buildUpdateBalances(n)
+	}
+	return u
+}()
+
+// updateBalances returns the one UPDATE that sets the balances of n
+// accounts, each under the same compare-and-set guard as postBatch's:
+// parameter 3i+1 is an account, 3i+2 its new balance, 3i+3 the balance it
+// was read with.
+func updateBalances(n int) string {
+	if n < len(balanceUpdates) {
+		return balanceUpdates[n]
+	}
+	return buildUpdateBalances(n)
+}
+
+func buildUpdateBalances(n int) string {
+	var set, where strings.Builder
+	for i := range n {
+		fmt.Fprintf(&set, " WHEN ?%d THEN ?%d", 3*i+1, 3*i+2)
+		if i > 0 {
+			where.WriteString(" OR ")
+		}
+		fmt.Fprintf(&where, "(id = ?%d AND balance = ?%d AND ?%d >= lower_limit)", 3*i+1, 3*i+3, 3*i+2)
+	}
+	return `UPDATE OR FAIL ledger_accounts SET balance = CASE id` + set.String() + ` END WHERE ` + where.String()
 }
 
 // postedBefore answers t from the transfer posted before with its key:

@@ -187,6 +187,9 @@ func TestPostOneAsBatch(t *testing.T) {
 		xfer("a", "float", "h", 600, "a"), // replay
 		xfer("c", "h", "float", 100, "x"), // key reused with other content
 		xfer("f", "h", "float", 400, "f"),
+		// Five accounts: one UPDATE statement beyond those built ahead.
+		{Key: "g", Currency: "EUR", Memo: "g", Digest: []byte("g"), Legs: []store.Leg{{Account: "float", Amount: -40},
+			{Account: "h", Amount: 10}, {Account: "h2", Amount: 10}, {Account: "h3", Amount: 10}, {Account: "h4", Amount: 10}}},
 	}
 	post := map[string]func(*sql.Tx, store.Transfer) (store.Result, error){
 		"postOne": func(tx *sql.Tx, t store.Transfer) (store.Result, error) { return postOne(ctx, tx, t, now) },
@@ -208,6 +211,9 @@ func TestPostOneAsBatch(t *testing.T) {
 			{ID: "float", Kind: store.KindFloat, Currency: "EUR", Limit: -1000},
 			{ID: "h", Kind: store.KindHolder, Currency: "EUR"},
 			{ID: "usd", Kind: store.KindHolder, Currency: "USD"},
+			{ID: "h2", Kind: store.KindHolder, Currency: "EUR"},
+			{ID: "h3", Kind: store.KindHolder, Currency: "EUR"},
+			{ID: "h4", Kind: store.KindHolder, Currency: "EUR"},
 		} {
 			if err := s.CreateAccount(ctx, a, now); err != nil {
 				t.Fatal(err)
@@ -223,7 +229,7 @@ func TestPostOneAsBatch(t *testing.T) {
 				t.Fatalf("%s(%s) = %v", name, tr.Key, err)
 			}
 		}
-		for _, id := range []string{"float", "h", "usd"} {
+		for _, id := range []string{"float", "h", "usd", "h2", "h3", "h4"} {
 			a, err := s.Account(ctx, id)
 			if err != nil {
 				t.Fatal(err)
@@ -231,7 +237,7 @@ func TestPostOneAsBatch(t *testing.T) {
 			balances[name] = append(balances[name], a.Balance)
 		}
 	}
-	wantErrs := []error{nil, store.ErrLimit, nil, store.ErrCurrency, store.ErrNotFound, nil, store.ErrConflict, nil}
+	wantErrs := []error{nil, store.ErrLimit, nil, store.ErrCurrency, store.ErrNotFound, nil, store.ErrConflict, nil, nil}
 	for i, tr := range ts {
 		one, batch := results["postOne"][i], results["postBatch"][i]
 		if !errors.Is(one.Err, wantErrs[i]) || (wantErrs[i] == nil) != (one.Err == nil) {
@@ -241,8 +247,8 @@ func TestPostOneAsBatch(t *testing.T) {
 			t.Errorf("transfer %d (%s): postOne = %+v, %v; postBatch = %+v, %v; want the same", i, tr.Key, one.Posted, one.Err, batch.Posted, batch.Err)
 		}
 	}
-	if want := []int64{-600 + 100 + 400, 600 - 100 - 400, 0}; !slices.Equal(balances["postOne"], want) || !slices.Equal(balances["postBatch"], want) {
-		t.Errorf("balances float, h, usd: postOne %v, postBatch %v; want %v", balances["postOne"], balances["postBatch"], want)
+	if want := []int64{-600 + 100 + 400 - 40, 600 - 100 - 400 + 10, 0, 10, 10, 10}; !slices.Equal(balances["postOne"], want) || !slices.Equal(balances["postBatch"], want) {
+		t.Errorf("balances float, h, usd, h2, h3, h4: postOne %v, postBatch %v; want %v", balances["postOne"], balances["postBatch"], want)
 	}
 }
 

@@ -906,14 +906,28 @@ func testRaceAuthorizePurchaseCounting(t *testing.T, open OpenFunc) {
 	s.create("pu_r", unlimited, "10000000", cardA, 0)
 	_, err := s.ms.BindPurchase(ctx, "pu_r", cardA, []byte("offer"), t0)
 	must(t, "BindPurchase(pu_r)", err)
+	oneAuthorizes(t, "AuthorizePurchaseCounting", func(i int) error {
+		_, err := []store.CountingAuthorizer{ca, oca}[i%2].AuthorizePurchaseCounting(ctx, "pu_r", cardA, approval("pu_r"), t0)
+		return err
+	})
+	if c, p := card(t, st, cardA), s.read("pu_r"); c.Counter != approval("pu_r").Counter || p.Status != store.PurchaseAuthorized {
+		t.Errorf("after the race: counter %d, pu_r %s; want %d, authorized", c.Counter, p.Status, approval("pu_r").Counter)
+	}
+}
+
+// oneAuthorizes runs call(0) … call(7) at once, each authorizing one
+// purchase with one signature (the caller alternates two Stores by i),
+// and fails unless exactly one returns nil and every other finds the
+// purchase taken (ErrNotFound) or the signature's counter used
+// (ErrCounterReplay). race and oneWins are the same for two callers and
+// one way to lose.
+func oneAuthorizes(t *testing.T, what string, call func(i int) error) {
+	t.Helper()
 	const n = 8
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
-		c := []store.CountingAuthorizer{ca, oca}[i%2]
-		wg.Go(func() {
-			_, errs[i] = c.AuthorizePurchaseCounting(ctx, "pu_r", cardA, approval("pu_r"), t0)
-		})
+		wg.Go(func() { errs[i] = call(i) })
 	}
 	wg.Wait()
 	won := 0
@@ -923,14 +937,11 @@ func testRaceAuthorizePurchaseCounting(t *testing.T, open OpenFunc) {
 			won++
 		case errors.Is(err, store.ErrCounterReplay), errors.Is(err, store.ErrNotFound):
 		default:
-			t.Errorf("AuthorizePurchaseCounting #%d = %v, want nil, ErrCounterReplay or ErrNotFound", i, err)
+			t.Errorf("%s #%d = %v, want nil, ErrCounterReplay or ErrNotFound", what, i, err)
 		}
 	}
 	if won != 1 {
-		t.Errorf("%d of %d authorizations succeeded, want 1", won, n)
-	}
-	if c, p := card(t, st, cardA), s.read("pu_r"); c.Counter != approval("pu_r").Counter || p.Status != store.PurchaseAuthorized {
-		t.Errorf("after the race: counter %d, pu_r %s; want %d, authorized", c.Counter, p.Status, approval("pu_r").Counter)
+		t.Errorf("%d of %d calls of %s succeeded, want 1", won, n, what)
 	}
 }
 
@@ -1188,29 +1199,10 @@ func raceApprovePurchase(t *testing.T, open OpenFunc, advance bool) {
 	s.create("pu_r", unlimited, "20000000", cardA, 0)
 	_, err := s.ms.BindPurchase(ctx, "pu_r", cardA, []byte("offer"), t0)
 	must(t, "BindPurchase(pu_r)", err)
-	const n = 8
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		a := []store.PurchaseApprover{pa, opa}[i%2]
-		wg.Go(func() {
-			_, errs[i] = a.ApprovePurchase(ctx, "pu_r", cardA, approval("pu_r"), advance, testPayment, t0)
-		})
-	}
-	wg.Wait()
-	won := 0
-	for i, err := range errs {
-		switch {
-		case err == nil:
-			won++
-		case errors.Is(err, store.ErrCounterReplay), errors.Is(err, store.ErrNotFound):
-		default:
-			t.Errorf("ApprovePurchase #%d = %v, want nil, ErrCounterReplay or ErrNotFound", i, err)
-		}
-	}
-	if won != 1 {
-		t.Errorf("%d of %d approvals succeeded, want 1", won, n)
-	}
+	oneAuthorizes(t, "ApprovePurchase", func(i int) error {
+		_, err := []store.PurchaseApprover{pa, opa}[i%2].ApprovePurchase(ctx, "pu_r", cardA, approval("pu_r"), advance, testPayment, t0)
+		return err
+	})
 	if p := s.read("pu_r"); p.Status != store.PurchaseApproved || p.Transfer == 0 {
 		t.Errorf("after the race: pu_r %s, transfer %d; want approved, a transfer", p.Status, p.Transfer)
 	}

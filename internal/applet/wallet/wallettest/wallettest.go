@@ -161,22 +161,27 @@ func New(t testing.TB, o Options) *Env {
 	if o.Blank {
 		return e
 	}
-	p := wallet.Personalization{
-		CardNumber:   o.CardNumber,
-		PIN:          o.PIN,
-		PUK:          o.PUK,
-		BioTemplate:  o.BioTemplate,
-		BioThreshold: o.BioThreshold,
-		Currency:     o.Currency,
-		MaxBalance:   o.MaxBalance,
+	if err := e.Client.Personalize(context.Background(), e.Personalization(), e.IssueCard); err != nil {
+		t.Fatalf("personalizing card: %v", err)
+	}
+	return e
+}
+
+// Personalization is what New personalizes the card with: its number,
+// PIN, PUK, template and options, and the Env's issuer.
+func (e *Env) Personalization() wallet.Personalization {
+	return wallet.Personalization{
+		CardNumber:   e.CardNumber,
+		PIN:          e.PIN,
+		PUK:          e.PUK,
+		BioTemplate:  e.BioTemplate,
+		BioThreshold: e.Options.BioThreshold,
+		Currency:     e.Options.Currency,
+		MaxBalance:   e.Options.MaxBalance,
 		IssuerKeyID:  e.CA.SubjectKeyId,
 		IssuerSigner: &e.OpsKey.PublicKey,
 		OpsKeyID:     e.OpsKeyID,
 	}
-	if err := e.Client.Personalize(context.Background(), p, e.IssueCard); err != nil {
-		t.Fatalf("personalizing card: %v", err)
-	}
-	return e
 }
 
 // newIssuer makes the test CA and operations key.
